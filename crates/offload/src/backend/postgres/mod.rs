@@ -1,0 +1,386 @@
+//! PostgreSQL: many worker processes on many hosts share one database.
+//! Claims use `FOR UPDATE SKIP LOCKED`; inserts wake workers with `NOTIFY`.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
+use sqlx::{Executor, PgConnection, PgPool, Postgres, Row, Transaction};
+
+use super::{
+    decode_errors, decode_tags, migrate, Attempt, Backend, ClaimedJob, JobRecord, NewJob, Outcome,
+    WorkerInfo,
+};
+use crate::state::JobState;
+use crate::{Error, Result};
+
+/// The channel enqueues notify, with the queue name as payload.
+const CHANNEL: &str = "offload_jobs";
+
+const INSERT: &str = r#"
+WITH ins AS (
+    INSERT INTO offload_jobs (kind, queue, args, priority, max_attempts, state, run_at, tags)
+    SELECT k, q, a::jsonb, p, m,
+           CASE WHEN r IS NULL OR r <= now() THEN 'available' ELSE 'scheduled' END,
+           COALESCE(r, now()), t::jsonb
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::int2[], $5::int4[], $6::timestamptz[], $7::text[])
+         AS u(k, q, a, p, m, r, t)
+    RETURNING id, queue, state
+), woke AS (
+    SELECT count(pg_notify('offload_jobs', q)) AS n
+    FROM (SELECT DISTINCT queue AS q FROM ins WHERE state = 'available') s
+)
+SELECT ins.id FROM ins, woke ORDER BY ins.id
+"#;
+
+const CLAIM: &str = r#"
+WITH picked AS (
+    SELECT id FROM offload_jobs
+    WHERE state = 'available' AND queue = $1
+    ORDER BY priority, id
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE offload_jobs j
+SET state = 'running', attempt = j.attempt + 1, attempted_at = now(), worker_id = $3
+FROM picked
+WHERE j.id = picked.id
+RETURNING j.id, j.kind, j.queue, j.args::text, j.attempt, j.max_attempts, j.run_at
+"#;
+
+const COMPLETE_MANY: &str = r#"
+UPDATE offload_jobs j
+SET state = 'completed', finalized_at = now(), worker_id = NULL
+FROM unnest($1::int8[], $2::int4[]) AS d(id, attempt)
+WHERE j.id = d.id AND j.attempt = d.attempt AND j.state = 'running'
+"#;
+
+const DELETE_MANY: &str = r#"
+DELETE FROM offload_jobs j
+USING unnest($1::int8[], $2::int4[]) AS d(id, attempt)
+WHERE j.id = d.id AND j.attempt = d.attempt AND j.state = 'running'
+"#;
+
+const COMPLETE_ONE: &str = "UPDATE offload_jobs SET state = 'completed', finalized_at = now(), \
+     worker_id = NULL WHERE id = $1 AND attempt = $2 AND state = 'running'";
+
+const DELETE_ONE: &str =
+    "DELETE FROM offload_jobs WHERE id = $1 AND attempt = $2 AND state = 'running'";
+
+const RECORD_OUTCOME: &str = r#"
+UPDATE offload_jobs
+SET state = $3,
+    run_at = COALESCE($4, run_at),
+    max_attempts = max_attempts + $5,
+    finalized_at = CASE WHEN $6 THEN now() END,
+    worker_id = NULL,
+    errors = CASE WHEN $7::text IS NULL THEN errors
+             ELSE errors || jsonb_build_array(jsonb_build_object('attempt', attempt, 'at', now(), 'error', $7::text))
+             END
+WHERE id = $1 AND attempt = $2 AND state = 'running'
+"#;
+
+const RESCUE: &str = r#"
+WITH lost AS (
+    SELECT j.id FROM offload_jobs j
+    WHERE j.state = 'running'
+      AND NOT EXISTS (
+          SELECT 1 FROM offload_workers w
+          WHERE w.id = j.worker_id AND w.heartbeat_at > now() - make_interval(secs => $1)
+      )
+    FOR UPDATE OF j SKIP LOCKED
+)
+UPDATE offload_jobs j
+SET state = CASE WHEN j.attempt >= j.max_attempts THEN 'discarded' ELSE 'available' END,
+    finalized_at = CASE WHEN j.attempt >= j.max_attempts THEN now() END,
+    errors = j.errors || jsonb_build_array(jsonb_build_object(
+        'attempt', j.attempt, 'at', now(),
+        'error', 'rescued: worker ' || COALESCE(j.worker_id, '?') || ' stopped heartbeating')),
+    worker_id = NULL
+FROM lost
+WHERE j.id = lost.id
+RETURNING j.queue
+"#;
+
+const PROMOTE: &str = r#"
+WITH due AS (
+    SELECT id FROM offload_jobs
+    WHERE state IN ('scheduled', 'retryable') AND run_at <= now()
+    ORDER BY run_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE offload_jobs j SET state = 'available'
+FROM due
+WHERE j.id = due.id
+RETURNING j.queue
+"#;
+
+const JOB_COLUMNS: &str = "id, kind, queue, state, args::text, priority, attempt, max_attempts, \
+     errors::text, tags::text, created_at, run_at, attempted_at, finalized_at, worker_id";
+
+impl Backend for Postgres {
+    const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+    async fn connect(url: &str, max_connections: u32) -> Result<PgPool> {
+        let options = PgConnectOptions::from_str(url)?;
+        Ok(PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await?)
+    }
+
+    async fn migrate(pool: &PgPool) -> Result<()> {
+        let mut tx = pool.begin().await?;
+        // Serializes concurrent migrators on the same database.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('offload_migrations'))")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS offload_migrations (version bigint PRIMARY KEY, \
+             name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM offload_migrations")
+            .fetch_all(&mut *tx)
+            .await?;
+        for migration in migrate::POSTGRES.iter().filter(|m| !applied.contains(&m.version)) {
+            (&mut *tx)
+                .execute(migration.sql)
+                .await
+                .map_err(|source| Error::Migration {
+                    version: migration.version,
+                    name: migration.name,
+                    source,
+                })?;
+            sqlx::query("INSERT INTO offload_migrations (version, name) VALUES ($1, $2)")
+                .bind(migration.version)
+                .bind(migration.name)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn begin_job_tx(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        pool.begin().await
+    }
+
+    async fn insert_jobs(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<Vec<i64>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut kinds = Vec::with_capacity(jobs.len());
+        let mut queues = Vec::with_capacity(jobs.len());
+        let mut args = Vec::with_capacity(jobs.len());
+        let mut priorities = Vec::with_capacity(jobs.len());
+        let mut max_attempts = Vec::with_capacity(jobs.len());
+        let mut run_ats = Vec::with_capacity(jobs.len());
+        let mut tags = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            kinds.push(job.kind.as_str());
+            queues.push(job.queue.as_str());
+            args.push(job.args.as_str());
+            priorities.push(job.priority);
+            max_attempts.push(job.max_attempts);
+            run_ats.push(job.run_at);
+            tags.push(super::encode_tags(&job.tags));
+        }
+        Ok(sqlx::query_scalar(INSERT)
+            .bind(&kinds)
+            .bind(&queues)
+            .bind(&args)
+            .bind(&priorities)
+            .bind(&max_attempts)
+            .bind(&run_ats)
+            .bind(&tags)
+            .fetch_all(conn)
+            .await?)
+    }
+
+    async fn claim(
+        pool: &PgPool,
+        queue: &str,
+        limit: usize,
+        worker_id: &str,
+    ) -> Result<Vec<ClaimedJob>> {
+        let rows: Vec<(i64, String, String, String, i32, i32, DateTime<Utc>)> =
+            sqlx::query_as(CLAIM)
+                .bind(queue)
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .bind(worker_id)
+                .fetch_all(pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, kind, queue, args, attempt, max_attempts, run_at)| ClaimedJob {
+                id,
+                kind,
+                queue,
+                args,
+                attempt,
+                max_attempts,
+                run_at,
+            })
+            .collect())
+    }
+
+    async fn complete_many(pool: &PgPool, done: &[Attempt], delete: bool) -> Result<u64> {
+        let ids: Vec<i64> = done.iter().map(|d| d.id).collect();
+        let attempts: Vec<i32> = done.iter().map(|d| d.attempt).collect();
+        let sql = if delete { DELETE_MANY } else { COMPLETE_MANY };
+        let result = sqlx::query(sql).bind(&ids).bind(&attempts).execute(pool).await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn complete_in_tx(conn: &mut PgConnection, done: Attempt, delete: bool) -> Result<bool> {
+        let sql = if delete { DELETE_ONE } else { COMPLETE_ONE };
+        let result = sqlx::query(sql).bind(done.id).bind(done.attempt).execute(conn).await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn record_outcome(pool: &PgPool, attempt: Attempt, outcome: &Outcome) -> Result<bool> {
+        let change = outcome.change();
+        let result = sqlx::query(RECORD_OUTCOME)
+            .bind(attempt.id)
+            .bind(attempt.attempt)
+            .bind(change.state.as_str())
+            .bind(change.run_at)
+            .bind(change.extra_attempts)
+            .bind(change.state.is_final())
+            .bind(change.error)
+            .execute(pool)
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn heartbeat(pool: &PgPool, worker: &WorkerInfo) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO offload_workers (id, host, pid, queues) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()",
+        )
+        .bind(&worker.id)
+        .bind(&worker.host)
+        .bind(worker.pid)
+        .bind(&worker.queues)
+        .execute(pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn deregister(pool: &PgPool, worker_id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM offload_workers WHERE id = $1")
+            .bind(worker_id)
+            .execute(pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn rescue(pool: &PgPool, lease: Duration) -> Result<Vec<String>> {
+        let lease = lease.as_secs_f64();
+        let queues: Vec<String> = sqlx::query_scalar(RESCUE).bind(lease).fetch_all(pool).await?;
+        sqlx::query(
+            "DELETE FROM offload_workers WHERE heartbeat_at < now() - make_interval(secs => $1)",
+        )
+        .bind(lease)
+        .execute(pool)
+        .await?;
+        notify(pool, &queues).await?;
+        Ok(queues)
+    }
+
+    async fn promote(pool: &PgPool, limit: usize) -> Result<Vec<String>> {
+        let queues: Vec<String> = sqlx::query_scalar(PROMOTE)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(pool)
+            .await?;
+        notify(pool, &queues).await?;
+        Ok(queues)
+    }
+
+    async fn prune(
+        pool: &PgPool,
+        state: JobState,
+        older_than: Duration,
+        limit: usize,
+    ) -> Result<u64> {
+        let result = sqlx::query(
+            "DELETE FROM offload_jobs WHERE id IN (SELECT id FROM offload_jobs \
+             WHERE state = $1 AND finalized_at < now() - make_interval(secs => $2) LIMIT $3)",
+        )
+        .bind(state.as_str())
+        .bind(older_than.as_secs_f64())
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .execute(pool)
+        .await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn listen(pool: &PgPool, wake: fn(&str)) -> Result<()> {
+        let mut listener = PgListener::connect_with(pool).await?;
+        listener.listen(CHANNEL).await?;
+        loop {
+            let notification = listener.recv().await?;
+            wake(notification.payload());
+        }
+    }
+
+    async fn fetch_job(pool: &PgPool, id: i64) -> Result<Option<JobRecord>> {
+        let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM offload_jobs WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+        row.map(|row| job_record(&row)).transpose()
+    }
+
+    async fn count_by_state(pool: &PgPool, queue: Option<&str>) -> Result<Vec<(JobState, i64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT state, count(*) FROM offload_jobs WHERE ($1::text IS NULL OR queue = $1) \
+             GROUP BY state",
+        )
+        .bind(queue)
+        .fetch_all(pool)
+        .await?;
+        Ok(super::parse_counts(rows))
+    }
+}
+
+/// Wakes listeners of `queues` on every host.
+async fn notify(pool: &PgPool, queues: &[String]) -> Result<()> {
+    if !queues.is_empty() {
+        sqlx::query("SELECT pg_notify($1, q) FROM (SELECT DISTINCT unnest($2::text[]) AS q) s")
+            .bind(CHANNEL)
+            .bind(queues)
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
+}
+
+fn job_record(row: &PgRow) -> Result<JobRecord> {
+    let state: String = row.try_get(3)?;
+    let args: String = row.try_get(4)?;
+    let errors: String = row.try_get(8)?;
+    let tags: String = row.try_get(9)?;
+    Ok(JobRecord {
+        id: row.try_get(0)?,
+        kind: row.try_get(1)?,
+        queue: row.try_get(2)?,
+        state: super::parse_state(&state)?,
+        args: serde_json::from_str(&args).unwrap_or(serde_json::Value::String(args)),
+        priority: row.try_get(5)?,
+        attempt: row.try_get(6)?,
+        max_attempts: row.try_get(7)?,
+        errors: decode_errors(&errors),
+        tags: decode_tags(&tags),
+        created_at: row.try_get(10)?,
+        run_at: row.try_get(11)?,
+        attempted_at: row.try_get(12)?,
+        finalized_at: row.try_get(13)?,
+        worker_id: row.try_get(14)?,
+    })
+}

@@ -1,0 +1,389 @@
+//! SQLite: the embedded default, one host, WAL mode. Times are stored as
+//! microseconds since the Unix epoch and computed here, not in SQL.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Executor, Row, Sqlite, SqliteConnection, SqlitePool, Transaction};
+
+use super::{
+    decode_errors, decode_tags, migrate, Attempt, Backend, ClaimedJob, JobRecord, NewJob, Outcome,
+    WorkerInfo,
+};
+use crate::state::JobState;
+use crate::{Error, Result};
+
+const INSERT: &str = r#"
+INSERT INTO offload_jobs (kind, queue, args, priority, max_attempts, state, created_at, run_at, tags)
+SELECT value ->> 0, value ->> 1, value -> 2, value ->> 3, value ->> 4,
+       CASE WHEN COALESCE(value ->> 5, ?1) <= ?1 THEN 'available' ELSE 'scheduled' END,
+       ?1, COALESCE(value ->> 5, ?1), value -> 6
+FROM json_each(?2)
+ORDER BY key
+RETURNING id
+"#;
+
+const CLAIM: &str = r#"
+UPDATE offload_jobs
+SET state = 'running', attempt = attempt + 1, attempted_at = ?1, worker_id = ?2
+WHERE id IN (
+    SELECT id FROM offload_jobs
+    WHERE state = 'available' AND queue = ?3
+    ORDER BY priority, id
+    LIMIT ?4
+)
+RETURNING id, kind, queue, args, attempt, max_attempts, run_at
+"#;
+
+const COMPLETE_MANY: &str = r#"
+UPDATE offload_jobs SET state = 'completed', finalized_at = ?1, worker_id = NULL
+WHERE state = 'running' AND (id, attempt) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?2))
+"#;
+
+const DELETE_MANY: &str = r#"
+DELETE FROM offload_jobs
+WHERE state = 'running' AND (id, attempt) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?2))
+"#;
+
+const COMPLETE_ONE: &str = "UPDATE offload_jobs SET state = 'completed', finalized_at = ?1, \
+     worker_id = NULL WHERE id = ?2 AND attempt = ?3 AND state = 'running'";
+
+const DELETE_ONE: &str =
+    "DELETE FROM offload_jobs WHERE id = ?1 AND attempt = ?2 AND state = 'running'";
+
+const RECORD_OUTCOME: &str = r#"
+UPDATE offload_jobs
+SET state = ?3,
+    run_at = COALESCE(?4, run_at),
+    max_attempts = max_attempts + ?5,
+    finalized_at = CASE WHEN ?6 THEN ?8 END,
+    worker_id = NULL,
+    errors = CASE WHEN ?7 IS NULL THEN errors
+             ELSE json_insert(errors, '$[#]', json_object('attempt', attempt, 'at', ?9, 'error', ?7))
+             END
+WHERE id = ?1 AND attempt = ?2 AND state = 'running'
+"#;
+
+const RESCUE: &str = r#"
+UPDATE offload_jobs
+SET state = CASE WHEN attempt >= max_attempts THEN 'discarded' ELSE 'available' END,
+    finalized_at = CASE WHEN attempt >= max_attempts THEN ?1 END,
+    errors = json_insert(errors, '$[#]', json_object(
+        'attempt', attempt, 'at', ?2,
+        'error', 'rescued: worker ' || COALESCE(worker_id, '?') || ' stopped heartbeating')),
+    worker_id = NULL
+WHERE state = 'running'
+  AND NOT EXISTS (
+      SELECT 1 FROM offload_workers w
+      WHERE w.id = offload_jobs.worker_id AND w.heartbeat_at > ?3
+  )
+RETURNING queue
+"#;
+
+const PROMOTE: &str = r#"
+UPDATE offload_jobs SET state = 'available'
+WHERE id IN (
+    SELECT id FROM offload_jobs
+    WHERE state IN ('scheduled', 'retryable') AND run_at <= ?1
+    ORDER BY run_at
+    LIMIT ?2
+)
+RETURNING queue
+"#;
+
+const JOB_COLUMNS: &str = "id, kind, queue, state, args, priority, attempt, max_attempts, \
+     errors, tags, created_at, run_at, attempted_at, finalized_at, worker_id";
+
+fn now_micros() -> i64 {
+    Utc::now().timestamp_micros()
+}
+
+fn micros(at: DateTime<Utc>) -> i64 {
+    at.timestamp_micros()
+}
+
+fn from_micros(us: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(us).unwrap_or_default()
+}
+
+fn duration_micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+fn limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl Backend for Sqlite {
+    const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+    async fn connect(url: &str, max_connections: u32) -> Result<SqlitePool> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true);
+        Ok(SqlitePoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await?)
+    }
+
+    async fn migrate(pool: &SqlitePool) -> Result<()> {
+        // IMMEDIATE takes the write lock first, so concurrent migrators queue up.
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS offload_migrations (version INTEGER PRIMARY KEY, \
+             name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM offload_migrations")
+            .fetch_all(&mut *tx)
+            .await?;
+        for migration in migrate::SQLITE.iter().filter(|m| !applied.contains(&m.version)) {
+            (&mut *tx)
+                .execute(migration.sql)
+                .await
+                .map_err(|source| Error::Migration {
+                    version: migration.version,
+                    name: migration.name,
+                    source,
+                })?;
+            sqlx::query("INSERT INTO offload_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)")
+                .bind(migration.version)
+                .bind(migration.name)
+                .bind(now_micros())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn begin_job_tx(pool: &SqlitePool) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+        // A deferred transaction that reads and then writes can fail with
+        // SQLITE_BUSY without waiting; IMMEDIATE waits for the write lock.
+        pool.begin_with("BEGIN IMMEDIATE").await
+    }
+
+    async fn insert_jobs(conn: &mut SqliteConnection, jobs: &[NewJob]) -> Result<Vec<i64>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut rows = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let args = serde_json::value::RawValue::from_string(job.args.clone()).map_err(|source| {
+                Error::EncodeArgs { kind: job.kind.clone(), source }
+            })?;
+            rows.push(serde_json::json!([
+                job.kind,
+                job.queue,
+                args,
+                job.priority,
+                job.max_attempts,
+                job.run_at.map(micros),
+                job.tags,
+            ]));
+        }
+        let payload = serde_json::Value::Array(rows).to_string();
+        let mut ids: Vec<i64> = sqlx::query_scalar(INSERT)
+            .bind(now_micros())
+            .bind(payload)
+            .fetch_all(conn)
+            .await?;
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    async fn claim(
+        pool: &SqlitePool,
+        queue: &str,
+        max: usize,
+        worker_id: &str,
+    ) -> Result<Vec<ClaimedJob>> {
+        let rows: Vec<(i64, String, String, String, i32, i32, i64)> = sqlx::query_as(CLAIM)
+            .bind(now_micros())
+            .bind(worker_id)
+            .bind(queue)
+            .bind(limit(max))
+            .fetch_all(pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, kind, queue, args, attempt, max_attempts, run_at)| ClaimedJob {
+                id,
+                kind,
+                queue,
+                args,
+                attempt,
+                max_attempts,
+                run_at: from_micros(run_at),
+            })
+            .collect())
+    }
+
+    async fn complete_many(pool: &SqlitePool, done: &[Attempt], delete: bool) -> Result<u64> {
+        let pairs: Vec<(i64, i32)> = done.iter().map(|d| (d.id, d.attempt)).collect();
+        let payload = serde_json::to_string(&pairs).unwrap_or_else(|_| "[]".to_owned());
+        let sql = if delete { DELETE_MANY } else { COMPLETE_MANY };
+        let result = sqlx::query(sql).bind(now_micros()).bind(payload).execute(pool).await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn complete_in_tx(
+        conn: &mut SqliteConnection,
+        done: Attempt,
+        delete: bool,
+    ) -> Result<bool> {
+        let query = if delete {
+            sqlx::query(DELETE_ONE)
+        } else {
+            sqlx::query(COMPLETE_ONE).bind(now_micros())
+        };
+        let result = query.bind(done.id).bind(done.attempt).execute(conn).await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn record_outcome(pool: &SqlitePool, attempt: Attempt, outcome: &Outcome) -> Result<bool> {
+        let change = outcome.change();
+        let now = Utc::now();
+        let result = sqlx::query(RECORD_OUTCOME)
+            .bind(attempt.id)
+            .bind(attempt.attempt)
+            .bind(change.state.as_str())
+            .bind(change.run_at.map(micros))
+            .bind(change.extra_attempts)
+            .bind(change.state.is_final())
+            .bind(change.error)
+            .bind(micros(now))
+            .bind(now.to_rfc3339())
+            .execute(pool)
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn heartbeat(pool: &SqlitePool, worker: &WorkerInfo) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO offload_workers (id, host, pid, queues, started_at, heartbeat_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT (id) DO UPDATE SET heartbeat_at = ?5",
+        )
+        .bind(&worker.id)
+        .bind(&worker.host)
+        .bind(worker.pid)
+        .bind(&worker.queues)
+        .bind(now_micros())
+        .execute(pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn deregister(pool: &SqlitePool, worker_id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM offload_workers WHERE id = ?1")
+            .bind(worker_id)
+            .execute(pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn rescue(pool: &SqlitePool, lease: Duration) -> Result<Vec<String>> {
+        let now = Utc::now();
+        let expired = micros(now) - duration_micros(lease);
+        let queues = sqlx::query_scalar(RESCUE)
+            .bind(micros(now))
+            .bind(now.to_rfc3339())
+            .bind(expired)
+            .fetch_all(pool)
+            .await?;
+        sqlx::query("DELETE FROM offload_workers WHERE heartbeat_at < ?1")
+            .bind(expired)
+            .execute(pool)
+            .await?;
+        Ok(queues)
+    }
+
+    async fn promote(pool: &SqlitePool, max: usize) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(PROMOTE)
+            .bind(now_micros())
+            .bind(limit(max))
+            .fetch_all(pool)
+            .await?)
+    }
+
+    async fn prune(
+        pool: &SqlitePool,
+        state: JobState,
+        older_than: Duration,
+        max: usize,
+    ) -> Result<u64> {
+        let result = sqlx::query(
+            "DELETE FROM offload_jobs WHERE id IN (SELECT id FROM offload_jobs \
+             WHERE state = ?1 AND finalized_at < ?2 LIMIT ?3)",
+        )
+        .bind(state.as_str())
+        .bind(now_micros() - duration_micros(older_than))
+        .bind(limit(max))
+        .execute(pool)
+        .await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn listen(_pool: &SqlitePool, _wake: fn(&str)) -> Result<()> {
+        // One host: enqueues in this process wake workers directly.
+        Ok(())
+    }
+
+    async fn fetch_job(pool: &SqlitePool, id: i64) -> Result<Option<JobRecord>> {
+        let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM offload_jobs WHERE id = ?1"))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+        row.map(|row| job_record(&row)).transpose()
+    }
+
+    async fn count_by_state(
+        pool: &SqlitePool,
+        queue: Option<&str>,
+    ) -> Result<Vec<(JobState, i64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT state, count(*) FROM offload_jobs WHERE (?1 IS NULL OR queue = ?1) \
+             GROUP BY state",
+        )
+        .bind(queue)
+        .fetch_all(pool)
+        .await?;
+        Ok(super::parse_counts(rows))
+    }
+}
+
+fn job_record(row: &SqliteRow) -> Result<JobRecord> {
+    let state: String = row.try_get(3)?;
+    let args: String = row.try_get(4)?;
+    let errors: String = row.try_get(8)?;
+    let tags: String = row.try_get(9)?;
+    let attempted_at: Option<i64> = row.try_get(12)?;
+    let finalized_at: Option<i64> = row.try_get(13)?;
+    Ok(JobRecord {
+        id: row.try_get(0)?,
+        kind: row.try_get(1)?,
+        queue: row.try_get(2)?,
+        state: super::parse_state(&state)?,
+        args: serde_json::from_str(&args).unwrap_or(serde_json::Value::String(args)),
+        priority: row.try_get(5)?,
+        attempt: row.try_get(6)?,
+        max_attempts: row.try_get(7)?,
+        errors: decode_errors(&errors),
+        tags: decode_tags(&tags),
+        created_at: from_micros(row.try_get(10)?),
+        run_at: from_micros(row.try_get(11)?),
+        attempted_at: attempted_at.map(from_micros),
+        finalized_at: finalized_at.map(from_micros),
+        worker_id: row.try_get(14)?,
+    })
+}

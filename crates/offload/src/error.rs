@@ -1,0 +1,39 @@
+//! Library errors.
+
+/// Everything that can go wrong in offload's own operations.
+///
+/// Errors raised *by a job* are [`JobError`](crate::JobError)s instead: they are
+/// recorded on the job row and never surface here.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database rejected a statement or could not be reached.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A job's args could not be serialized to JSON.
+    #[error("could not encode args of job kind `{kind}`: {source}")]
+    EncodeArgs {
+        /// The job kind whose args failed to encode.
+        kind: String,
+        /// The serializer's error.
+        source: serde_json::Error,
+    },
+    /// The database URL names no supported backend.
+    #[error("unsupported database URL scheme `{0}`: expected `postgres://` or `sqlite:`")]
+    UnsupportedUrl(String),
+    /// A configuration value is out of range.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A migration failed; the schema was left at the previous version.
+    #[error("migration {version} ({name}) failed: {source}")]
+    Migration {
+        /// The migration's version number.
+        version: i64,
+        /// The migration's name.
+        name: &'static str,
+        /// The database's error.
+        source: sqlx::Error,
+    },
+}
+
+/// `Result` with offload's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

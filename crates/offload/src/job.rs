@@ -1,0 +1,149 @@
+//! The [`Job`] trait and how a job reports failure.
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::backend::Backend;
+use crate::context::JobContext;
+
+/// The queue jobs go to unless they name another.
+pub const DEFAULT_QUEUE: &str = "default";
+/// Attempts a job gets unless it asks for another number.
+pub const DEFAULT_MAX_ATTEMPTS: i32 = 20;
+
+/// A kind of background work: its args are the struct's fields, stored as
+/// JSON, and [`run`](Job::run) does the work on database `DB`.
+///
+/// A job receives only its own [`JobContext`]: the enqueuing request's
+/// transaction cannot reach it (a `Job` is `'static` and serializable, which
+/// a borrowed transaction is not).
+///
+/// ```
+/// use offload::{Job, JobContext, JobError};
+/// use serde::{Deserialize, Serialize};
+/// use sqlx::Sqlite;
+///
+/// /// Marks a record processed, in the job's own transaction.
+/// #[derive(Serialize, Deserialize)]
+/// struct MarkProcessed {
+///     record_id: i64,
+/// }
+///
+/// impl Job<Sqlite> for MarkProcessed {
+///     const KIND: &'static str = "mark_processed";
+///     const MAX_ATTEMPTS: i32 = 5;
+///
+///     async fn run(self, ctx: &mut JobContext<Sqlite>) -> Result<(), JobError> {
+///         sqlx::query("UPDATE records SET status = 'done' WHERE id = ?1")
+///             .bind(self.record_id)
+///             .execute(ctx.tx().await?)
+///             .await?;
+///         // The update and the job's "completed" mark commit together.
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait Job<DB: Backend>: Serialize + DeserializeOwned + Send + 'static {
+    /// The name stored with each job; it maps a row back to this type.
+    const KIND: &'static str;
+    /// The queue this kind runs on unless the enqueue names another.
+    const QUEUE: &'static str = DEFAULT_QUEUE;
+    /// Lower runs first.
+    const PRIORITY: i16 = 0;
+    /// Attempts before the job is discarded.
+    const MAX_ATTEMPTS: i32 = DEFAULT_MAX_ATTEMPTS;
+    /// Longest one attempt may run; it is then cancelled and rolled back.
+    /// `None` lets it run until done.
+    const TIMEOUT: Option<Duration> = Some(Duration::from_secs(300));
+
+    /// Delay before attempt `attempt + 1` after attempt `attempt` failed.
+    fn backoff(attempt: i32) -> Duration {
+        crate::backoff::exponential(attempt)
+    }
+
+    /// Does the work. `Ok(())` commits the job's transaction (if it opened
+    /// one) together with its completion; an error rolls it back.
+    fn run(self, ctx: &mut JobContext<DB>) -> impl Future<Output = Result<(), JobError>> + Send;
+}
+
+/// Why a job did not complete, and what happens next.
+///
+/// Any `std::error::Error` converts into [`JobError::Failed`], so `?` works
+/// inside [`Job::run`].
+///
+/// ```
+/// use std::time::Duration;
+/// use offload::JobError;
+///
+/// let later = JobError::snooze(Duration::from_secs(30));
+/// assert!(matches!(later, JobError::Snooze(_)));
+/// let failed: JobError = std::io::Error::other("smtp refused").into();
+/// assert_eq!(failed.to_string(), "smtp refused");
+/// ```
+pub enum JobError {
+    /// Failed: retried with back-off, discarded after the last attempt.
+    Failed(Box<dyn std::error::Error + Send + Sync>),
+    /// Not ready: run again after this delay. Not a failure, uses no attempt.
+    Snooze(Duration),
+    /// Stop for good, as `cancelled`.
+    Cancel(String),
+    /// Stop for good, as `discarded`.
+    Discard(String),
+}
+
+impl JobError {
+    /// A failure with this message, to be retried.
+    pub fn failed(message: impl fmt::Display) -> Self {
+        JobError::Failed(message.to_string().into())
+    }
+
+    /// Run again after `delay`.
+    pub fn snooze(delay: Duration) -> Self {
+        JobError::Snooze(delay)
+    }
+
+    /// Stop for good, as `cancelled`.
+    pub fn cancel(reason: impl fmt::Display) -> Self {
+        JobError::Cancel(reason.to_string())
+    }
+
+    /// Stop for good, as `discarded`.
+    pub fn discard(reason: impl fmt::Display) -> Self {
+        JobError::Discard(reason.to_string())
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for JobError {
+    fn from(error: E) -> Self {
+        JobError::Failed(Box::new(error))
+    }
+}
+
+impl fmt::Display for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JobError::Failed(error) => {
+                write!(f, "{error}")?;
+                let mut source = error.source();
+                while let Some(cause) = source {
+                    write!(f, ": {cause}")?;
+                    source = cause.source();
+                }
+                Ok(())
+            }
+            JobError::Snooze(delay) => write!(f, "snoozed for {delay:?}"),
+            JobError::Cancel(reason) => write!(f, "cancelled: {reason}"),
+            JobError::Discard(reason) => write!(f, "discarded: {reason}"),
+        }
+    }
+}
+
+impl fmt::Debug for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}

@@ -1,0 +1,42 @@
+//! Writes completions of jobs that never opened a transaction, in batches.
+
+use std::time::Duration;
+
+use sqlx::Pool;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{next_delay, sleep_or_stop};
+use crate::backend::{Attempt, Backend};
+
+/// Drains `completions` until every sender is gone. Batches form by
+/// themselves: whatever arrived while the last batch was being written goes
+/// into the next one.
+pub(crate) async fn run<DB: Backend>(
+    pool: Pool<DB>,
+    mut completions: mpsc::Receiver<Attempt>,
+    batch: usize,
+    delete: bool,
+    give_up: CancellationToken,
+) {
+    let mut pending = Vec::with_capacity(batch);
+    while completions.recv_many(&mut pending, batch).await > 0 {
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match DB::complete_many(&pool, &pending, delete).await {
+                Ok(_) => break,
+                Err(error) => {
+                    tracing::warn!(%error, jobs = pending.len(), "could not record completions; retrying");
+                    // Past shutdown the jobs stay `running`, and the rescuer
+                    // runs them again once this worker's lease expires.
+                    if sleep_or_stop(delay, &give_up).await {
+                        tracing::error!(jobs = pending.len(), "gave up recording completions at shutdown");
+                        break;
+                    }
+                    delay = next_delay(delay);
+                }
+            }
+        }
+        pending.clear();
+    }
+}

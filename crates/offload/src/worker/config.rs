@@ -1,0 +1,131 @@
+//! Worker settings.
+
+use std::time::Duration;
+
+use crate::Error;
+
+/// One queue a worker serves, and how many of its jobs run at once.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// Queue name.
+    pub name: String,
+    /// Most jobs of this queue running at once on this worker.
+    pub concurrency: usize,
+}
+
+/// How long finished jobs are kept before the pruner deletes them.
+/// `Duration::ZERO` for `completed` deletes jobs as they complete.
+#[derive(Debug, Clone)]
+pub struct Retention {
+    /// For completed jobs.
+    pub completed: Duration,
+    /// For discarded jobs.
+    pub discarded: Duration,
+    /// For cancelled jobs.
+    pub cancelled: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            completed: Duration::from_secs(24 * 60 * 60),
+            discarded: Duration::from_secs(7 * 24 * 60 * 60),
+            cancelled: Duration::from_secs(7 * 24 * 60 * 60),
+        }
+    }
+}
+
+/// Everything a [`Worker`](crate::Worker) can be tuned by. Start from
+/// `Default` and change what you need:
+///
+/// ```
+/// use std::time::Duration;
+/// let config = offload::WorkerConfig {
+///     lease: Duration::from_secs(10),
+///     ..offload::WorkerConfig::default()
+/// }
+/// .queue("default", 20)
+/// .queue("mail", 5);
+/// assert_eq!(config.queues.len(), 2);
+/// ```
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Queues served. Empty means `default` with concurrency 10.
+    pub queues: Vec<QueueConfig>,
+    /// Most jobs claimed in one statement.
+    pub fetch_batch: usize,
+    /// How often an idle queue polls; `None` uses the backend's default
+    /// (1 s on PostgreSQL, which also wakes on `NOTIFY`; 200 ms on SQLite).
+    pub poll_interval: Option<Duration>,
+    /// How often this worker proves it is alive.
+    pub heartbeat_interval: Duration,
+    /// How long a worker may miss heartbeats before its running jobs are
+    /// rescued by another worker.
+    pub lease: Duration,
+    /// How often the rescuer looks for jobs of dead workers.
+    pub rescue_interval: Duration,
+    /// How often due scheduled and retryable jobs are made available.
+    pub promote_interval: Duration,
+    /// How often old finished jobs are pruned.
+    pub prune_interval: Duration,
+    /// How long finished jobs are kept.
+    pub retention: Retention,
+    /// How long shutdown waits for running jobs before cancelling them.
+    pub shutdown_timeout: Duration,
+    /// How long cancelled jobs get to stop before they are aborted and
+    /// handed back to the queue.
+    pub cancel_grace: Duration,
+    /// Most completions written in one statement.
+    pub completer_batch: usize,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            queues: Vec::new(),
+            fetch_batch: 500,
+            poll_interval: None,
+            heartbeat_interval: Duration::from_secs(2),
+            lease: Duration::from_secs(15),
+            rescue_interval: Duration::from_secs(5),
+            promote_interval: Duration::from_secs(1),
+            prune_interval: Duration::from_secs(60),
+            retention: Retention::default(),
+            shutdown_timeout: Duration::from_secs(30),
+            cancel_grace: Duration::from_secs(2),
+            completer_batch: 1000,
+        }
+    }
+}
+
+impl WorkerConfig {
+    /// Adds (or resizes) a queue.
+    pub fn queue(mut self, name: impl Into<String>, concurrency: usize) -> Self {
+        let name = name.into();
+        self.queues.retain(|queue| queue.name != name);
+        self.queues.push(QueueConfig { name, concurrency });
+        self
+    }
+
+    pub(crate) fn validated(mut self) -> Result<Self, Error> {
+        if self.queues.is_empty() {
+            self = self.queue(crate::DEFAULT_QUEUE, 10);
+        }
+        if let Some(queue) = self.queues.iter().find(|q| q.concurrency == 0 || q.name.is_empty()) {
+            return Err(Error::Config(format!(
+                "queue `{}` needs a non-empty name and a concurrency of at least 1",
+                queue.name
+            )));
+        }
+        if self.fetch_batch == 0 || self.completer_batch == 0 {
+            return Err(Error::Config("fetch_batch and completer_batch must be at least 1".into()));
+        }
+        if self.lease <= self.heartbeat_interval {
+            return Err(Error::Config(format!(
+                "lease ({:?}) must be longer than heartbeat_interval ({:?}), or live workers lose their jobs",
+                self.lease, self.heartbeat_interval
+            )));
+        }
+        Ok(self)
+    }
+}

@@ -1,0 +1,230 @@
+//! The worker runtime: producers claim jobs per queue, executors run each in
+//! its own task and transaction, the completer writes completions in
+//! batches, and maintenance tasks heartbeat, rescue, promote and prune.
+
+mod completer;
+mod config;
+mod executor;
+mod producer;
+
+use std::any::Any;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::Pool;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{QueueConfig, Retention, WorkerConfig};
+
+use crate::backend::{Attempt, Backend, WorkerInfo};
+use crate::{maintenance, Registry, Result};
+
+/// Runs jobs from the database until shut down.
+///
+/// ```no_run
+/// # use offload::{Job, JobContext, JobError, Registry, Worker, WorkerConfig};
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Serialize, Deserialize)] struct Ping;
+/// # impl Job<sqlx::Sqlite> for Ping {
+/// #     const KIND: &'static str = "ping";
+/// #     async fn run(self, _: &mut JobContext<sqlx::Sqlite>) -> Result<(), JobError> { Ok(()) }
+/// # }
+/// # async fn example(pool: sqlx::SqlitePool) -> offload::Result<()> {
+/// let registry = Registry::new().register::<Ping>();
+/// let config = WorkerConfig::default().queue("default", 16);
+/// let worker = Worker::new(pool, registry, config).start().await?;
+/// // ... serve requests ...
+/// worker.shutdown().await;
+/// # Ok(()) }
+/// ```
+pub struct Worker<DB: Backend> {
+    pool: Pool<DB>,
+    registry: Registry<DB>,
+    config: WorkerConfig,
+}
+
+impl<DB: Backend> Worker<DB> {
+    /// A worker for the kinds in `registry`, on `pool`.
+    pub fn new(pool: Pool<DB>, registry: Registry<DB>, config: WorkerConfig) -> Self {
+        Self { pool, registry, config }
+    }
+
+    /// Registers the worker and starts its tasks. Fails if the database
+    /// cannot be reached or the configuration is invalid.
+    pub async fn start(self) -> Result<WorkerHandle> {
+        let config = self.config.validated()?;
+        let info = WorkerInfo {
+            id: worker_id(),
+            host: host_name(),
+            pid: i32::try_from(std::process::id()).unwrap_or(i32::MAX),
+            queues: config.queues.iter().map(|q| q.name.as_str()).collect::<Vec<_>>().join(","),
+        };
+        DB::heartbeat(&self.pool, &info).await?;
+        let worker_id = info.id.clone();
+        tracing::info!(worker = %worker_id, queues = %info.queues, backend = <DB as sqlx::Database>::NAME, "worker started");
+
+        let stop_fetching = CancellationToken::new();
+        let cancel_jobs = CancellationToken::new();
+        let stop_maintenance = CancellationToken::new();
+        let (completions, completions_rx) = mpsc::channel::<Attempt>(config.completer_batch * 4);
+        let shared = Arc::new(Shared {
+            pool: self.pool.clone(),
+            registry: self.registry,
+            config,
+            worker: info.clone(),
+            completions,
+            cancel_jobs: cancel_jobs.clone(),
+            stop_maintenance: stop_maintenance.clone(),
+        });
+
+        let mut producers = JoinSet::new();
+        for queue in &shared.config.queues {
+            producers.spawn(producer::run(shared.clone(), queue.clone(), stop_fetching.clone()));
+        }
+        let completer = tokio::spawn(completer::run(
+            self.pool.clone(),
+            completions_rx,
+            shared.config.completer_batch,
+            shared.config.retention.completed.is_zero(),
+            stop_maintenance.clone(),
+        ));
+        let maintenance = maintenance::spawn(shared.clone(), stop_maintenance.clone());
+        let supervisor = tokio::spawn(async move {
+            while producers.join_next().await.is_some() {}
+            // Every producer has ended, so every executor has: the last
+            // completion sender is `shared`'s.
+            drop(shared);
+            let _ = completer.await;
+            stop_maintenance.cancel();
+            maintenance.join_all().await;
+            if let Err(error) = DB::deregister(&self.pool, &info.id).await {
+                tracing::warn!(%error, "could not deregister worker; its row expires with its lease");
+            }
+            tracing::info!(worker = %info.id, "worker stopped");
+        });
+        Ok(WorkerHandle { stop_fetching, cancel_jobs, supervisor, id: worker_id })
+    }
+
+    /// Runs until `signal` resolves, then shuts down gracefully.
+    pub async fn run_until(self, signal: impl Future<Output = ()>) -> Result<()> {
+        let handle = self.start().await?;
+        signal.await;
+        handle.shutdown().await;
+        Ok(())
+    }
+}
+
+/// A started worker. Dropping it leaves the worker running; call
+/// [`shutdown`](WorkerHandle::shutdown) to stop it.
+pub struct WorkerHandle {
+    stop_fetching: CancellationToken,
+    cancel_jobs: CancellationToken,
+    supervisor: tokio::task::JoinHandle<()>,
+    id: String,
+}
+
+impl WorkerHandle {
+    /// This worker's id, as stored on the jobs it runs.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Stops claiming jobs, waits up to `shutdown_timeout` for running jobs,
+    /// then cancels the rest and hands them back to the queue. Returns when
+    /// every task has stopped.
+    pub async fn shutdown(self) {
+        self.stop_fetching.cancel();
+        if let Err(error) = self.supervisor.await {
+            tracing::error!(%error, "worker supervisor failed");
+        }
+    }
+
+    /// Asks running jobs to stop now, without waiting for the timeout.
+    pub fn cancel_running_jobs(&self) {
+        self.cancel_jobs.cancel();
+    }
+}
+
+/// State every task of one worker shares.
+pub(crate) struct Shared<DB: Backend> {
+    pub pool: Pool<DB>,
+    pub registry: Registry<DB>,
+    pub config: WorkerConfig,
+    pub worker: WorkerInfo,
+    pub completions: mpsc::Sender<Attempt>,
+    /// Cancelled when shutdown gives up waiting for running jobs.
+    pub cancel_jobs: CancellationToken,
+    /// Cancelled when the worker's last job has ended.
+    pub stop_maintenance: CancellationToken,
+}
+
+impl<DB: Backend> Shared<DB> {
+    pub fn poll_interval(&self) -> Duration {
+        self.config.poll_interval.unwrap_or(DB::DEFAULT_POLL_INTERVAL)
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM (Ctrl-C elsewhere): pass it to
+/// [`Worker::run_until`] or axum's graceful shutdown.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// The message of a caught panic.
+pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
+    if let Some(message) = panic.downcast_ref::<&str>() {
+        (*message).to_owned()
+    } else if let Some(message) = panic.downcast_ref::<String>() {
+        message.clone()
+    } else {
+        "panic with a non-string payload".to_owned()
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+fn worker_id() -> String {
+    format!("{}-{}-{:08x}", host_name(), std::process::id(), rand::random::<u32>())
+}
+
+/// Sleeps `delay`, or less if `stop` fires. Returns whether it fired.
+pub(crate) async fn sleep_or_stop(delay: Duration, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(delay) => false,
+        () = stop.cancelled() => true,
+    }
+}
+
+/// Doubles `delay` up to five seconds: the pause between retries of a
+/// database call that failed.
+pub(crate) fn next_delay(delay: Duration) -> Duration {
+    (delay * 2).min(Duration::from_secs(5))
+}
