@@ -68,7 +68,11 @@ impl EnqueueOptions {
     /// Starts no earlier than `delay` from now.
     pub fn delay(mut self, delay: Duration) -> Self {
         let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-        self.run_at = Some(Utc::now().checked_add_signed(delay).unwrap_or(DateTime::<Utc>::MAX_UTC));
+        self.run_at = Some(
+            Utc::now()
+                .checked_add_signed(delay)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC),
+        );
         self
     }
 
@@ -107,7 +111,9 @@ pub struct Client<DB: Backend> {
 
 impl<DB: Backend> Clone for Client<DB> {
     fn clone(&self) -> Self {
-        Self { pool: self.pool.clone() }
+        Self {
+            pool: self.pool.clone(),
+        }
     }
 }
 
@@ -129,8 +135,10 @@ impl<DB: Backend> Client<DB> {
 
     /// Builds the row for `job` without inserting it.
     pub fn new_job<J: Job<DB>>(&self, job: &J, options: EnqueueOptions) -> Result<NewJob> {
-        let args = serde_json::to_string(job)
-            .map_err(|source| Error::EncodeArgs { kind: J::KIND.to_owned(), source })?;
+        let args = serde_json::to_string(job).map_err(|source| Error::EncodeArgs {
+            kind: J::KIND.to_owned(),
+            source,
+        })?;
         Ok(NewJob {
             kind: J::KIND.to_owned(),
             queue: options.queue.unwrap_or_else(|| J::QUEUE.to_owned()),
@@ -156,7 +164,8 @@ impl<DB: Backend> Client<DB> {
     /// Enqueues `job` on `conn`, normally the caller's transaction: the job
     /// exists if and only if that transaction commits.
     pub async fn enqueue_tx<J: Job<DB>>(&self, conn: &mut DB::Connection, job: J) -> Result<i64> {
-        self.enqueue_tx_with(conn, job, EnqueueOptions::default()).await
+        self.enqueue_tx_with(conn, job, EnqueueOptions::default())
+            .await
     }
 
     /// [`enqueue_tx`](Self::enqueue_tx) with `options`.

@@ -25,7 +25,12 @@ pub struct JobContext<DB: Backend> {
 
 impl<DB: Backend> JobContext<DB> {
     pub(crate) fn new(job: ClaimedJob, pool: Pool<DB>, cancel: CancellationToken) -> Self {
-        Self { job, pool, tx: None, cancel }
+        Self {
+            job,
+            pool,
+            tx: None,
+            cancel,
+        }
     }
 
     /// The job's id.

@@ -58,7 +58,11 @@ impl BackendKind {
     /// assert!(BackendKind::from_url("mysql://u:secret@db").unwrap_err().to_string().contains("mysql"));
     /// ```
     pub fn from_url(url: &str) -> Result<Self> {
-        let scheme = url.split(':').next().unwrap_or_default().to_ascii_lowercase();
+        let scheme = url
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
         match scheme.as_str() {
             "postgres" | "postgresql" => Ok(BackendKind::Postgres),
             "sqlite" => Ok(BackendKind::Sqlite),

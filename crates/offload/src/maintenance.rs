@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Signals};
 use crate::state::JobState;
 use crate::wake;
 use crate::worker::{next_delay, sleep_or_stop, Shared};
@@ -35,7 +35,10 @@ pub(crate) fn spawn<DB: Backend>(shared: Arc<Shared<DB>>, stop: CancellationToke
             async move {
                 let queues = DB::rescue(&shared.pool, shared.config.lease).await?;
                 if !queues.is_empty() {
-                    tracing::warn!(jobs = queues.len(), "rescued jobs of workers that stopped heartbeating");
+                    tracing::warn!(
+                        jobs = queues.len(),
+                        "rescued jobs of workers that stopped heartbeating"
+                    );
                     wake::wake_all(queues.iter().map(String::as_str));
                 }
                 Ok(())
@@ -111,7 +114,7 @@ async fn listen<DB: Backend>(shared: Arc<Shared<DB>>, stop: CancellationToken) {
     let mut delay = Duration::from_millis(100);
     loop {
         let result = tokio::select! {
-            result = DB::listen(&shared.pool, wake::wake) => result,
+            result = DB::listen(&shared.pool, Signals { wake: wake::wake, cancel: wake::cancel_running }) => result,
             () = stop.cancelled() => return,
         };
         match result {

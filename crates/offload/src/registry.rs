@@ -30,7 +30,9 @@ pub struct Registry<DB: Backend> {
 
 impl<DB: Backend> Default for Registry<DB> {
     fn default() -> Self {
-        Self { handlers: HashMap::new() }
+        Self {
+            handlers: HashMap::new(),
+        }
     }
 }
 
@@ -46,8 +48,14 @@ impl<DB: Backend> Registry<DB> {
     /// If another type already registered the same [`Job::KIND`]: two types
     /// cannot share a kind, and this is a bug to catch at start-up.
     pub fn register<J: Job<DB>>(mut self) -> Self {
-        let previous = self.handlers.insert(J::KIND, Arc::new(Typed::<J>(PhantomData)));
-        assert!(previous.is_none(), "job kind `{}` is registered twice", J::KIND);
+        let previous = self
+            .handlers
+            .insert(J::KIND, Arc::new(Typed::<J>(PhantomData)));
+        assert!(
+            previous.is_none(),
+            "job kind `{}` is registered twice",
+            J::KIND
+        );
         self
     }
 

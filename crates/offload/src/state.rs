@@ -62,7 +62,10 @@ impl JobState {
 
     /// Whether the job will never run again on its own.
     pub fn is_final(self) -> bool {
-        matches!(self, JobState::Completed | JobState::Discarded | JobState::Cancelled)
+        matches!(
+            self,
+            JobState::Completed | JobState::Discarded | JobState::Cancelled
+        )
     }
 }
 

@@ -6,19 +6,52 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 static QUEUES: LazyLock<Mutex<HashMap<String, Arc<Notify>>>> = LazyLock::new(Default::default);
+/// Cancellation signals of the jobs running in this process, by job id.
+static RUNNING: LazyLock<Mutex<HashMap<i64, CancellationToken>>> = LazyLock::new(Default::default);
+
+/// Registers a running job's signal until the guard drops.
+pub(crate) fn track_running(id: i64, token: CancellationToken) -> RunningGuard {
+    lock(&RUNNING).insert(id, token);
+    RunningGuard(id)
+}
+
+/// Removes a job from the running set when its attempt ends.
+pub(crate) struct RunningGuard(i64);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        lock(&RUNNING).remove(&self.0);
+    }
+}
+
+/// Signals cancellation to jobs of `ids` running in this process. Their
+/// rows must already be `cancelled`, so that their transactions roll back.
+pub(crate) fn cancel_running(ids: &[i64]) {
+    let running = lock(&RUNNING);
+    for id in ids {
+        if let Some(token) = running.get(id) {
+            token.cancel();
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// The notifier producers of `queue` wait on.
 pub(crate) fn notifier(queue: &str) -> Arc<Notify> {
-    let mut queues = QUEUES.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    queues.entry(queue.to_owned()).or_default().clone()
+    lock(&QUEUES).entry(queue.to_owned()).or_default().clone()
 }
 
 /// Wakes this process's producers of `queue`.
 pub(crate) fn wake(queue: &str) {
-    let queues = QUEUES.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(notify) = queues.get(queue) {
+    if let Some(notify) = lock(&QUEUES).get(queue) {
         notify.notify_waiters();
     }
 }

@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{Pool, Transaction};
 
-use crate::Result;
 use crate::state::JobState;
+use crate::Result;
 
 /// A database that can hold offload's jobs: implemented for
 /// [`sqlx::Postgres`] and [`sqlx::Sqlite`].
@@ -77,10 +77,8 @@ pub trait Backend: sqlx::Database + Sized {
     ) -> impl Future<Output = Result<bool>> + Send;
 
     /// Registers a worker or renews its heartbeat.
-    fn heartbeat(
-        pool: &Pool<Self>,
-        worker: &WorkerInfo,
-    ) -> impl Future<Output = Result<()>> + Send;
+    fn heartbeat(pool: &Pool<Self>, worker: &WorkerInfo)
+        -> impl Future<Output = Result<()>> + Send;
 
     /// Removes a worker's row on clean shutdown.
     fn deregister(pool: &Pool<Self>, worker_id: &str) -> impl Future<Output = Result<()>> + Send;
@@ -95,7 +93,8 @@ pub trait Backend: sqlx::Database + Sized {
 
     /// Makes due `scheduled` and `retryable` jobs `available`. Returns the
     /// queues that got jobs.
-    fn promote(pool: &Pool<Self>, limit: usize) -> impl Future<Output = Result<Vec<String>>> + Send;
+    fn promote(pool: &Pool<Self>, limit: usize)
+        -> impl Future<Output = Result<Vec<String>>> + Send;
 
     /// Deletes up to `limit` jobs in `state` finalized more than `older_than` ago.
     fn prune(
@@ -105,22 +104,32 @@ pub trait Backend: sqlx::Database + Sized {
         limit: usize,
     ) -> impl Future<Output = Result<u64>> + Send;
 
-    /// Waits for enqueue notifications from other processes and calls `wake`
-    /// with the queue name. Returns only on an unrecoverable error; backends
-    /// without notifications return at once.
-    fn listen(
-        pool: &Pool<Self>,
-        wake: fn(&str),
-    ) -> impl Future<Output = Result<()>> + Send;
+    /// Waits for notifications from other processes: new jobs (calls
+    /// [`Signals::wake`] with the queue) and cancelled running jobs (calls
+    /// [`Signals::cancel`] with the ids). Returns only on an error; backends
+    /// without notifications return `Ok` at once.
+    fn listen(pool: &Pool<Self>, signals: Signals) -> impl Future<Output = Result<()>> + Send;
 
     /// One job, whole.
-    fn fetch_job(pool: &Pool<Self>, id: i64) -> impl Future<Output = Result<Option<JobRecord>>> + Send;
+    fn fetch_job(
+        pool: &Pool<Self>,
+        id: i64,
+    ) -> impl Future<Output = Result<Option<JobRecord>>> + Send;
 
     /// Number of jobs in each state, optionally for one queue.
     fn count_by_state(
         pool: &Pool<Self>,
         queue: Option<&str>,
     ) -> impl Future<Output = Result<Vec<(JobState, i64)>>> + Send;
+}
+
+/// Where [`Backend::listen`] delivers what it hears.
+#[derive(Debug, Clone, Copy)]
+pub struct Signals {
+    /// New jobs on a queue.
+    pub wake: fn(&str),
+    /// Running jobs were cancelled.
+    pub cancel: fn(&[i64]),
 }
 
 /// A job ready to insert. Build one with [`Client::new_job`](crate::Client::new_job)
@@ -185,7 +194,10 @@ pub struct ClaimedJob {
 impl ClaimedJob {
     /// The (id, attempt) pair that guards this attempt's writes.
     pub fn attempt_key(&self) -> Attempt {
-        Attempt { id: self.id, attempt: self.attempt }
+        Attempt {
+            id: self.id,
+            attempt: self.attempt,
+        }
     }
 }
 
@@ -324,7 +336,12 @@ impl Outcome {
             Outcome::Snooze { at } => (JobState::Scheduled, Some(*at), 1, None),
             Outcome::Requeue { reason } => (JobState::Available, None, 1, Some(reason)),
         };
-        StateChange { state, run_at, extra_attempts, error: error.map(|e| clean_error(e)) }
+        StateChange {
+            state,
+            run_at,
+            extra_attempts,
+            error: error.map(|e| clean_error(e)),
+        }
     }
 }
 

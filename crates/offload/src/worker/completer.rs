@@ -30,7 +30,10 @@ pub(crate) async fn run<DB: Backend>(
                     // Past shutdown the jobs stay `running`, and the rescuer
                     // runs them again once this worker's lease expires.
                     if sleep_or_stop(delay, &give_up).await {
-                        tracing::error!(jobs = pending.len(), "gave up recording completions at shutdown");
+                        tracing::error!(
+                            jobs = pending.len(),
+                            "gave up recording completions at shutdown"
+                        );
                         break;
                     }
                     delay = next_delay(delay);

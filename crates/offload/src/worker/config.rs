@@ -111,14 +111,20 @@ impl WorkerConfig {
         if self.queues.is_empty() {
             self = self.queue(crate::DEFAULT_QUEUE, 10);
         }
-        if let Some(queue) = self.queues.iter().find(|q| q.concurrency == 0 || q.name.is_empty()) {
+        if let Some(queue) = self
+            .queues
+            .iter()
+            .find(|q| q.concurrency == 0 || q.name.is_empty())
+        {
             return Err(Error::Config(format!(
                 "queue `{}` needs a non-empty name and a concurrency of at least 1",
                 queue.name
             )));
         }
         if self.fetch_batch == 0 || self.completer_batch == 0 {
-            return Err(Error::Config("fetch_batch and completer_batch must be at least 1".into()));
+            return Err(Error::Config(
+                "fetch_batch and completer_batch must be at least 1".into(),
+            ));
         }
         if self.lease <= self.heartbeat_interval {
             return Err(Error::Config(format!(

@@ -35,17 +35,22 @@ pub(crate) async fn execute<DB: Backend>(shared: Arc<Shared<DB>>, mut job: Claim
         };
         let max_attempts = job.max_attempts;
         let args = std::mem::take(&mut job.args);
-        let mut ctx = JobContext::new(job, shared.pool.clone(), shared.cancel_jobs.child_token());
+        let cancel = shared.cancel_jobs.child_token();
+        let _tracked = crate::wake::track_running(key.id, cancel.clone());
+        let mut ctx = JobContext::new(job, shared.pool.clone(), cancel);
 
         let run = AssertUnwindSafe(handler.run(&args, &mut ctx)).catch_unwind();
         let result = match handler.timeout() {
-            Some(limit) => tokio::time::timeout(limit, run)
-                .await
-                .unwrap_or_else(|_| Ok(Err(JobError::failed(format!("timed out after {limit:?}"))))),
+            Some(limit) => tokio::time::timeout(limit, run).await.unwrap_or_else(|_| {
+                Ok(Err(JobError::failed(format!("timed out after {limit:?}"))))
+            }),
             None => run.await,
         };
         let result = result.unwrap_or_else(|panic| {
-            Err(JobError::failed(format!("panicked: {}", panic_message(panic.as_ref()))))
+            Err(JobError::failed(format!(
+                "panicked: {}",
+                panic_message(panic.as_ref())
+            )))
         });
 
         match result {
@@ -94,7 +99,13 @@ async fn succeed<DB: Backend>(shared: &Shared<DB>, key: Attempt, ctx: &mut JobCo
             format!("recording completion in the job's transaction failed: {error}")
         }
     };
-    let outcome = outcome_for(shared, key, ctx.max_attempts(), JobError::failed(error), crate::backoff::exponential);
+    let outcome = outcome_for(
+        shared,
+        key,
+        ctx.max_attempts(),
+        JobError::failed(error),
+        crate::backoff::exponential,
+    );
     record(shared, key, outcome).await;
 }
 
@@ -111,16 +122,23 @@ fn outcome_for<DB: Backend>(
     match error {
         JobError::Failed(_) if shared.cancel_jobs.is_cancelled() => {
             tracing::info!(%error, "job interrupted by shutdown; handed back to the queue");
-            Outcome::Requeue { reason: format!("interrupted by shutdown: {error}") }
+            Outcome::Requeue {
+                reason: format!("interrupted by shutdown: {error}"),
+            }
         }
         JobError::Failed(_) if key.attempt >= max_attempts => {
             tracing::error!(%error, "job failed on its last attempt; discarded");
-            Outcome::Discard { error: error.to_string() }
+            Outcome::Discard {
+                error: error.to_string(),
+            }
         }
         JobError::Failed(_) => {
             let delay = backoff(key.attempt);
             tracing::warn!(%error, retry_in = ?delay, "job failed; will retry");
-            Outcome::Retry { error: error.to_string(), at: at(delay) }
+            Outcome::Retry {
+                error: error.to_string(),
+                at: at(delay),
+            }
         }
         JobError::Snooze(delay) => {
             tracing::debug!(?delay, "job snoozed");

@@ -49,7 +49,11 @@ pub struct Worker<DB: Backend> {
 impl<DB: Backend> Worker<DB> {
     /// A worker for the kinds in `registry`, on `pool`.
     pub fn new(pool: Pool<DB>, registry: Registry<DB>, config: WorkerConfig) -> Self {
-        Self { pool, registry, config }
+        Self {
+            pool,
+            registry,
+            config,
+        }
     }
 
     /// Registers the worker and starts its tasks. Fails if the database
@@ -60,7 +64,12 @@ impl<DB: Backend> Worker<DB> {
             id: worker_id(),
             host: host_name(),
             pid: i32::try_from(std::process::id()).unwrap_or(i32::MAX),
-            queues: config.queues.iter().map(|q| q.name.as_str()).collect::<Vec<_>>().join(","),
+            queues: config
+                .queues
+                .iter()
+                .map(|q| q.name.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
         };
         DB::heartbeat(&self.pool, &info).await?;
         let worker_id = info.id.clone();
@@ -82,7 +91,11 @@ impl<DB: Backend> Worker<DB> {
 
         let mut producers = JoinSet::new();
         for queue in &shared.config.queues {
-            producers.spawn(producer::run(shared.clone(), queue.clone(), stop_fetching.clone()));
+            producers.spawn(producer::run(
+                shared.clone(),
+                queue.clone(),
+                stop_fetching.clone(),
+            ));
         }
         let completer = tokio::spawn(completer::run(
             self.pool.clone(),
@@ -105,7 +118,12 @@ impl<DB: Backend> Worker<DB> {
             }
             tracing::info!(worker = %info.id, "worker stopped");
         });
-        Ok(WorkerHandle { stop_fetching, cancel_jobs, supervisor, id: worker_id })
+        Ok(WorkerHandle {
+            stop_fetching,
+            cancel_jobs,
+            supervisor,
+            id: worker_id,
+        })
     }
 
     /// Runs until `signal` resolves, then shuts down gracefully.
@@ -163,7 +181,9 @@ pub(crate) struct Shared<DB: Backend> {
 
 impl<DB: Backend> Shared<DB> {
     pub fn poll_interval(&self) -> Duration {
-        self.config.poll_interval.unwrap_or(DB::DEFAULT_POLL_INTERVAL)
+        self.config
+            .poll_interval
+            .unwrap_or(DB::DEFAULT_POLL_INTERVAL)
     }
 }
 
@@ -212,7 +232,12 @@ fn host_name() -> String {
 }
 
 fn worker_id() -> String {
-    format!("{}-{}-{:08x}", host_name(), std::process::id(), rand::random::<u32>())
+    format!(
+        "{}-{}-{:08x}",
+        host_name(),
+        std::process::id(),
+        rand::random::<u32>()
+    )
 }
 
 /// Sleeps `delay`, or less if `stop` fires. Returns whether it fired.

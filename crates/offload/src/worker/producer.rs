@@ -99,7 +99,8 @@ async fn drain<DB: Backend>(shared: &Shared<DB>, queue: &QueueConfig, mut runnin
         }
     }
     for key in running.abort_all().await {
-        let reason = "interrupted by shutdown: did not stop within the cancel grace period".to_owned();
+        let reason =
+            "interrupted by shutdown: did not stop within the cancel grace period".to_owned();
         record(shared, key, Outcome::Requeue { reason }).await;
     }
 }
@@ -120,7 +121,11 @@ impl Running {
         self.tasks.is_empty()
     }
 
-    fn spawn(&mut self, key: Attempt, task: impl std::future::Future<Output = ()> + Send + 'static) {
+    fn spawn(
+        &mut self,
+        key: Attempt,
+        task: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
         let handle = self.tasks.spawn(task);
         self.attempts.insert(handle.id(), key);
     }

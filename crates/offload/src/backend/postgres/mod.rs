@@ -10,13 +10,15 @@ use sqlx::{Executor, PgConnection, PgPool, Postgres, Row, Transaction};
 
 use super::{
     decode_errors, decode_tags, migrate, Attempt, Backend, ClaimedJob, JobRecord, NewJob, Outcome,
-    WorkerInfo,
+    Signals, WorkerInfo,
 };
 use crate::state::JobState;
 use crate::{Error, Result};
 
 /// The channel enqueues notify, with the queue name as payload.
 const CHANNEL: &str = "offload_jobs";
+/// The channel operators' cancels notify, with the job id as payload.
+pub(crate) const CANCEL_CHANNEL: &str = "offload_cancel";
 
 const INSERT: &str = r#"
 WITH ins AS (
@@ -38,6 +40,7 @@ const CLAIM: &str = r#"
 WITH picked AS (
     SELECT id FROM offload_jobs
     WHERE state = 'available' AND queue = $1
+      AND NOT EXISTS (SELECT 1 FROM offload_queues q WHERE q.name = $1 AND q.paused)
     ORDER BY priority, id
     LIMIT $2
     FOR UPDATE SKIP LOCKED
@@ -147,7 +150,10 @@ impl Backend for Postgres {
         let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM offload_migrations")
             .fetch_all(&mut *tx)
             .await?;
-        for migration in migrate::POSTGRES.iter().filter(|m| !applied.contains(&m.version)) {
+        for migration in migrate::POSTGRES
+            .iter()
+            .filter(|m| !applied.contains(&m.version))
+        {
             (&mut *tx)
                 .execute(migration.sql)
                 .await
@@ -217,15 +223,17 @@ impl Backend for Postgres {
                 .await?;
         Ok(rows
             .into_iter()
-            .map(|(id, kind, queue, args, attempt, max_attempts, run_at)| ClaimedJob {
-                id,
-                kind,
-                queue,
-                args,
-                attempt,
-                max_attempts,
-                run_at,
-            })
+            .map(
+                |(id, kind, queue, args, attempt, max_attempts, run_at)| ClaimedJob {
+                    id,
+                    kind,
+                    queue,
+                    args,
+                    attempt,
+                    max_attempts,
+                    run_at,
+                },
+            )
             .collect())
     }
 
@@ -233,13 +241,21 @@ impl Backend for Postgres {
         let ids: Vec<i64> = done.iter().map(|d| d.id).collect();
         let attempts: Vec<i32> = done.iter().map(|d| d.attempt).collect();
         let sql = if delete { DELETE_MANY } else { COMPLETE_MANY };
-        let result = sqlx::query(sql).bind(&ids).bind(&attempts).execute(pool).await?;
+        let result = sqlx::query(sql)
+            .bind(&ids)
+            .bind(&attempts)
+            .execute(pool)
+            .await?;
         Ok(result.rows_affected())
     }
 
     async fn complete_in_tx(conn: &mut PgConnection, done: Attempt, delete: bool) -> Result<bool> {
         let sql = if delete { DELETE_ONE } else { COMPLETE_ONE };
-        let result = sqlx::query(sql).bind(done.id).bind(done.attempt).execute(conn).await?;
+        let result = sqlx::query(sql)
+            .bind(done.id)
+            .bind(done.attempt)
+            .execute(conn)
+            .await?;
         Ok(result.rows_affected() == 1)
     }
 
@@ -282,7 +298,10 @@ impl Backend for Postgres {
 
     async fn rescue(pool: &PgPool, lease: Duration) -> Result<Vec<String>> {
         let lease = lease.as_secs_f64();
-        let queues: Vec<String> = sqlx::query_scalar(RESCUE).bind(lease).fetch_all(pool).await?;
+        let queues: Vec<String> = sqlx::query_scalar(RESCUE)
+            .bind(lease)
+            .fetch_all(pool)
+            .await?;
         sqlx::query(
             "DELETE FROM offload_workers WHERE heartbeat_at < now() - make_interval(secs => $1)",
         )
@@ -320,20 +339,28 @@ impl Backend for Postgres {
         Ok(result.rows_affected())
     }
 
-    async fn listen(pool: &PgPool, wake: fn(&str)) -> Result<()> {
+    async fn listen(pool: &PgPool, signals: Signals) -> Result<()> {
         let mut listener = PgListener::connect_with(pool).await?;
-        listener.listen(CHANNEL).await?;
+        listener.listen_all([CHANNEL, CANCEL_CHANNEL]).await?;
         loop {
             let notification = listener.recv().await?;
-            wake(notification.payload());
+            if notification.channel() == CANCEL_CHANNEL {
+                if let Ok(id) = notification.payload().parse::<i64>() {
+                    (signals.cancel)(&[id]);
+                }
+            } else {
+                (signals.wake)(notification.payload());
+            }
         }
     }
 
     async fn fetch_job(pool: &PgPool, id: i64) -> Result<Option<JobRecord>> {
-        let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM offload_jobs WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(pool)
-            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS} FROM offload_jobs WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
         row.map(|row| job_record(&row)).transpose()
     }
 

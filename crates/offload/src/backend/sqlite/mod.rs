@@ -12,7 +12,7 @@ use sqlx::{Executor, Row, Sqlite, SqliteConnection, SqlitePool, Transaction};
 
 use super::{
     decode_errors, decode_tags, migrate, Attempt, Backend, ClaimedJob, JobRecord, NewJob, Outcome,
-    WorkerInfo,
+    Signals, WorkerInfo,
 };
 use crate::state::JobState;
 use crate::{Error, Result};
@@ -33,6 +33,7 @@ SET state = 'running', attempt = attempt + 1, attempted_at = ?1, worker_id = ?2
 WHERE id IN (
     SELECT id FROM offload_jobs
     WHERE state = 'available' AND queue = ?3
+      AND NOT EXISTS (SELECT 1 FROM offload_queues q WHERE q.name = ?3 AND q.paused)
     ORDER BY priority, id
     LIMIT ?4
 )
@@ -147,7 +148,10 @@ impl Backend for Sqlite {
         let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM offload_migrations")
             .fetch_all(&mut *tx)
             .await?;
-        for migration in migrate::SQLITE.iter().filter(|m| !applied.contains(&m.version)) {
+        for migration in migrate::SQLITE
+            .iter()
+            .filter(|m| !applied.contains(&m.version))
+        {
             (&mut *tx)
                 .execute(migration.sql)
                 .await
@@ -156,12 +160,14 @@ impl Backend for Sqlite {
                     name: migration.name,
                     source,
                 })?;
-            sqlx::query("INSERT INTO offload_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)")
-                .bind(migration.version)
-                .bind(migration.name)
-                .bind(now_micros())
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO offload_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+            )
+            .bind(migration.version)
+            .bind(migration.name)
+            .bind(now_micros())
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -179,9 +185,13 @@ impl Backend for Sqlite {
         }
         let mut rows = Vec::with_capacity(jobs.len());
         for job in jobs {
-            let args = serde_json::value::RawValue::from_string(job.args.clone()).map_err(|source| {
-                Error::EncodeArgs { kind: job.kind.clone(), source }
-            })?;
+            let args =
+                serde_json::value::RawValue::from_string(job.args.clone()).map_err(|source| {
+                    Error::EncodeArgs {
+                        kind: job.kind.clone(),
+                        source,
+                    }
+                })?;
             rows.push(serde_json::json!([
                 job.kind,
                 job.queue,
@@ -217,15 +227,17 @@ impl Backend for Sqlite {
             .await?;
         Ok(rows
             .into_iter()
-            .map(|(id, kind, queue, args, attempt, max_attempts, run_at)| ClaimedJob {
-                id,
-                kind,
-                queue,
-                args,
-                attempt,
-                max_attempts,
-                run_at: from_micros(run_at),
-            })
+            .map(
+                |(id, kind, queue, args, attempt, max_attempts, run_at)| ClaimedJob {
+                    id,
+                    kind,
+                    queue,
+                    args,
+                    attempt,
+                    max_attempts,
+                    run_at: from_micros(run_at),
+                },
+            )
             .collect())
     }
 
@@ -233,7 +245,11 @@ impl Backend for Sqlite {
         let pairs: Vec<(i64, i32)> = done.iter().map(|d| (d.id, d.attempt)).collect();
         let payload = serde_json::to_string(&pairs).unwrap_or_else(|_| "[]".to_owned());
         let sql = if delete { DELETE_MANY } else { COMPLETE_MANY };
-        let result = sqlx::query(sql).bind(now_micros()).bind(payload).execute(pool).await?;
+        let result = sqlx::query(sql)
+            .bind(now_micros())
+            .bind(payload)
+            .execute(pool)
+            .await?;
         Ok(result.rows_affected())
     }
 
@@ -251,7 +267,11 @@ impl Backend for Sqlite {
         Ok(result.rows_affected() == 1)
     }
 
-    async fn record_outcome(pool: &SqlitePool, attempt: Attempt, outcome: &Outcome) -> Result<bool> {
+    async fn record_outcome(
+        pool: &SqlitePool,
+        attempt: Attempt,
+        outcome: &Outcome,
+    ) -> Result<bool> {
         let change = outcome.change();
         let now = Utc::now();
         let result = sqlx::query(RECORD_OUTCOME)
@@ -334,16 +354,18 @@ impl Backend for Sqlite {
         Ok(result.rows_affected())
     }
 
-    async fn listen(_pool: &SqlitePool, _wake: fn(&str)) -> Result<()> {
+    async fn listen(_pool: &SqlitePool, _signals: Signals) -> Result<()> {
         // One host: enqueues in this process wake workers directly.
         Ok(())
     }
 
     async fn fetch_job(pool: &SqlitePool, id: i64) -> Result<Option<JobRecord>> {
-        let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM offload_jobs WHERE id = ?1"))
-            .bind(id)
-            .fetch_optional(pool)
-            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS} FROM offload_jobs WHERE id = ?1"
+        ))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
         row.map(|row| job_record(&row)).transpose()
     }
 
