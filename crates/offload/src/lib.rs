@@ -13,6 +13,10 @@ mod state;
 mod wake;
 mod worker;
 
+pub use backend::admin::{
+    ActionOutcome, Admin, AdminBackend, AdminError, FilterError, FilterParams, JobAction,
+    JobFilter, JobPage, JobSummary, Overview, Page, QueueSummary, StateCounts, ThroughputPoint,
+};
 pub use backend::{AttemptError, Backend, JobRecord, NewJob};
 pub use client::{Client, EnqueueOptions};
 pub use context::JobContext;

@@ -22,6 +22,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "queues",
         sql: include_str!("../../migrations/postgres/0002_queues.sql"),
     },
+    Migration {
+        version: 3,
+        name: "admin",
+        sql: include_str!("../../migrations/postgres/0003_admin.sql"),
+    },
 ];
 
 pub(crate) const SQLITE: &[Migration] = &[
@@ -34,5 +39,10 @@ pub(crate) const SQLITE: &[Migration] = &[
         version: 2,
         name: "queues",
         sql: include_str!("../../migrations/sqlite/0002_queues.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "admin",
+        sql: include_str!("../../migrations/sqlite/0003_admin.sql"),
     },
 ];

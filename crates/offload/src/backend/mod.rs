@@ -1,6 +1,7 @@
 //! Database backends. All SQL lives in this module's children; the rest of the
 //! crate talks to the database only through [`Backend`].
 
+pub mod admin;
 mod migrate;
 pub mod postgres;
 pub mod sqlite;

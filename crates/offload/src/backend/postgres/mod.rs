@@ -1,6 +1,8 @@
 //! PostgreSQL: many worker processes on many hosts share one database.
 //! Claims use `FOR UPDATE SKIP LOCKED`; inserts wake workers with `NOTIFY`.
 
+mod admin;
+
 use std::str::FromStr;
 use std::time::Duration;
 

@@ -1,6 +1,8 @@
 //! SQLite: the embedded default, one host, WAL mode. Times are stored as
 //! microseconds since the Unix epoch and computed here, not in SQL.
 
+mod admin;
+
 use std::str::FromStr;
 use std::time::Duration;
 

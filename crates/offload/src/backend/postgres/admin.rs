@@ -1,0 +1,225 @@
+//! The admin operations' SQL on PostgreSQL.
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+
+use super::super::admin::{
+    AdminBackend, JobFilter, JobSummary, Page, QueueStateCount, ARGS_PREVIEW_LEN,
+};
+use super::super::{decode_tags, parse_state};
+use crate::state::JobState;
+use crate::Result;
+
+const SUMMARY_COLUMNS: &str = "id, kind, queue, state, priority, attempt, max_attempts, \
+     tags::text, left(args::text, $PREVIEW), errors -> -1 ->> 'error', created_at, run_at, \
+     attempted_at, finalized_at";
+
+/// Appends `WHERE ...` for `filter` (and the keyset cursor).
+fn push_where(qb: &mut QueryBuilder<'_, Postgres>, filter: &JobFilter, before: Option<i64>) {
+    qb.push(" WHERE true");
+    if !filter.states.is_empty() {
+        let states: Vec<&'static str> = filter.states.iter().map(|s| s.as_str()).collect();
+        qb.push(" AND state = ANY(").push_bind(states).push(")");
+    }
+    if let Some(queue) = &filter.queue {
+        qb.push(" AND queue = ").push_bind(queue.clone());
+    }
+    if let Some(kind) = &filter.kind {
+        qb.push(" AND kind = ").push_bind(kind.clone());
+    }
+    if let Some(tag) = &filter.tag {
+        qb.push(" AND tags @> jsonb_build_array(")
+            .push_bind(tag.clone())
+            .push("::text)");
+    }
+    if let Some(since) = filter.since {
+        qb.push(" AND created_at >= ").push_bind(since);
+    }
+    if let Some(until) = filter.until {
+        qb.push(" AND created_at < ").push_bind(until);
+    }
+    if let Some(pattern) = filter.like_pattern() {
+        qb.push(" AND (args::text ILIKE ")
+            .push_bind(pattern.clone())
+            .push(" ESCAPE '\\' OR errors::text ILIKE ")
+            .push_bind(pattern)
+            .push(" ESCAPE '\\')");
+    }
+    if let Some(before) = before {
+        qb.push(" AND id < ").push_bind(before);
+    }
+}
+
+fn summary(row: &PgRow) -> Result<JobSummary> {
+    let state: String = row.try_get(3)?;
+    let tags: String = row.try_get(7)?;
+    Ok(JobSummary {
+        id: row.try_get(0)?,
+        kind: row.try_get(1)?,
+        queue: row.try_get(2)?,
+        state: parse_state(&state)?,
+        priority: row.try_get(4)?,
+        attempt: row.try_get(5)?,
+        max_attempts: row.try_get(6)?,
+        tags: decode_tags(&tags),
+        args_preview: row.try_get(8)?,
+        last_error: row.try_get(9)?,
+        created_at: row.try_get(10)?,
+        run_at: row.try_get(11)?,
+        attempted_at: row.try_get(12)?,
+        finalized_at: row.try_get(13)?,
+    })
+}
+
+const RETRY: &str = r#"
+WITH retried AS (
+    UPDATE offload_jobs
+    SET state = 'available', run_at = now(), finalized_at = NULL, worker_id = NULL,
+        max_attempts = GREATEST(max_attempts, attempt + 1)
+    WHERE id = ANY($1) AND state IN ('discarded', 'cancelled', 'retryable')
+    RETURNING id, queue
+), woke AS (
+    SELECT count(pg_notify('offload_jobs', q)) AS n
+    FROM (SELECT DISTINCT queue AS q FROM retried) s
+)
+SELECT retried.id, retried.queue FROM retried, woke ORDER BY retried.id
+"#;
+
+const CANCEL: &str = r#"
+WITH target AS (
+    SELECT id, state AS was FROM offload_jobs
+    WHERE id = ANY($1) AND state IN ('scheduled', 'available', 'retryable', 'running')
+    FOR UPDATE
+), cancelled AS (
+    UPDATE offload_jobs j
+    SET state = 'cancelled', finalized_at = now(), worker_id = NULL,
+        errors = j.errors || jsonb_build_array(jsonb_build_object(
+            'attempt', j.attempt, 'at', now(), 'error', 'cancelled by an operator'))
+    FROM target
+    WHERE j.id = target.id
+    RETURNING j.id, target.was = 'running' AS was_running
+), signalled AS (
+    SELECT count(pg_notify('offload_cancel', id::text)) AS n
+    FROM cancelled WHERE was_running
+)
+SELECT cancelled.id, cancelled.was_running FROM cancelled, signalled ORDER BY cancelled.id
+"#;
+
+impl AdminBackend for Postgres {
+    async fn list_jobs(pool: &PgPool, filter: &JobFilter, page: &Page) -> Result<Vec<JobSummary>> {
+        let columns = SUMMARY_COLUMNS.replace("$PREVIEW", &ARGS_PREVIEW_LEN.to_string());
+        let mut qb = QueryBuilder::new(format!("SELECT {columns} FROM offload_jobs"));
+        push_where(&mut qb, filter, page.before);
+        qb.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(page.limit));
+        let rows = qb.build().fetch_all(pool).await?;
+        rows.iter().map(summary).collect()
+    }
+
+    async fn job_ids(
+        pool: &PgPool,
+        filter: &JobFilter,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<i64>> {
+        let mut qb = QueryBuilder::new("SELECT id FROM offload_jobs");
+        push_where(&mut qb, filter, before);
+        qb.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(limit));
+        Ok(qb.build_query_scalar().fetch_all(pool).await?)
+    }
+
+    async fn count_jobs(pool: &PgPool, filter: &JobFilter) -> Result<i64> {
+        let mut qb = QueryBuilder::new("SELECT count(*) FROM offload_jobs");
+        push_where(&mut qb, filter, None);
+        Ok(qb.build_query_scalar().fetch_one(pool).await?)
+    }
+
+    async fn queue_state_counts(pool: &PgPool) -> Result<Vec<QueueStateCount>> {
+        let rows: Vec<(String, String, i64, Option<DateTime<Utc>>)> = sqlx::query_as(
+            "SELECT queue, state, count(*), min(run_at) FILTER (WHERE state = 'available') \
+             FROM offload_jobs GROUP BY queue, state",
+        )
+        .fetch_all(pool)
+        .await?;
+        rows.into_iter()
+            .map(|(queue, state, count, oldest_run_at)| {
+                Ok(QueueStateCount {
+                    queue,
+                    state: parse_state(&state)?,
+                    count,
+                    oldest_run_at,
+                })
+            })
+            .collect()
+    }
+
+    async fn completed_since(pool: &PgPool, since: DateTime<Utc>) -> Result<Vec<(String, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT queue, count(*) FROM offload_jobs \
+             WHERE state = 'completed' AND finalized_at >= $1 GROUP BY queue",
+        )
+        .bind(since)
+        .fetch_all(pool)
+        .await?)
+    }
+
+    async fn queue_flags(pool: &PgPool) -> Result<Vec<(String, bool)>> {
+        Ok(sqlx::query_as("SELECT name, paused FROM offload_queues")
+            .fetch_all(pool)
+            .await?)
+    }
+
+    async fn finished_per_minute(
+        pool: &PgPool,
+        since: DateTime<Utc>,
+        queue: Option<&str>,
+    ) -> Result<Vec<(DateTime<Utc>, JobState, i64)>> {
+        let rows: Vec<(DateTime<Utc>, String, i64)> = sqlx::query_as(
+            "SELECT date_trunc('minute', finalized_at), state, count(*) FROM offload_jobs \
+             WHERE state IN ('completed', 'discarded') AND finalized_at >= $1 \
+               AND ($2::text IS NULL OR queue = $2) \
+             GROUP BY 1, 2",
+        )
+        .bind(since)
+        .bind(queue)
+        .fetch_all(pool)
+        .await?;
+        rows.into_iter()
+            .map(|(minute, state, n)| Ok((minute, parse_state(&state)?, n)))
+            .collect()
+    }
+
+    async fn retry_jobs(pool: &PgPool, ids: &[i64]) -> Result<Vec<(i64, String)>> {
+        Ok(sqlx::query_as(RETRY).bind(ids).fetch_all(pool).await?)
+    }
+
+    async fn cancel_jobs(pool: &PgPool, ids: &[i64]) -> Result<Vec<(i64, bool)>> {
+        Ok(sqlx::query_as(CANCEL).bind(ids).fetch_all(pool).await?)
+    }
+
+    async fn delete_jobs(pool: &PgPool, ids: &[i64]) -> Result<Vec<i64>> {
+        Ok(sqlx::query_scalar(
+            "DELETE FROM offload_jobs WHERE id = ANY($1) AND state <> 'running' RETURNING id",
+        )
+        .bind(ids)
+        .fetch_all(pool)
+        .await?)
+    }
+
+    async fn set_queue_paused(pool: &PgPool, queue: &str, paused: bool) -> Result<()> {
+        sqlx::query(
+            "WITH upsert AS (
+                 INSERT INTO offload_queues (name, paused, updated_at) VALUES ($1, $2, now())
+                 ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = now()
+             )
+             SELECT pg_notify('offload_jobs', $1) WHERE NOT $2",
+        )
+        .bind(queue)
+        .bind(paused)
+        .execute(pool)
+        .await?;
+        Ok(())
+    }
+}
