@@ -1,0 +1,128 @@
+//! Drop-in replacements for axum's `Json`, `Query` and `Path` whose
+//! rejections are problem details.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::rejection::{JsonRejection, PathRejection, QueryRejection};
+
+/// A JSON request body (or response), like [`axum::Json`], refused with a
+/// [`JsonRejection`]: 415 for a wrong content type, 400 for malformed JSON,
+/// 413 over the body limit ([`axum::extract::DefaultBodyLimit`]), 422 for
+/// the wrong shape.
+///
+/// ```
+/// use offload_axum::Json;
+/// use serde::Deserialize;
+///
+/// #[derive(Deserialize)]
+/// struct NewNote { text: String }
+///
+/// async fn create(Json(note): Json<NewNote>) -> String {
+///     note.text
+/// }
+/// let app: axum::Router = axum::Router::new().route("/notes", axum::routing::post(create));
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+    type Rejection = JsonRejection;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json(request.headers()) {
+            return Err(JsonRejection::UnsupportedMediaType);
+        }
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    JsonRejection::PayloadTooLarge
+                } else {
+                    JsonRejection::BodyUnreadable
+                }
+            })?;
+        decode(&bytes).map(Json)
+    }
+}
+
+/// Decodes a JSON body, telling syntax errors (400) from shape errors
+/// (422, naming the field at fault).
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, JsonRejection> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => JsonRejection::InvalidBody {
+                field: (path != ".").then_some(path),
+                detail: inner.to_string(),
+            },
+            _ => JsonRejection::MalformedJson(inner.to_string()),
+        }
+    })?;
+    // Trailing bytes after the value are a syntax error too.
+    deserializer
+        .end()
+        .map_err(|error| JsonRejection::MalformedJson(error.to_string()))?;
+    Ok(value)
+}
+
+/// `application/json` or any `application/*+json`, parameters ignored.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(content_type) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// Query parameters, like [`axum::extract::Query`], refused with a
+/// [`QueryRejection`] (400).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = QueryRejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Query(value) =
+            axum::extract::Query::<T>::from_request_parts(parts, state).await?;
+        Ok(Query(value))
+    }
+}
+
+/// Path parameters, like [`axum::extract::Path`], refused with a
+/// [`PathRejection`] (400).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Path<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = PathRejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path(value) =
+            axum::extract::Path::<T>::from_request_parts(parts, state).await?;
+        Ok(Path(value))
+    }
+}

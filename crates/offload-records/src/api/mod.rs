@@ -1,0 +1,135 @@
+//! The HTTP API: routes, shared state and the error responses every route
+//! shares.
+
+pub mod records;
+pub mod stats;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use offload::Client;
+use offload_axum::{Problem, TxLayer};
+use tower_http::catch_panic::CatchPanicLayer;
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::openapi::ApiDoc;
+use crate::store::RecordStore;
+
+/// Default largest request body: 1 MiB.
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+/// How new records' jobs are tuned.
+#[derive(Debug, Clone, Copy)]
+pub struct JobSettings {
+    /// SHA-256 rounds over the payload.
+    pub hash_rounds: u32,
+    /// Simulated mail or webhook call, in milliseconds.
+    pub delay_ms: u64,
+}
+
+impl Default for JobSettings {
+    fn default() -> Self {
+        Self {
+            hash_rounds: 1000,
+            delay_ms: 20,
+        }
+    }
+}
+
+/// What every handler shares.
+pub struct AppState<DB: RecordStore> {
+    /// Enqueues jobs and reads queue counts.
+    pub client: Client<DB>,
+    /// Tuning of the jobs new records get.
+    pub jobs: JobSettings,
+}
+
+impl<DB: RecordStore> Clone for AppState<DB> {
+    fn clone(&self) -> Self {
+        Self {
+            client: self.client.clone(),
+            jobs: self.jobs,
+        }
+    }
+}
+
+impl<DB: RecordStore> AppState<DB> {
+    /// The connection pool.
+    pub fn pool(&self) -> &sqlx::Pool<DB> {
+        self.client.pool()
+    }
+}
+
+/// The service's whole router: the API, `/openapi.json`, the docs page at
+/// `/docs` (assets served from the binary, no CDN) and problem-details
+/// fallbacks.
+pub fn router<DB: RecordStore>(state: AppState<DB>, body_limit: usize) -> Router {
+    let pool = state.pool().clone();
+    let api = Router::new()
+        .route(
+            "/records",
+            get(records::list_records::<DB>).post(records::create_record::<DB>),
+        )
+        .route("/records/{id}", get(records::get_record::<DB>))
+        .route("/stats", get(stats::stats::<DB>))
+        .with_state(state);
+    Router::new()
+        .merge(api)
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
+        // ---------------------------------------------------------------
+        // DASHBOARD MOUNT POINT: the offload-dashboard crate is mounted
+        // here, e.g. `.nest("/dashboard", offload_dashboard::router(pool.clone()))`.
+        // ---------------------------------------------------------------
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        // Inside TxLayer: a panic becomes a 500 response, which rolls the
+        // request's transaction back.
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(TxLayer::new(pool))
+}
+
+async fn not_found() -> Problem {
+    Problem::not_found("no such route")
+}
+
+async fn method_not_allowed() -> Problem {
+    Problem::new(StatusCode::METHOD_NOT_ALLOWED)
+        .with_detail("this route does not accept that method")
+}
+
+fn panic_response(_panic: Box<dyn std::any::Any + Send>) -> Response {
+    tracing::error!("handler panicked; request rolled back");
+    Problem::internal().into_response()
+}
+
+/// A database error as the client sees it: 503 when the database is
+/// unreachable, 500 otherwise, never the error's text.
+pub(crate) fn database_problem(error: impl Into<DatabaseError>) -> Problem {
+    let error = error.into();
+    tracing::error!(error = %error.0, "database error");
+    match error.0 {
+        offload::Error::Database(
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_),
+        ) => Problem::unavailable(),
+        _ => Problem::internal(),
+    }
+}
+
+/// Either kind of database error a handler meets.
+pub(crate) struct DatabaseError(offload::Error);
+
+impl From<sqlx::Error> for DatabaseError {
+    fn from(error: sqlx::Error) -> Self {
+        Self(offload::Error::Database(error))
+    }
+}
+
+impl From<offload::Error> for DatabaseError {
+    fn from(error: offload::Error) -> Self {
+        Self(error)
+    }
+}

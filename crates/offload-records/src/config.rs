@@ -1,0 +1,67 @@
+//! Command-line flags, each with an environment-variable fallback.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::api::{JobSettings, DEFAULT_BODY_LIMIT};
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The reference records service: HTTP API and job workers in one process.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "offload-records", version, about)]
+pub struct Config {
+    /// Database URL: `sqlite://FILE` or `postgres://...` (default: an SQLite
+    /// file in the working directory).
+    #[arg(long, env = "DATABASE_URL", default_value_t = offload::database_url_from_env())]
+    pub database_url: String,
+    /// Address to listen on.
+    #[arg(long, env = "LISTEN", default_value = "127.0.0.1:3000")]
+    pub listen: SocketAddr,
+    /// Jobs run at once by the in-process worker.
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 32)]
+    pub worker_concurrency: usize,
+    /// Database connections in the pool.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 32)]
+    pub max_connections: u32,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "BODY_LIMIT", default_value_t = DEFAULT_BODY_LIMIT)]
+    pub body_limit: usize,
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+    /// SHA-256 rounds each record's job computes.
+    #[arg(long, env = "HASH_ROUNDS", default_value_t = JobSettings::default().hash_rounds,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub hash_rounds: u32,
+    /// Milliseconds each job waits, standing in for a mail or webhook call.
+    #[arg(long, env = "JOB_DELAY_MS", default_value_t = JobSettings::default().delay_ms)]
+    pub job_delay_ms: u64,
+    /// Seconds shutdown waits for running jobs before handing them back.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
+    pub shutdown_timeout_secs: u64,
+}
+
+impl Config {
+    /// Job tuning for new records.
+    pub fn job_settings(&self) -> JobSettings {
+        JobSettings {
+            hash_rounds: self.hash_rounds,
+            delay_ms: self.job_delay_ms,
+        }
+    }
+
+    /// How long shutdown waits for running jobs.
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
+    }
+}

@@ -1,0 +1,107 @@
+//! Starting and stopping the service: migrations, the in-process worker,
+//! the HTTP server and graceful shutdown.
+
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use offload::{Client, Registry, Worker, WorkerConfig};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::job::{ProcessRecord, RECORDS_QUEUE};
+use crate::store::RecordStore;
+
+/// Beyond the shutdown timeout: the worker's cancel grace and final writes.
+const WORKER_STOP_MARGIN: Duration = Duration::from_secs(5);
+
+/// Picks the backend from the URL and runs until `shutdown` resolves.
+pub async fn run_from_url(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    match offload::BackendKind::from_url(&config.database_url)? {
+        offload::BackendKind::Postgres => run::<sqlx::Postgres>(config, shutdown).await,
+        offload::BackendKind::Sqlite => run::<sqlx::Sqlite>(config, shutdown).await,
+    }
+}
+
+/// Migrates, starts the worker and serves HTTP on backend `DB` until
+/// `shutdown` resolves. Then it stops accepting connections, finishes
+/// in-flight requests, and stops the worker (running jobs finish, or are
+/// handed back to the queue after the shutdown timeout).
+pub async fn run<DB: RecordStore>(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let pool = DB::connect(&config.database_url, config.max_connections)
+        .await
+        .context("could not connect to the database")?;
+    let client = Client::new(pool.clone());
+    client
+        .migrate()
+        .await
+        .context("offload migrations failed")?;
+    DB::migrate_records(&pool)
+        .await
+        .context("records migrations failed")?;
+
+    let worker_config = WorkerConfig {
+        shutdown_timeout: config.shutdown_timeout(),
+        ..WorkerConfig::default()
+    }
+    .queue(RECORDS_QUEUE, config.worker_concurrency);
+    let worker = Worker::new(
+        pool.clone(),
+        Registry::new().register::<ProcessRecord>(),
+        worker_config,
+    )
+    .start()
+    .await
+    .context("could not start the worker")?;
+
+    let state = AppState {
+        client,
+        jobs: config.job_settings(),
+    };
+    let app = api::router(state, config.body_limit);
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("could not listen on {}", config.listen))?;
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        backend = <DB as sqlx::Database>::NAME,
+        "offload-records is serving"
+    );
+
+    let stop = CancellationToken::new();
+    let signal = stop.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        signal.cancel();
+    });
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(stop.clone().cancelled_owned())
+        .await;
+    // The worker stops even if serving failed, so jobs are handed back.
+    stop.cancel();
+    tracing::info!("HTTP server stopped; stopping the worker");
+    // Bounded: running jobs get the shutdown timeout, cancelled ones the
+    // grace period; past that, whatever the worker still waits on is
+    // recovered by the next start's rescuer (jobs whose transaction
+    // committed are already complete).
+    let worker_bound = config.shutdown_timeout() + WORKER_STOP_MARGIN;
+    if tokio::time::timeout(worker_bound, worker.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            waited = ?worker_bound,
+            "worker did not stop in time; exiting, its jobs will be rescued"
+        );
+    }
+    served.context("HTTP server failed")
+}

@@ -1,0 +1,143 @@
+//! The records table on PostgreSQL.
+
+use sqlx::postgres::PgRow;
+use sqlx::{Executor, PgConnection, PgPool, Postgres, Row};
+
+use super::{parse_status, ListFilter, Migration, NewRecord, Record, RecordStatus, RecordStore};
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "records",
+    sql: include_str!("../../migrations/postgres/0001_records.sql"),
+}];
+
+const COLUMNS: &str = "id, name, payload, status, result, job_id, created_at, processed_at";
+
+fn record(row: &PgRow) -> Result<Record, sqlx::Error> {
+    Ok(Record {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        payload: row.try_get("payload")?,
+        status: parse_status(row.try_get("status")?)?,
+        result: row.try_get("result")?,
+        job_id: row.try_get("job_id")?,
+        created_at: row.try_get("created_at")?,
+        processed_at: row.try_get("processed_at")?,
+    })
+}
+
+impl RecordStore for Postgres {
+    async fn migrate_records(pool: &PgPool) -> Result<(), sqlx::Error> {
+        let mut tx = pool.begin().await?;
+        // Serializes concurrent starts on one database.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('offload_records_migrations'))")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS offload_records_migrations (version BIGINT PRIMARY KEY, \
+             name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let applied: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM offload_records_migrations")
+                .fetch_all(&mut *tx)
+                .await?;
+        for migration in MIGRATIONS {
+            if applied.contains(&migration.version) {
+                continue;
+            }
+            (&mut *tx).execute(migration.sql).await?;
+            sqlx::query("INSERT INTO offload_records_migrations (version, name) VALUES ($1, $2)")
+                .bind(migration.version)
+                .bind(migration.name)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await
+    }
+
+    async fn insert_record(
+        conn: &mut PgConnection,
+        record: &NewRecord,
+    ) -> Result<Record, sqlx::Error> {
+        let row = sqlx::query(&format!(
+            "INSERT INTO records (name, payload) VALUES ($1, $2) RETURNING {COLUMNS}"
+        ))
+        .bind(&record.name)
+        .bind(&record.payload)
+        .fetch_one(conn)
+        .await?;
+        self::record(&row)
+    }
+
+    async fn attach_job(
+        conn: &mut PgConnection,
+        record_id: i64,
+        job_id: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE records SET job_id = $1 WHERE id = $2")
+            .bind(job_id)
+            .bind(record_id)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn get_record(pool: &PgPool, id: i64) -> Result<Option<Record>, sqlx::Error> {
+        sqlx::query(&format!("SELECT {COLUMNS} FROM records WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
+            .as_ref()
+            .map(record)
+            .transpose()
+    }
+
+    async fn list_records(pool: &PgPool, filter: &ListFilter) -> Result<Vec<Record>, sqlx::Error> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM records \
+             WHERE ($1::text IS NULL OR status = $1) AND ($2::bigint IS NULL OR id < $2) \
+             ORDER BY id DESC LIMIT $3"
+        ))
+        .bind(filter.status.map(RecordStatus::as_str))
+        .bind(filter.before)
+        .bind(filter.limit)
+        .fetch_all(pool)
+        .await?;
+        rows.iter().map(record).collect()
+    }
+
+    async fn count_by_status(pool: &PgPool) -> Result<Vec<(RecordStatus, i64)>, sqlx::Error> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, count(*) FROM records GROUP BY status")
+                .fetch_all(pool)
+                .await?;
+        rows.into_iter()
+            .map(|(status, n)| Ok((parse_status(&status)?, n)))
+            .collect()
+    }
+
+    async fn record_payload(pool: &PgPool, id: i64) -> Result<Option<String>, sqlx::Error> {
+        sqlx::query_scalar("SELECT payload FROM records WHERE id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+    }
+
+    async fn finish_record(
+        conn: &mut PgConnection,
+        id: i64,
+        result: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(
+            "UPDATE records SET status = 'done', result = $1, processed_at = now() \
+             WHERE id = $2 AND status = 'pending'",
+        )
+        .bind(result)
+        .bind(id)
+        .execute(conn)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}

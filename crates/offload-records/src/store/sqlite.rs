@@ -1,0 +1,164 @@
+//! The records table on SQLite. Times are microseconds since the Unix
+//! epoch, computed here rather than in SQL.
+
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Executor, Row, Sqlite, SqliteConnection, SqlitePool};
+
+use super::{parse_status, ListFilter, Migration, NewRecord, Record, RecordStatus, RecordStore};
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "records",
+    sql: include_str!("../../migrations/sqlite/0001_records.sql"),
+}];
+
+const COLUMNS: &str = "id, name, payload, status, result, job_id, created_at, processed_at";
+
+fn now_micros() -> i64 {
+    Utc::now().timestamp_micros()
+}
+
+fn time(micros: i64) -> Result<DateTime<Utc>, sqlx::Error> {
+    DateTime::from_timestamp_micros(micros)
+        .ok_or_else(|| sqlx::Error::Decode(format!("timestamp out of range: {micros}").into()))
+}
+
+fn record(row: &SqliteRow) -> Result<Record, sqlx::Error> {
+    Ok(Record {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        payload: row.try_get("payload")?,
+        status: parse_status(row.try_get("status")?)?,
+        result: row.try_get("result")?,
+        job_id: row.try_get("job_id")?,
+        created_at: time(row.try_get("created_at")?)?,
+        processed_at: row
+            .try_get::<Option<i64>, _>("processed_at")?
+            .map(time)
+            .transpose()?,
+    })
+}
+
+impl RecordStore for Sqlite {
+    async fn migrate_records(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+        // IMMEDIATE takes the write lock first, so concurrent starts queue up.
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS offload_records_migrations (version INTEGER PRIMARY KEY, \
+             name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let applied: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM offload_records_migrations")
+                .fetch_all(&mut *tx)
+                .await?;
+        for migration in MIGRATIONS {
+            if applied.contains(&migration.version) {
+                continue;
+            }
+            (&mut *tx).execute(migration.sql).await?;
+            sqlx::query(
+                "INSERT INTO offload_records_migrations (version, name, applied_at) \
+                 VALUES (?1, ?2, ?3)",
+            )
+            .bind(migration.version)
+            .bind(migration.name)
+            .bind(now_micros())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    async fn insert_record(
+        conn: &mut SqliteConnection,
+        record: &NewRecord,
+    ) -> Result<Record, sqlx::Error> {
+        let row = sqlx::query(&format!(
+            "INSERT INTO records (name, payload, status, created_at) \
+             VALUES (?1, ?2, 'pending', ?3) RETURNING {COLUMNS}"
+        ))
+        .bind(&record.name)
+        .bind(&record.payload)
+        .bind(now_micros())
+        .fetch_one(conn)
+        .await?;
+        self::record(&row)
+    }
+
+    async fn attach_job(
+        conn: &mut SqliteConnection,
+        record_id: i64,
+        job_id: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE records SET job_id = ?1 WHERE id = ?2")
+            .bind(job_id)
+            .bind(record_id)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn get_record(pool: &SqlitePool, id: i64) -> Result<Option<Record>, sqlx::Error> {
+        sqlx::query(&format!("SELECT {COLUMNS} FROM records WHERE id = ?1"))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
+            .as_ref()
+            .map(record)
+            .transpose()
+    }
+
+    async fn list_records(
+        pool: &SqlitePool,
+        filter: &ListFilter,
+    ) -> Result<Vec<Record>, sqlx::Error> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM records \
+             WHERE (?1 IS NULL OR status = ?1) AND id < COALESCE(?2, 9223372036854775807) \
+             ORDER BY id DESC LIMIT ?3"
+        ))
+        .bind(filter.status.map(RecordStatus::as_str))
+        .bind(filter.before)
+        .bind(filter.limit)
+        .fetch_all(pool)
+        .await?;
+        rows.iter().map(record).collect()
+    }
+
+    async fn count_by_status(pool: &SqlitePool) -> Result<Vec<(RecordStatus, i64)>, sqlx::Error> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, count(*) FROM records GROUP BY status")
+                .fetch_all(pool)
+                .await?;
+        rows.into_iter()
+            .map(|(status, n)| Ok((parse_status(&status)?, n)))
+            .collect()
+    }
+
+    async fn record_payload(pool: &SqlitePool, id: i64) -> Result<Option<String>, sqlx::Error> {
+        sqlx::query_scalar("SELECT payload FROM records WHERE id = ?1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+    }
+
+    async fn finish_record(
+        conn: &mut SqliteConnection,
+        id: i64,
+        result: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(
+            "UPDATE records SET status = 'done', result = ?1, processed_at = ?2 \
+             WHERE id = ?3 AND status = 'pending'",
+        )
+        .bind(result)
+        .bind(now_micros())
+        .bind(id)
+        .execute(conn)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
