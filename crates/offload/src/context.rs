@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use sqlx::{Pool, Transaction};
-use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+use std::future::Future;
+
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::backend::{Backend, ClaimedJob};
 use crate::job::JobError;
@@ -88,38 +90,50 @@ impl<DB: Backend> JobContext<DB> {
         self.cancel.is_cancelled()
     }
 
-    /// Resolves when the worker asks this job to stop. Long jobs can
-    /// `select!` on it to stop early and cleanly.
-    pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
-        self.cancel.cancelled()
+    /// Resolves when the worker asks this job to stop (shutdown, or an
+    /// operator cancelled it). Long jobs can `select!` on it to stop early.
+    pub fn cancelled(&self) -> WaitForCancellationFutureOwned {
+        self.cancel.clone().cancelled_owned()
     }
 
     /// Sleeps for `delay`, returning early with [`JobError::Failed`] if the
     /// job is cancelled meanwhile.
-    pub async fn sleep(&self, delay: Duration) -> Result<(), JobError> {
-        tokio::select! {
-            () = tokio::time::sleep(delay) => Ok(()),
-            () = self.cancel.cancelled() => Err(JobError::failed("cancelled while sleeping")),
+    pub fn sleep(
+        &self,
+        delay: Duration,
+    ) -> impl Future<Output = Result<(), JobError>> + Send + 'static {
+        let cancelled = self.cancelled();
+        async move {
+            tokio::select! {
+                () = tokio::time::sleep(delay) => Ok(()),
+                () = cancelled => Err(JobError::failed("cancelled while sleeping")),
+            }
         }
     }
 
     /// Runs CPU-heavy `work` on the blocking thread pool, so it does not
     /// stall other jobs on the async workers. A panic in `work` becomes a
     /// failed attempt.
-    pub async fn blocking<T, F>(&self, work: F) -> Result<T, JobError>
+    pub fn blocking<T, F>(
+        &self,
+        work: F,
+    ) -> impl Future<Output = Result<T, JobError>> + Send + 'static
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        tokio::task::spawn_blocking(work).await.map_err(|error| {
-            if error.is_panic() {
-                JobError::failed(format!(
-                    "blocking work panicked: {}",
-                    crate::worker::panic_message(error.into_panic().as_ref())
-                ))
-            } else {
-                JobError::failed("blocking work was cancelled")
-            }
-        })
+        let task = tokio::task::spawn_blocking(work);
+        async move {
+            task.await.map_err(|error| {
+                if error.is_panic() {
+                    JobError::failed(format!(
+                        "blocking work panicked: {}",
+                        crate::worker::panic_message(error.into_panic().as_ref())
+                    ))
+                } else {
+                    JobError::failed("blocking work was cancelled")
+                }
+            })
+        }
     }
 }

@@ -98,7 +98,11 @@ fn every<F, Fut>(
     let stop = stop.clone();
     tasks.spawn(async move {
         loop {
-            if let Err(error) = step().await {
+            let result = tokio::select! {
+                result = step() => result,
+                () = stop.cancelled() => return,
+            };
+            if let Err(error) = result {
                 tracing::warn!(%error, service = name, "maintenance step failed; will retry");
             }
             if sleep_or_stop(interval, &stop).await {

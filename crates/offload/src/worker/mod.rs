@@ -97,22 +97,30 @@ impl<DB: Backend> Worker<DB> {
                 stop_fetching.clone(),
             ));
         }
-        let completer = tokio::spawn(completer::run(
+        let give_up_completions = CancellationToken::new();
+        let mut completer = tokio::spawn(completer::run(
             self.pool.clone(),
             completions_rx,
             shared.config.completer_batch,
             shared.config.retention.completed.is_zero(),
-            stop_maintenance.clone(),
+            give_up_completions.clone(),
         ));
         let maintenance = maintenance::spawn(shared.clone(), stop_maintenance.clone());
         let supervisor = tokio::spawn(async move {
             while producers.join_next().await.is_some() {}
-            // Every producer has ended, so every executor has: the last
-            // completion sender is `shared`'s.
-            drop(shared);
-            let _ = completer.await;
             stop_maintenance.cancel();
             maintenance.join_all().await;
+            // Every executor and service has ended; dropping the last
+            // completion sender lets the completer flush and stop.
+            let flush_limit = shared.config.shutdown_timeout;
+            drop(shared);
+            if tokio::time::timeout(flush_limit, &mut completer)
+                .await
+                .is_err()
+            {
+                give_up_completions.cancel();
+                let _ = completer.await;
+            }
             if let Err(error) = DB::deregister(&self.pool, &info.id).await {
                 tracing::warn!(%error, "could not deregister worker; its row expires with its lease");
             }
