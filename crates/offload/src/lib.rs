@@ -8,6 +8,7 @@ mod context;
 mod error;
 mod job;
 mod maintenance;
+pub mod metrics;
 mod registry;
 mod state;
 mod wake;

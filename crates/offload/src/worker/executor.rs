@@ -30,10 +30,15 @@ pub(crate) async fn execute<DB: Backend>(shared: Arc<Shared<DB>>, mut job: Claim
                 job.kind, shared.worker.id
             );
             tracing::error!(%error, "job discarded");
+            crate::metrics::job_finished(&job.kind, &job.queue, "discarded", Duration::ZERO);
             record(&shared, key, Outcome::Discard { error }).await;
             return;
         };
         let max_attempts = job.max_attempts;
+        let (kind, queue) = (job.kind.clone(), job.queue.clone());
+        let waited = (Utc::now() - job.run_at).to_std().unwrap_or_default();
+        crate::metrics::job_started(&queue, waited);
+        let started = std::time::Instant::now();
         let args = std::mem::take(&mut job.args);
         let cancel = shared.cancel_jobs.child_token();
         let _tracked = crate::wake::track_running(key.id, cancel.clone());
@@ -54,7 +59,10 @@ pub(crate) async fn execute<DB: Backend>(shared: Arc<Shared<DB>>, mut job: Claim
         });
 
         match result {
-            Ok(()) => succeed(&shared, key, &mut ctx).await,
+            Ok(()) => {
+                let outcome = succeed(&shared, key, &mut ctx).await;
+                crate::metrics::job_finished(&kind, &queue, outcome, started.elapsed());
+            }
             Err(error) => {
                 if let Some(tx) = ctx.take_tx() {
                     if let Err(error) = tx.rollback().await {
@@ -64,6 +72,8 @@ pub(crate) async fn execute<DB: Backend>(shared: Arc<Shared<DB>>, mut job: Claim
                 let outcome = outcome_for(&shared, key, max_attempts, error, |attempt| {
                     handler.backoff(attempt)
                 });
+                let label = crate::metrics::outcome_label(&outcome);
+                crate::metrics::job_finished(&kind, &queue, label, started.elapsed());
                 record(&shared, key, outcome).await;
             }
         }
@@ -73,18 +83,22 @@ pub(crate) async fn execute<DB: Backend>(shared: Arc<Shared<DB>>, mut job: Claim
 }
 
 /// Completes a job that returned `Ok`: in its own transaction if it opened
-/// one, else through the batched completer.
-async fn succeed<DB: Backend>(shared: &Shared<DB>, key: Attempt, ctx: &mut JobContext<DB>) {
+/// one, else through the batched completer. Returns the outcome's metric label.
+async fn succeed<DB: Backend>(
+    shared: &Shared<DB>,
+    key: Attempt,
+    ctx: &mut JobContext<DB>,
+) -> &'static str {
     let delete = shared.config.retention.completed.is_zero();
     let Some(mut tx) = ctx.take_tx() else {
         if shared.completions.send(key).await.is_err() {
             tracing::error!("completer stopped before the job's completion was recorded");
         }
-        return;
+        return "completed";
     };
     let error = match DB::complete_in_tx(&mut tx, key, delete).await {
         Ok(true) => match tx.commit().await {
-            Ok(()) => return,
+            Ok(()) => return "completed",
             Err(error) => format!("commit of the job's transaction failed: {error}"),
         },
         Ok(false) => {
@@ -92,7 +106,7 @@ async fn succeed<DB: Backend>(shared: &Shared<DB>, key: Attempt, ctx: &mut JobCo
             tracing::warn!(
                 "job is no longer this attempt's (rescued, cancelled or deleted); its transaction was rolled back"
             );
-            return;
+            return "cancelled";
         }
         Err(error) => {
             let _ = tx.rollback().await;
@@ -106,7 +120,9 @@ async fn succeed<DB: Backend>(shared: &Shared<DB>, key: Attempt, ctx: &mut JobCo
         JobError::failed(error),
         crate::backoff::exponential,
     );
+    let label = crate::metrics::outcome_label(&outcome);
     record(shared, key, outcome).await;
+    label
 }
 
 fn outcome_for<DB: Backend>(

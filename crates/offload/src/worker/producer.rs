@@ -62,6 +62,7 @@ pub(crate) async fn run<DB: Backend>(
             }
         }
 
+        crate::metrics::worker_load(&queue.name, running.len(), queue.concurrency);
         tokio::select! {
             () = stop.cancelled() => break,
             Some(()) = running.join_next() => {}

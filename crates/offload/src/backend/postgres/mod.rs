@@ -125,6 +125,9 @@ RETURNING j.queue
 const JOB_COLUMNS: &str = "id, kind, queue, state, args::text, priority, attempt, max_attempts, \
      errors::text, tags::text, created_at, run_at, attempted_at, finalized_at, worker_id";
 
+/// id, kind, queue, args, attempt, max_attempts, run_at.
+type ClaimRow = (i64, String, String, String, i32, i32, DateTime<Utc>);
+
 impl Backend for Postgres {
     const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -216,13 +219,12 @@ impl Backend for Postgres {
         limit: usize,
         worker_id: &str,
     ) -> Result<Vec<ClaimedJob>> {
-        let rows: Vec<(i64, String, String, String, i32, i32, DateTime<Utc>)> =
-            sqlx::query_as(CLAIM)
-                .bind(queue)
-                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-                .bind(worker_id)
-                .fetch_all(pool)
-                .await?;
+        let rows: Vec<ClaimRow> = sqlx::query_as(CLAIM)
+            .bind(queue)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(worker_id)
+            .fetch_all(pool)
+            .await?;
         Ok(rows
             .into_iter()
             .map(

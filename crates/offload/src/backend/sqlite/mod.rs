@@ -121,6 +121,9 @@ fn limit(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+/// id, kind, queue, args, attempt, max_attempts, run_at in microseconds.
+type ClaimRow = (i64, String, String, String, i32, i32, i64);
+
 impl Backend for Sqlite {
     const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -220,7 +223,7 @@ impl Backend for Sqlite {
         max: usize,
         worker_id: &str,
     ) -> Result<Vec<ClaimedJob>> {
-        let rows: Vec<(i64, String, String, String, i32, i32, i64)> = sqlx::query_as(CLAIM)
+        let rows: Vec<ClaimRow> = sqlx::query_as(CLAIM)
             .bind(now_micros())
             .bind(worker_id)
             .bind(queue)

@@ -1,0 +1,75 @@
+//! Metrics, through the [`metrics`] facade: install any exporter (e.g.
+//! `metrics-exporter-prometheus`) in the application and they appear there.
+//! Without one, recording costs next to nothing.
+//!
+//! | name | type | labels |
+//! | --- | --- | --- |
+//! | `offload_jobs_total` | counter | `kind`, `queue`, `outcome` (completed, failed, discarded, cancelled, snoozed, requeued) |
+//! | `offload_job_wait_seconds` | histogram | `queue`: from due (`run_at`) to start |
+//! | `offload_job_run_seconds` | histogram | `kind`, `queue`: run time of one attempt |
+//! | `offload_worker_busy` | gauge | `queue`: jobs running on this worker |
+//! | `offload_worker_capacity` | gauge | `queue`: the queue's concurrency on this worker |
+//! | `offload_queue_jobs` | gauge | `queue`, `state`: set by [`record_queue_depth`] |
+
+use std::time::Duration;
+
+use crate::backend::Outcome;
+
+/// Counter of finished attempts.
+pub const JOBS_TOTAL: &str = "offload_jobs_total";
+/// Histogram of enqueue-to-start latency.
+pub const JOB_WAIT_SECONDS: &str = "offload_job_wait_seconds";
+/// Histogram of attempt run time.
+pub const JOB_RUN_SECONDS: &str = "offload_job_run_seconds";
+/// Gauge of running jobs.
+pub const WORKER_BUSY: &str = "offload_worker_busy";
+/// Gauge of concurrency slots.
+pub const WORKER_CAPACITY: &str = "offload_worker_capacity";
+/// Gauge of jobs per queue and state.
+pub const QUEUE_JOBS: &str = "offload_queue_jobs";
+
+/// Bucket bounds, in seconds, that suit both histograms: 1 ms to 5 min.
+pub const SECONDS_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+pub(crate) fn job_started(queue: &str, waited: Duration) {
+    metrics::histogram!(JOB_WAIT_SECONDS, "queue" => queue.to_owned()).record(waited.as_secs_f64());
+}
+
+pub(crate) fn job_finished(kind: &str, queue: &str, outcome: &'static str, ran: Duration) {
+    let (kind, queue) = (kind.to_owned(), queue.to_owned());
+    metrics::histogram!(JOB_RUN_SECONDS, "kind" => kind.clone(), "queue" => queue.clone())
+        .record(ran.as_secs_f64());
+    metrics::counter!(JOBS_TOTAL, "kind" => kind, "queue" => queue, "outcome" => outcome)
+        .increment(1);
+}
+
+pub(crate) fn outcome_label(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Retry { .. } => "failed",
+        Outcome::Discard { .. } => "discarded",
+        Outcome::Cancel { .. } => "cancelled",
+        Outcome::Snooze { .. } => "snoozed",
+        Outcome::Requeue { .. } => "requeued",
+    }
+}
+
+pub(crate) fn worker_load(queue: &str, busy: usize, capacity: usize) {
+    metrics::gauge!(WORKER_BUSY, "queue" => queue.to_owned()).set(busy as f64);
+    metrics::gauge!(WORKER_CAPACITY, "queue" => queue.to_owned()).set(capacity as f64);
+}
+
+/// Publishes how many jobs each queue holds in each state, from rows of
+/// (queue, state, count). Call it before rendering metrics, e.g. in the
+/// `/metrics` handler.
+///
+/// ```
+/// offload::metrics::record_queue_depth([("default", offload::JobState::Available, 3)]);
+/// ```
+pub fn record_queue_depth<'a>(rows: impl IntoIterator<Item = (&'a str, crate::JobState, i64)>) {
+    for (queue, state, count) in rows {
+        metrics::gauge!(QUEUE_JOBS, "queue" => queue.to_owned(), "state" => state.as_str())
+            .set(count as f64);
+    }
+}
