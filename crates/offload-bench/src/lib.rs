@@ -1,0 +1,262 @@
+//! Measures offload on a real database: bulk and single enqueue rate, drain
+//! rate for no-op jobs and for jobs that update a row in their own
+//! transaction, and enqueue-to-start latency at a steady rate.
+//!
+//! Every run works in a scratch database it creates and drops: on
+//! PostgreSQL `offload_bench_<pid>` on the server the URL names (created
+//! through the server's `postgres` database), on SQLite a file
+//! `offload_bench_<pid>.db` beside the named file or in the temp directory.
+//! It never reads or writes another database's rows.
+//!
+//! The binary `offload-bench` runs it; a CLI can embed it by flattening
+//! [`BenchArgs`] into one of its subcommands and calling [`run`]:
+//!
+//! ```no_run
+//! use clap::Parser;
+//!
+//! #[derive(Parser)]
+//! struct Cli {
+//!     #[command(flatten)]
+//!     bench: offload_bench::BenchArgs,
+//! }
+//!
+//! # async fn example() -> anyhow::Result<()> {
+//! let cli = Cli::parse_from(["bench", "--database-url", "postgres://postgres@127.0.0.1:5432/test"]);
+//! let report = offload_bench::run(cli.bench).await?;
+//! println!("{report}");
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+mod jobs;
+mod phase;
+mod report;
+pub mod store;
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use offload::{Backend, BackendKind};
+use sqlx::{Postgres, Sqlite};
+
+pub use jobs::{CounterJob, LatencyJob, NoopJob, QUEUE};
+pub use report::{Latency, Report, Settings, Throughput};
+
+use crate::store::{postgres::ScratchDatabase, sqlite::ScratchFile, BenchStore};
+
+/// The measurements a run can make, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+pub enum Phase {
+    /// `enqueue_many` in batches.
+    Bulk,
+    /// One `enqueue` per job.
+    Single,
+    /// No-op jobs, completed rows kept.
+    Drain,
+    /// No-op jobs, completed rows deleted (retention 0).
+    DrainDelete,
+    /// Jobs that update a row in their own transaction.
+    DrainTx,
+    /// Enqueue-to-start latency at a steady rate.
+    Latency,
+}
+
+/// What to measure and how hard. Every flag has a default that finishes
+/// well within a minute per backend on a 2-core machine.
+///
+/// The struct defines `--database-url`; a CLI that flattens it must not
+/// define another argument with that name in the same command.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Server or file to benchmark: `postgres://user@host:port/db` (a
+    /// scratch database is created on that server and dropped after) or
+    /// `sqlite://path.db` (a scratch file beside it). Default: a scratch
+    /// SQLite file in the temp directory.
+    #[arg(long)]
+    pub database_url: Option<String>,
+
+    /// Phases to run, comma-separated. Default: all.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub phases: Vec<Phase>,
+
+    /// Jobs inserted by the bulk-enqueue phase.
+    #[arg(long, default_value_t = 100_000)]
+    pub bulk_jobs: u64,
+
+    /// Jobs per `enqueue_many` call.
+    #[arg(long, default_value_t = 5_000)]
+    pub bulk_batch: usize,
+
+    /// Tasks inserting batches at once in the bulk-enqueue phase.
+    #[arg(long, default_value_t = 2)]
+    pub bulk_tasks: usize,
+
+    /// Jobs inserted one `enqueue` at a time.
+    #[arg(long, default_value_t = 10_000)]
+    pub single_jobs: u64,
+
+    /// Tasks calling `enqueue` at once.
+    #[arg(long, default_value_t = 8)]
+    pub single_tasks: usize,
+
+    /// No-op jobs drained by each of the drain phases.
+    #[arg(long, default_value_t = 100_000)]
+    pub drain_jobs: u64,
+
+    /// Transactional jobs drained by the drain-tx phase.
+    #[arg(long, default_value_t = 20_000)]
+    pub tx_jobs: u64,
+
+    /// Rows of `bench_counters` the transactional jobs spread their updates over.
+    #[arg(long, default_value_t = 1_000)]
+    pub counter_rows: i64,
+
+    /// Queue concurrency for no-op and latency jobs.
+    #[arg(long, default_value_t = 1_000)]
+    pub concurrency: usize,
+
+    /// Queue concurrency for transactional jobs; each holds a connection
+    /// while it runs. Default: 32 on PostgreSQL, 4 on SQLite.
+    #[arg(long)]
+    pub tx_concurrency: Option<usize>,
+
+    /// Most jobs claimed per statement (`WorkerConfig::fetch_batch`).
+    #[arg(long, default_value_t = 1_000)]
+    pub fetch_batch: usize,
+
+    /// Most completions per statement (`WorkerConfig::completer_batch`).
+    #[arg(long, default_value_t = 1_000)]
+    pub completer_batch: usize,
+
+    /// Pool size. Default: 40 on PostgreSQL, 8 on SQLite.
+    #[arg(long)]
+    pub max_connections: Option<u32>,
+
+    /// Jobs per second the latency phase enqueues.
+    #[arg(long, default_value_t = 1_000.0)]
+    pub latency_rate: f64,
+
+    /// How long the latency phase enqueues, in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub latency_secs: f64,
+
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl BenchArgs {
+    fn runs(&self, phase: Phase) -> bool {
+        self.phases.is_empty() || self.phases.contains(&phase)
+    }
+}
+
+/// Runs the phases `args` selects and returns their figures. Progress bars
+/// go to stderr. The scratch database is removed at the end, also when a
+/// phase fails.
+pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
+    let url = args.database_url.clone();
+    let kind = match url.as_deref() {
+        Some(url) => BackendKind::from_url(url)?,
+        None => BackendKind::Sqlite,
+    };
+    match kind {
+        BackendKind::Postgres => {
+            let server = url.as_deref().unwrap_or_default();
+            let scratch = ScratchDatabase::create(server)
+                .await
+                .context("creating the scratch database (the URL's user needs CREATEDB)")?;
+            let name = scratch.name().to_owned();
+            let result = run_on::<Postgres>(scratch.url(), &name, &args, 40, 32).await;
+            let dropped = scratch.drop().await;
+            let report = result?;
+            dropped.context("dropping the scratch database")?;
+            Ok(report)
+        }
+        BackendKind::Sqlite => {
+            let scratch = ScratchFile::new(url.as_deref())?;
+            let name = scratch.path().display().to_string();
+            let result = run_on::<Sqlite>(scratch.url(), &name, &args, 8, 4).await;
+            let removed = scratch.remove();
+            let report = result?;
+            removed.context("removing the scratch file")?;
+            Ok(report)
+        }
+    }
+}
+
+async fn run_on<DB: BenchStore>(
+    url: &str,
+    database: &str,
+    args: &BenchArgs,
+    default_connections: u32,
+    default_tx_concurrency: usize,
+) -> anyhow::Result<Report> {
+    let settings = Settings {
+        max_connections: args.max_connections.unwrap_or(default_connections),
+        concurrency: args.concurrency,
+        tx_concurrency: args.tx_concurrency.unwrap_or(default_tx_concurrency),
+        fetch_batch: args.fetch_batch,
+        completer_batch: args.completer_batch,
+    };
+    let pool = DB::connect(url, settings.max_connections).await?;
+    let bench = phase::Bench::<DB>::new(pool.clone(), settings.clone());
+    bench.client.migrate().await?;
+    let mut report = Report {
+        backend: backend_name::<DB>().to_owned(),
+        database: database.to_owned(),
+        settings,
+        bulk_enqueue: None,
+        single_enqueue: None,
+        drain_noop: None,
+        drain_noop_delete: None,
+        drain_tx: None,
+        latency: None,
+    };
+    if args.runs(Phase::Bulk) {
+        report.bulk_enqueue = Some(
+            bench
+                .bulk_enqueue(args.bulk_jobs, args.bulk_batch, args.bulk_tasks)
+                .await?,
+        );
+    }
+    if args.runs(Phase::Single) {
+        report.single_enqueue = Some(
+            bench
+                .single_enqueue(args.single_jobs, args.single_tasks)
+                .await?,
+        );
+    }
+    if args.runs(Phase::Drain) {
+        report.drain_noop = Some(
+            bench
+                .drain_noop(args.drain_jobs, args.bulk_batch, false)
+                .await?,
+        );
+    }
+    if args.runs(Phase::DrainDelete) {
+        report.drain_noop_delete = Some(
+            bench
+                .drain_noop(args.drain_jobs, args.bulk_batch, true)
+                .await?,
+        );
+    }
+    if args.runs(Phase::DrainTx) {
+        report.drain_tx = Some(
+            bench
+                .drain_tx(args.tx_jobs, args.counter_rows, args.bulk_batch)
+                .await?,
+        );
+    }
+    if args.runs(Phase::Latency) {
+        let duration = Duration::from_secs_f64(args.latency_secs.max(0.1));
+        report.latency = Some(bench.latency(args.latency_rate, duration).await?);
+    }
+    pool.close().await;
+    Ok(report)
+}
+
+fn backend_name<DB: Backend>() -> &'static str {
+    <DB as sqlx::Database>::NAME
+}

@@ -1,0 +1,115 @@
+//! Enqueue-to-start latency while jobs arrive at a steady rate, one
+//! `enqueue` each, as a web service would enqueue them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use offload::{Retention, Worker};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::MissedTickBehavior;
+
+use super::{bar, finish, Bench};
+use crate::jobs::{self, LatencyJob};
+use crate::report::Latency;
+use crate::store::BenchStore;
+
+/// Enqueues allowed in flight at once, so that a slow database shows up as
+/// a lower achieved rate rather than unbounded tasks.
+const MAX_IN_FLIGHT: usize = 256;
+
+impl<DB: BenchStore> Bench<DB> {
+    /// Enqueues at `rate` jobs/s for `duration` while a worker runs them, and
+    /// returns the distribution of enqueue-to-start delays.
+    pub async fn latency(&self, rate: f64, duration: Duration) -> anyhow::Result<Latency> {
+        if !(rate.is_finite() && rate > 0.0) {
+            bail!("--latency-rate must be a positive number of jobs per second");
+        }
+        DB::clear_jobs(self.pool()).await?;
+        jobs::reset_started();
+        jobs::reset_latencies();
+        let total = (rate * duration.as_secs_f64()).round().max(1.0) as u64;
+        let config = self.worker_config(self.settings.concurrency, Retention::default());
+        let worker = Worker::new(self.pool().clone(), jobs::registry::<DB>(), config)
+            .start()
+            .await?;
+        let bar = bar(&format!("latency at {rate:.0}/s"), total);
+        let outcome = self.enqueue_steadily(rate, total, &bar).await;
+        let waited = self.wait_for_starts(total, &bar).await;
+        worker.shutdown().await;
+        let achieved = outcome?;
+        waited?;
+        let histogram = jobs::take_latencies().context("latency histogram missing")?;
+        let ms = |us: u64| us as f64 / 1000.0;
+        let result = Latency {
+            target_rate: rate,
+            achieved_rate: achieved,
+            samples: histogram.len(),
+            p50_ms: ms(histogram.value_at_quantile(0.50)),
+            p90_ms: ms(histogram.value_at_quantile(0.90)),
+            p99_ms: ms(histogram.value_at_quantile(0.99)),
+            max_ms: ms(histogram.max()),
+        };
+        finish(
+            bar,
+            &format!("p50 {:.2} ms, p99 {:.2} ms", result.p50_ms, result.p99_ms),
+        );
+        Ok(result)
+    }
+
+    /// Enqueues `total` jobs at `rate`; returns the rate achieved.
+    async fn enqueue_steadily(
+        &self,
+        rate: f64,
+        total: u64,
+        bar: &indicatif::ProgressBar,
+    ) -> anyhow::Result<f64> {
+        let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+        // Catch up after a late tick, so the average rate holds.
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
+        let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        let mut enqueues = JoinSet::new();
+        let started = Instant::now();
+        for _ in 0..total {
+            ticker.tick().await;
+            let permit = in_flight.clone().acquire_owned().await?;
+            let client = self.client.clone();
+            enqueues.spawn(async move {
+                let job = LatencyJob {
+                    enqueued_at_us: jobs::now_micros(),
+                };
+                let enqueued = client.enqueue(job).await;
+                drop(permit);
+                enqueued.map(|_| ())
+            });
+            while let Some(joined) = enqueues.try_join_next() {
+                joined??;
+            }
+            bar.set_position(jobs::started());
+        }
+        while let Some(joined) = enqueues.join_next().await {
+            joined??;
+        }
+        Ok(total as f64 / started.elapsed().as_secs_f64())
+    }
+
+    async fn wait_for_starts(
+        &self,
+        total: u64,
+        bar: &indicatif::ProgressBar,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let started = jobs::started();
+            bar.set_position(started);
+            if started >= total {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("only {started} of {total} latency jobs started within a minute");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}

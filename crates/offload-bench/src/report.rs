@@ -1,0 +1,137 @@
+//! What a run measured: printable as a table, serializable as JSON.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// Every figure of one run. Phases that were not run are `None`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// `postgres` or `sqlite`.
+    pub backend: String,
+    /// The scratch database (PostgreSQL) or file (SQLite) the run used.
+    pub database: String,
+    /// The settings the run used.
+    pub settings: Settings,
+    /// `enqueue_many` in batches.
+    pub bulk_enqueue: Option<Throughput>,
+    /// One `enqueue` per job, from several tasks.
+    pub single_enqueue: Option<Throughput>,
+    /// No-op jobs, completed rows kept (default retention).
+    pub drain_noop: Option<Throughput>,
+    /// No-op jobs, completed rows deleted (retention 0).
+    pub drain_noop_delete: Option<Throughput>,
+    /// Jobs that update a row in their own transaction.
+    pub drain_tx: Option<Throughput>,
+    /// Enqueue-to-start delay at a steady enqueue rate.
+    pub latency: Option<Latency>,
+}
+
+/// The knobs a run used, so that figures can be compared.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    /// Pool size.
+    pub max_connections: u32,
+    /// Queue concurrency for no-op and latency jobs.
+    pub concurrency: usize,
+    /// Queue concurrency for transactional jobs.
+    pub tx_concurrency: usize,
+    /// Most jobs claimed per statement.
+    pub fetch_batch: usize,
+    /// Most completions written per statement.
+    pub completer_batch: usize,
+}
+
+/// Jobs handled per second in one phase.
+#[derive(Debug, Clone, Serialize)]
+pub struct Throughput {
+    /// Jobs handled.
+    pub jobs: u64,
+    /// Wall-clock time, in seconds.
+    pub seconds: f64,
+    /// `jobs / seconds`.
+    pub jobs_per_sec: f64,
+    /// What the phase checked after it ran (counts, counter sums).
+    pub check: String,
+}
+
+impl Throughput {
+    pub(crate) fn new(jobs: u64, elapsed: std::time::Duration, check: String) -> Self {
+        let seconds = elapsed.as_secs_f64();
+        Self {
+            jobs,
+            seconds,
+            jobs_per_sec: if seconds > 0.0 {
+                jobs as f64 / seconds
+            } else {
+                0.0
+            },
+            check,
+        }
+    }
+}
+
+/// Enqueue-to-start delays, in milliseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    /// Jobs per second the bench tried to enqueue.
+    pub target_rate: f64,
+    /// Jobs per second it did enqueue.
+    pub achieved_rate: f64,
+    /// Jobs measured.
+    pub samples: u64,
+    /// Median.
+    pub p50_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Slowest.
+    pub max_ms: f64,
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.settings;
+        writeln!(f, "offload bench: {} ({})", self.backend, self.database)?;
+        writeln!(
+            f,
+            "pool {} connections, concurrency {} (tx jobs {}), fetch batch {}, completer batch {}",
+            s.max_connections, s.concurrency, s.tx_concurrency, s.fetch_batch, s.completer_batch
+        )?;
+        writeln!(f)?;
+        writeln!(
+            f,
+            "{:<34} {:>9} {:>9} {:>12}  check",
+            "phase", "jobs", "seconds", "jobs/s"
+        )?;
+        writeln!(f, "{}", "-".repeat(78))?;
+        let rows = [
+            ("bulk enqueue (enqueue_many)", &self.bulk_enqueue),
+            ("single enqueue (enqueue)", &self.single_enqueue),
+            ("drain no-op, rows kept", &self.drain_noop),
+            ("drain no-op, retention 0", &self.drain_noop_delete),
+            ("drain tx (update row in job tx)", &self.drain_tx),
+        ];
+        for (name, phase) in rows {
+            match phase {
+                Some(t) => writeln!(
+                    f,
+                    "{name:<34} {:>9} {:>9.3} {:>12.0}  {}",
+                    t.jobs, t.seconds, t.jobs_per_sec, t.check
+                )?,
+                None => writeln!(f, "{name:<34} {:>9}", "skipped")?,
+            }
+        }
+        writeln!(f)?;
+        match &self.latency {
+            Some(l) => writeln!(
+                f,
+                "enqueue-to-start latency at {:.0} jobs/s (achieved {:.0}/s, {} jobs): \
+                 p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                l.target_rate, l.achieved_rate, l.samples, l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms
+            ),
+            None => writeln!(f, "enqueue-to-start latency: skipped"),
+        }
+    }
+}
