@@ -1,0 +1,393 @@
+//! The admin JSON API under `/api`, described by [`ApiDoc`].
+
+mod types;
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use offload::{AdminBackend, AdminError, FilterParams, JobAction, JobState};
+use utoipa::OpenApi;
+
+use crate::state::AppState;
+pub use types::*;
+
+/// The OpenAPI document of the admin API, served at `/api/openapi.json`.
+///
+/// ```
+/// use utoipa::OpenApi;
+/// let doc = offload_dashboard::ApiDoc::openapi();
+/// assert!(doc.paths.paths.contains_key("/api/jobs"));
+/// ```
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "offload admin API",
+        description = "List, inspect, retry, cancel and delete offload jobs; summarize and pause queues."
+    ),
+    paths(
+        list_jobs,
+        get_job,
+        job_action,
+        bulk_action,
+        overview,
+        list_queues,
+        queue_action,
+        throughput,
+        openapi_json
+    ),
+    tags(
+        (name = "jobs", description = "Jobs and actions on them"),
+        (name = "queues", description = "Queue summaries and pause switches"),
+    )
+)]
+pub struct ApiDoc;
+
+pub(crate) fn routes<DB: AdminBackend>() -> Router<AppState<DB>> {
+    Router::new()
+        .route("/api/jobs", get(list_jobs::<DB>))
+        .route("/api/jobs/bulk", post(bulk_action::<DB>))
+        .route("/api/jobs/{id}", get(get_job::<DB>))
+        .route("/api/jobs/{id}/{action}", post(job_action::<DB>))
+        .route("/api/overview", get(overview::<DB>))
+        .route("/api/queues", get(list_queues::<DB>))
+        .route("/api/queues/{name}/{action}", post(queue_action::<DB>))
+        .route("/api/throughput", get(throughput::<DB>))
+        .route("/api/openapi.json", get(openapi_json))
+}
+
+/// An API failure, sent as `application/problem+json`.
+#[derive(Debug, Clone)]
+pub(crate) struct ApiError {
+    pub status: StatusCode,
+    pub title: &'static str,
+    pub detail: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, title: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            title,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "Bad request", detail)
+    }
+}
+
+impl From<AdminError> for ApiError {
+    fn from(error: AdminError) -> Self {
+        match error {
+            AdminError::Filter(e) => {
+                Self::new(StatusCode::BAD_REQUEST, "Invalid filter", e.to_string())
+            }
+            AdminError::JobNotFound(_) => {
+                Self::new(StatusCode::NOT_FOUND, "Not found", error.to_string())
+            }
+            AdminError::BadQueueName(_) => Self::bad_request(error.to_string()),
+            AdminError::Offload(e) => {
+                // The details stay in the log; the client learns only that
+                // the database failed.
+                tracing::error!(error = %e, "admin operation failed");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Database error",
+                    "the database failed; see the server log",
+                )
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Problem {
+            kind: "about:blank".to_owned(),
+            title: self.title.to_owned(),
+            status: self.status.as_u16(),
+            detail: self.detail,
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        response
+    }
+}
+
+pub(crate) fn parse_id(raw: &str) -> Result<i64, ApiError> {
+    raw.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| ApiError::bad_request("job id must be a positive whole number"))
+}
+
+pub(crate) fn parse_action(raw: &str) -> Result<JobAction, ApiError> {
+    raw.parse::<JobAction>().map_err(ApiError::bad_request)
+}
+
+fn query_error(rejection: QueryRejection) -> ApiError {
+    ApiError::bad_request(format!("invalid query string: {}", rejection.body_text()))
+}
+
+fn path_error(rejection: PathRejection) -> ApiError {
+    ApiError::bad_request(format!("invalid path: {}", rejection.body_text()))
+}
+
+/// Lists jobs matching the filters, newest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/api/jobs",
+    tag = "jobs",
+    params(JobQuery),
+    responses(
+        (status = 200, description = "One page of jobs", body = JobPageBody),
+        (status = 400, description = "A filter is invalid", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn list_jobs<DB: AdminBackend>(
+    State(state): State<AppState<DB>>,
+    query: Result<Query<JobQuery>, QueryRejection>,
+) -> Result<Json<JobPageBody>, ApiError> {
+    let Query(query) = query.map_err(query_error)?;
+    let (filter, page) = FilterParams::from(query)
+        .parse()
+        .map_err(AdminError::from)?;
+    Ok(Json(state.admin.list(&filter, page).await?.into()))
+}
+
+/// A job with its args, every attempt's error and its timestamps.
+#[utoipa::path(
+    get,
+    path = "/api/jobs/{id}",
+    tag = "jobs",
+    params(("id" = i64, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "The job", body = JobBody),
+        (status = 400, description = "The id is not a number", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn get_job<DB: AdminBackend>(
+    State(state): State<AppState<DB>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<JobBody>, ApiError> {
+    let Path(raw) = path.map_err(path_error)?;
+    let id = parse_id(&raw)?;
+    Ok(Json(state.admin.job(id).await?.into()))
+}
+
+/// Retries, cancels or deletes one job.
+///
+/// Retry applies to discarded, cancelled and retryable jobs (the attempt
+/// count is kept; one more attempt is granted if none is left). Cancel
+/// applies to scheduled, available, retryable and running jobs (a running
+/// job's transaction rolls back). Delete applies to jobs that are not
+/// running.
+#[utoipa::path(
+    post,
+    path = "/api/jobs/{id}/{action}",
+    tag = "jobs",
+    params(
+        ("id" = i64, Path, description = "Job id"),
+        ("action" = ActionName, Path, description = "retry, cancel or delete"),
+    ),
+    responses(
+        (status = 200, description = "Done", body = JobActionBody),
+        (status = 400, description = "Unknown action or bad id", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The job's state does not allow the action", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn job_action<DB: AdminBackend>(
+    State(state): State<AppState<DB>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<JobActionBody>, ApiError> {
+    let Path((raw_id, raw_action)) = path.map_err(path_error)?;
+    let id = parse_id(&raw_id)?;
+    let action = parse_action(&raw_action)?;
+    if !state.admin.act_on_job(action, id).await? {
+        let job = state.admin.job(id).await?;
+        return Err(not_applicable(action, job.state, id));
+    }
+    let job = match action {
+        JobAction::Delete => None,
+        _ => Some(state.admin.job(id).await?.into()),
+    };
+    Ok(Json(JobActionBody {
+        action: match action {
+            JobAction::Retry => ActionName::Retry,
+            JobAction::Cancel => ActionName::Cancel,
+            JobAction::Delete => ActionName::Delete,
+        },
+        job,
+    }))
+}
+
+pub(crate) fn not_applicable(action: JobAction, state: JobState, id: i64) -> ApiError {
+    let allowed = match action {
+        JobAction::Retry => "discarded, cancelled or retryable",
+        JobAction::Cancel => "scheduled, available, retryable or running",
+        JobAction::Delete => "not running",
+    };
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "Action not allowed in this state",
+        format!(
+            "job {id} is {state}; {} applies to jobs that are {allowed}",
+            action.as_str()
+        ),
+    )
+}
+
+/// Retries, cancels or deletes every job matching a filter.
+#[utoipa::path(
+    post,
+    path = "/api/jobs/bulk",
+    tag = "jobs",
+    request_body = BulkRequest,
+    responses(
+        (status = 200, description = "Done", body = ActionOutcomeBody),
+        (status = 400, description = "Invalid filter, or an empty filter without `all`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn bulk_action<DB: AdminBackend>(
+    State(state): State<AppState<DB>>,
+    body: Result<Json<BulkRequest>, JsonRejection>,
+) -> Result<Json<ActionOutcomeBody>, ApiError> {
+    let Json(request) =
+        body.map_err(|e| ApiError::bad_request(format!("invalid body: {}", e.body_text())))?;
+    let (filter, _) = FilterParams::from(request.filter)
+        .parse()
+        .map_err(AdminError::from)?;
+    if filter.is_empty() && !request.all {
+        return Err(ApiError::bad_request(
+            "the filter selects every job; send \"all\": true to act on all of them",
+        ));
+    }
+    let outcome = state
+        .admin
+        .bulk(request.action.into(), &filter, |_| {})
+        .await?;
+    Ok(Json(outcome.into()))
+}
+
+/// Counts per state and per queue, with throughput and pause switches.
+#[utoipa::path(
+    get,
+    path = "/api/overview",
+    tag = "queues",
+    responses((status = 200, description = "The overview", body = OverviewBody))
+)]
+async fn overview<DB: AdminBackend>(
+    State(state): State<AppState<DB>>,
+) -> Result<Json<OverviewBody>, ApiError> {
+    let window = std::time::Duration::from_secs(u64::from(state.config.throughput_minutes) * 60);
+    Ok(Json(state.admin.overview(window).await?.into()))
+}
+
+/// Every queue: counts by state, completed per minute, oldest available
+/// job's age, paused or not.
+#[utoipa::path(
+    get,
+    path = "/api/queues",
+    tag = "queues",
+    responses((status = 200, description = "Queues by name", body = Vec<QueueBody>))
+)]
+async fn list_queues<DB: AdminBackend>(
+    State(state): State<AppState<DB>>,
+) -> Result<Json<Vec<QueueBody>>, ApiError> {
+    let window = std::time::Duration::from_secs(u64::from(state.config.throughput_minutes) * 60);
+    let overview = state.admin.overview(window).await?;
+    Ok(Json(overview.queues.into_iter().map(Into::into).collect()))
+}
+
+/// Pauses or resumes a queue on every worker. Running jobs finish.
+#[utoipa::path(
+    post,
+    path = "/api/queues/{name}/{action}",
+    tag = "queues",
+    params(
+        ("name" = String, Path, description = "Queue name"),
+        ("action" = String, Path, description = "pause or resume"),
+    ),
+    responses(
+        (status = 200, description = "Done", body = QueuePausedBody),
+        (status = 400, description = "Unknown action or bad name", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn queue_action<DB: AdminBackend>(
+    State(state): State<AppState<DB>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<QueuePausedBody>, ApiError> {
+    let Path((name, action)) = path.map_err(path_error)?;
+    let paused = parse_pause(&action)?;
+    if paused {
+        state.admin.pause_queue(&name).await?;
+    } else {
+        state.admin.resume_queue(&name).await?;
+    }
+    Ok(Json(QueuePausedBody { name, paused }))
+}
+
+pub(crate) fn parse_pause(action: &str) -> Result<bool, ApiError> {
+    match action {
+        "pause" => Ok(true),
+        "resume" => Ok(false),
+        _ => Err(ApiError::bad_request(
+            "unknown queue action: expected pause or resume",
+        )),
+    }
+}
+
+/// Completed and discarded jobs per minute, oldest minute first.
+#[utoipa::path(
+    get,
+    path = "/api/throughput",
+    tag = "queues",
+    params(ThroughputQuery),
+    responses(
+        (status = 200, description = "One point per minute", body = Vec<ThroughputBody>),
+        (status = 400, description = "Bad parameters", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn throughput<DB: AdminBackend>(
+    State(state): State<AppState<DB>>,
+    query: Result<Query<ThroughputQuery>, QueryRejection>,
+) -> Result<Json<Vec<ThroughputBody>>, ApiError> {
+    let Query(query) = query.map_err(query_error)?;
+    let minutes = match query.minutes.as_deref().map(str::trim) {
+        None | Some("") => 60,
+        Some(raw) => raw
+            .parse::<u32>()
+            .ok()
+            .filter(|m| (1..=1440).contains(m))
+            .ok_or_else(|| {
+                ApiError::bad_request("`minutes` must be a whole number from 1 to 1440")
+            })?,
+    };
+    let queue = query
+        .queue
+        .as_deref()
+        .map(str::trim)
+        .filter(|q| !q.is_empty());
+    let points = state.admin.throughput(minutes, queue).await?;
+    Ok(Json(points.into_iter().map(Into::into).collect()))
+}
+
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/api/openapi.json",
+    tag = "jobs",
+    responses((status = 200, description = "The OpenAPI document", content_type = "application/json"))
+)]
+async fn openapi_json() -> Response {
+    Json(ApiDoc::openapi()).into_response()
+}

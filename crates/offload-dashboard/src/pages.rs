@@ -1,0 +1,488 @@
+//! The HTML pages and their form actions.
+
+use std::time::Duration;
+
+use axum::extract::rejection::{FormRejection, QueryRejection};
+use axum::extract::{Extension, Form, Path, Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use minijinja::{context, Value};
+use offload::{AdminBackend, AdminError, FilterParams, JobAction, JobFilter, JobState};
+use serde::Deserialize;
+
+use crate::api::{parse_action, parse_id, parse_pause, ApiError, JobQuery};
+use crate::chart::throughput_svg;
+use crate::security::{csrf_matches, safe_next, session_cookie, urlencode, BasePath, CsrfToken};
+use crate::state::AppState;
+
+/// What every page's layout needs.
+struct Page<'a, DB: AdminBackend> {
+    state: &'a AppState<DB>,
+    base: &'a str,
+    csrf: &'a str,
+}
+
+impl<DB: AdminBackend> Page<'_, DB> {
+    fn render(&self, status: StatusCode, template: &str, page: Value) -> Response {
+        let config = &self.state.config;
+        let layout = context! {
+            base => self.base,
+            csrf => self.csrf,
+            title => config.title,
+            database => config.database,
+            refresh_ms => config.refresh.as_millis() as u64,
+            has_token => config.token.is_some(),
+        };
+        let context = context! { ..page, ..layout };
+        match self.state.templates.render(template, context) {
+            Ok(html) => (status, Html(html)).into_response(),
+            Err(error) => {
+                tracing::error!(%error, template, "dashboard page failed to render");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the page failed to render",
+                )
+                    .into_response()
+            }
+        }
+    }
+
+    fn error(&self, error: ApiError) -> Response {
+        self.render(
+            error.status,
+            "error.html",
+            context! { status => error.status.as_u16(), heading => error.title, detail => error.detail },
+        )
+    }
+}
+
+/// Messages after an action, chosen from a fixed list so the URL cannot
+/// put text on the page.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct NoticeQuery {
+    notice: Option<String>,
+    n: Option<u64>,
+}
+
+impl NoticeQuery {
+    fn message(&self) -> Option<String> {
+        let n = self.n.unwrap_or(0);
+        let plural = if n == 1 { "job" } else { "jobs" };
+        Some(match self.notice.as_deref()? {
+            "retry" => "Job queued to run again.".to_owned(),
+            "cancel" => "Job cancelled.".to_owned(),
+            "delete" => "Job deleted.".to_owned(),
+            "not_applicable" => {
+                "That action does not apply to the job in its current state.".to_owned()
+            }
+            "pause" => "Queue paused: workers stop claiming its jobs.".to_owned(),
+            "resume" => "Queue resumed.".to_owned(),
+            "bulk_retry" => format!("{n} {plural} queued to run again."),
+            "bulk_cancel" => format!("{n} {plural} cancelled."),
+            "bulk_delete" => format!("{n} {plural} deleted."),
+            _ => return None,
+        })
+    }
+}
+
+fn window(state_minutes: u32) -> Duration {
+    Duration::from_secs(u64::from(state_minutes) * 60)
+}
+
+pub(crate) async fn overview<DB: AdminBackend>(
+    State(state): State<AppState<DB>>,
+    Extension(BasePath(base)): Extension<BasePath>,
+    Extension(CsrfToken(csrf)): Extension<CsrfToken>,
+    notice: Result<Query<NoticeQuery>, QueryRejection>,
+) -> Response {
+    let page = Page {
+        state: &state,
+        base: &base,
+        csrf: &csrf,
+    };
+    let minutes = state.config.throughput_minutes;
+    let overview = match state.admin.overview(window(minutes)).await {
+        Ok(overview) => overview,
+        Err(error) => return page.error(error.into()),
+    };
+    let points = match state.admin.throughput(minutes, None).await {
+        Ok(points) => points,
+        Err(error) => return page.error(error.into()),
+    };
+    let totals: Vec<Value> = JobState::ALL
+        .iter()
+        .map(|s| context! { name => s.as_str(), count => overview.totals.get(*s) })
+        .collect();
+    let completed: i64 = points.iter().map(|p| p.completed).sum();
+    let discarded: i64 = points.iter().map(|p| p.discarded).sum();
+    page.render(
+        StatusCode::OK,
+        "overview.html",
+        context! {
+            nav => "overview",
+            notice => notice.ok().and_then(|Query(n)| n.message()),
+            totals,
+            total => overview.totals.total(),
+            queues => overview.queues,
+            states => JobState::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+            chart => Value::from_safe_string(throughput_svg(&points)),
+            chart_minutes => minutes,
+            chart_completed => completed,
+            chart_discarded => discarded,
+        },
+    )
+}
+
+/// The query string selecting `filter`, for links.
+fn filter_query(filter: &JobFilter) -> String {
+    let params = FilterParams::from_filter(filter);
+    [
+        ("state", params.state),
+        ("queue", params.queue),
+        ("kind", params.kind),
+        ("tag", params.tag),
+        ("since", params.since),
+        ("until", params.until),
+        ("q", params.q),
+    ]
+    .into_iter()
+    .filter_map(|(key, value)| value.map(|v| format!("{key}={}", urlencode(&v))))
+    .collect::<Vec<_>>()
+    .join("&")
+}
+
+pub(crate) async fn job_list<DB: AdminBackend>(
+    State(state): State<AppState<DB>>,
+    Extension(BasePath(base)): Extension<BasePath>,
+    Extension(CsrfToken(csrf)): Extension<CsrfToken>,
+    query: Result<Query<JobQuery>, QueryRejection>,
+    notice: Result<Query<NoticeQuery>, QueryRejection>,
+) -> Response {
+    let page = Page {
+        state: &state,
+        base: &base,
+        csrf: &csrf,
+    };
+    let raw = query.map(|Query(q)| q).unwrap_or_default();
+    let notice = notice.ok().and_then(|Query(n)| n.message());
+    let selected_states: Vec<String> = raw
+        .state
+        .as_deref()
+        .unwrap_or_default()
+        .split(',')
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let form = context! {
+        state => selected_states,
+        queue => raw.queue,
+        kind => raw.kind,
+        tag => raw.tag,
+        since => raw.since,
+        until => raw.until,
+        q => raw.q,
+        limit => raw.limit,
+    };
+    let states: Vec<&str> = JobState::ALL.iter().map(|s| s.as_str()).collect();
+    let (filter, page_request) = match FilterParams::from(raw.clone()).parse() {
+        Ok(parsed) => parsed,
+        Err(error) => {
+            return page.render(
+                StatusCode::BAD_REQUEST,
+                "jobs.html",
+                context! { nav => "jobs", form, states, filter_error => error.to_string() },
+            )
+        }
+    };
+    let result = match state.admin.list(&filter, page_request).await {
+        Ok(result) => result,
+        Err(error) => return page.error(error.into()),
+    };
+    let query = filter_query(&filter);
+    let limit = raw
+        .limit
+        .as_deref()
+        .map(|l| format!("&limit={}", urlencode(l.trim())))
+        .unwrap_or_default();
+    let next = result
+        .next_before
+        .map(|before| format!("{base}/jobs?{query}{limit}&before={before}"));
+    let first = page_request
+        .before
+        .map(|_| format!("{base}/jobs?{query}{limit}"));
+    page.render(
+        StatusCode::OK,
+        "jobs.html",
+        context! {
+            nav => "jobs",
+            notice,
+            form,
+            states,
+            jobs => result.jobs,
+            next,
+            first,
+            filtered => !filter.is_empty(),
+            filter_fields => FilterParams::from_filter(&filter),
+        },
+    )
+}
+
+pub(crate) async fn job_detail<DB: AdminBackend>(
+    State(state): State<AppState<DB>>,
+    Extension(BasePath(base)): Extension<BasePath>,
+    Extension(CsrfToken(csrf)): Extension<CsrfToken>,
+    Path(raw_id): Path<String>,
+    notice: Result<Query<NoticeQuery>, QueryRejection>,
+) -> Response {
+    let page = Page {
+        state: &state,
+        base: &base,
+        csrf: &csrf,
+    };
+    let id = match parse_id(&raw_id) {
+        Ok(id) => id,
+        Err(error) => return page.error(error),
+    };
+    let job = match state.admin.job(id).await {
+        Ok(job) => job,
+        Err(error) => return page.error(error.into()),
+    };
+    let args = serde_json::to_string_pretty(&job.args).unwrap_or_else(|_| job.args.to_string());
+    let actions: Vec<&str> = [JobAction::Retry, JobAction::Cancel, JobAction::Delete]
+        .into_iter()
+        .filter(|a| a.applies_to(job.state))
+        .map(JobAction::as_str)
+        .collect();
+    page.render(
+        StatusCode::OK,
+        "job.html",
+        context! {
+            nav => "jobs",
+            notice => notice.ok().and_then(|Query(n)| n.message()),
+            args,
+            actions,
+            job,
+        },
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct CsrfForm {
+    csrf: String,
+}
+
+fn check_form<T: HasCsrf>(
+    form: Result<Form<T>, FormRejection>,
+    expected: &CsrfToken,
+) -> Result<T, ApiError> {
+    let Form(form) =
+        form.map_err(|e| ApiError::bad_request(format!("invalid form: {}", e.body_text())))?;
+    if !csrf_matches(expected, form.csrf()) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Form expired",
+            "the form's security token did not match; reload the page and try again",
+        ));
+    }
+    Ok(form)
+}
+
+trait HasCsrf {
+    fn csrf(&self) -> &str;
+}
+
+impl HasCsrf for CsrfForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+fn see_other(location: &str) -> Response {
+    Redirect::to(location).into_response()
+}
+
+pub(crate) async fn job_action<DB: AdminBackend>(
+    State(state): State<AppState<DB>>,
+    Extension(BasePath(base)): Extension<BasePath>,
+    Extension(csrf): Extension<CsrfToken>,
+    Path((raw_id, raw_action)): Path<(String, String)>,
+    form: Result<Form<CsrfForm>, FormRejection>,
+) -> Response {
+    let page = Page {
+        state: &state,
+        base: &base,
+        csrf: &csrf.0,
+    };
+    let result = async {
+        check_form(form, &csrf)?;
+        let id = parse_id(&raw_id)?;
+        let action = parse_action(&raw_action)?;
+        let changed = state.admin.act_on_job(action, id).await?;
+        Ok::<_, ApiError>((id, action, changed))
+    }
+    .await;
+    match result {
+        Ok((_, JobAction::Delete, true)) => see_other(&format!("{base}/jobs?notice=delete")),
+        Ok((id, action, true)) => {
+            see_other(&format!("{base}/jobs/{id}?notice={}", action.as_str()))
+        }
+        Ok((id, _, false)) => see_other(&format!("{base}/jobs/{id}?notice=not_applicable")),
+        Err(error) => page.error(error),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct BulkForm {
+    csrf: String,
+    action: String,
+    #[serde(flatten)]
+    filter: JobQuery,
+}
+
+impl HasCsrf for BulkForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+pub(crate) async fn bulk_action<DB: AdminBackend>(
+    State(state): State<AppState<DB>>,
+    Extension(BasePath(base)): Extension<BasePath>,
+    Extension(csrf): Extension<CsrfToken>,
+    form: Result<Form<BulkForm>, FormRejection>,
+) -> Response {
+    let page = Page {
+        state: &state,
+        base: &base,
+        csrf: &csrf.0,
+    };
+    let result = async {
+        let form = check_form(form, &csrf)?;
+        let action = parse_action(&form.action)?;
+        let (filter, _) = FilterParams::from(form.filter)
+            .parse()
+            .map_err(AdminError::from)?;
+        if filter.is_empty() {
+            return Err(ApiError::bad_request(
+                "bulk actions from the dashboard need a filter; use the API with \"all\": true to act on every job",
+            ));
+        }
+        let outcome = state.admin.bulk(action, &filter, |_| {}).await?;
+        Ok::<_, ApiError>((filter, action, outcome))
+    }
+    .await;
+    match result {
+        Ok((filter, action, outcome)) => see_other(&format!(
+            "{base}/jobs?{}&notice=bulk_{}&n={}",
+            filter_query(&filter),
+            action.as_str(),
+            outcome.changed
+        )),
+        Err(error) => page.error(error),
+    }
+}
+
+pub(crate) async fn queue_action<DB: AdminBackend>(
+    State(state): State<AppState<DB>>,
+    Extension(BasePath(base)): Extension<BasePath>,
+    Extension(csrf): Extension<CsrfToken>,
+    Path((name, action)): Path<(String, String)>,
+    form: Result<Form<CsrfForm>, FormRejection>,
+) -> Response {
+    let page = Page {
+        state: &state,
+        base: &base,
+        csrf: &csrf.0,
+    };
+    let result = async {
+        check_form(form, &csrf)?;
+        let paused = parse_pause(&action)?;
+        if paused {
+            state.admin.pause_queue(&name).await?;
+        } else {
+            state.admin.resume_queue(&name).await?;
+        }
+        Ok::<_, ApiError>(paused)
+    }
+    .await;
+    match result {
+        Ok(true) => see_other(&format!("{base}/?notice=pause")),
+        Ok(false) => see_other(&format!("{base}/?notice=resume")),
+        Err(error) => page.error(error),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct LoginQuery {
+    next: Option<String>,
+}
+
+pub(crate) async fn login_form<DB: AdminBackend>(
+    State(state): State<AppState<DB>>,
+    Extension(BasePath(base)): Extension<BasePath>,
+    Extension(CsrfToken(csrf)): Extension<CsrfToken>,
+    query: Result<Query<LoginQuery>, QueryRejection>,
+) -> Response {
+    let page = Page {
+        state: &state,
+        base: &base,
+        csrf: &csrf,
+    };
+    let next = safe_next(query.ok().and_then(|Query(q)| q.next).as_deref(), &base);
+    page.render(
+        StatusCode::OK,
+        "login.html",
+        context! { nav => "login", next },
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct LoginForm {
+    csrf: String,
+    token: String,
+    #[serde(default)]
+    next: Option<String>,
+}
+
+impl HasCsrf for LoginForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+pub(crate) async fn login<DB: AdminBackend>(
+    State(state): State<AppState<DB>>,
+    Extension(BasePath(base)): Extension<BasePath>,
+    Extension(csrf): Extension<CsrfToken>,
+    form: Result<Form<LoginForm>, FormRejection>,
+) -> Response {
+    let page = Page {
+        state: &state,
+        base: &base,
+        csrf: &csrf.0,
+    };
+    let form = match check_form(form, &csrf) {
+        Ok(form) => form,
+        Err(error) => return page.error(error),
+    };
+    let next = safe_next(form.next.as_deref(), &base);
+    let Some(session) = state.session.as_deref() else {
+        return see_other(&next);
+    };
+    // Compares digests, so the comparison's timing says nothing about the token.
+    let given = crate::state::session_value(form.token.trim());
+    if given.as_bytes() != session.as_bytes() {
+        return page.render(
+            StatusCode::UNAUTHORIZED,
+            "login.html",
+            context! { nav => "login", next, login_error => "That token is not right." },
+        );
+    }
+    let mut response = see_other(&next);
+    if let Ok(cookie) = HeaderValue::from_str(&session_cookie(session, &base)) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}

@@ -1,0 +1,285 @@
+//! Token authentication, cross-site request protection and response
+//! headers, applied to every route.
+
+use axum::extract::{OriginalUri, Request, State};
+use axum::http::header::{self, HeaderMap, HeaderValue};
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use offload::AdminBackend;
+use rand::RngCore;
+
+use crate::api::ApiError;
+use crate::state::AppState;
+
+const SESSION_COOKIE: &str = "offload_session";
+const CSRF_COOKIE: &str = "offload_csrf";
+
+/// Scripts, styles and images only from the dashboard itself; no framing.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; \
+     base-uri 'none'";
+
+/// The anti-CSRF token of this browser, echoed in every form.
+#[derive(Debug, Clone)]
+pub(crate) struct CsrfToken(pub String);
+
+/// The path the dashboard is mounted at, without a trailing slash (empty
+/// at the root). Links are built on it, so the router can be nested.
+#[derive(Debug, Clone)]
+pub(crate) struct BasePath(pub String);
+
+pub(crate) async fn guard<DB: AdminBackend>(
+    State(state): State<AppState<DB>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let path = request.uri().path().to_owned();
+    let base = base_path(&request);
+    let is_api = path == "/api" || path.starts_with("/api/");
+    let is_public = path.starts_with("/assets/") || path == "/login";
+    let safe_method = matches!(*request.method(), Method::GET | Method::HEAD);
+
+    if !safe_method {
+        if let Some(reason) = cross_site(request.headers()) {
+            return ApiError::new(StatusCode::FORBIDDEN, "Cross-site request refused", reason)
+                .into_response();
+        }
+        if is_api && !is_json(request.headers()) {
+            return ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "JSON required",
+                "admin API actions need `Content-Type: application/json`",
+            )
+            .into_response();
+        }
+    }
+
+    if state.config.require_token && state.session.is_none() {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Token required",
+            "this dashboard is reachable from other hosts and has no token configured",
+        )
+        .into_response();
+    }
+    if let (Some(token), Some(session)) = (state.config.token.as_deref(), &state.session) {
+        if !is_public && !authorized(request.headers(), token, session) {
+            if is_api || !safe_method {
+                let mut response = ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "Unauthorized",
+                    "send `Authorization: Bearer <token>` or log in",
+                )
+                .into_response();
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"offload\""),
+                );
+                return response;
+            }
+            let wanted = request
+                .extensions()
+                .get::<OriginalUri>()
+                .map(|uri| uri.0.clone())
+                .unwrap_or_else(|| request.uri().clone());
+            let next_path = wanted
+                .path_and_query()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_else(|| "/".to_owned());
+            let target = format!("{base}/login?next={}", urlencode(&next_path));
+            return Redirect::to(&target).into_response();
+        }
+    }
+
+    let (csrf, fresh) = match cookie(request.headers(), CSRF_COOKIE) {
+        Some(value) if value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            (value.to_owned(), false)
+        }
+        _ => (random_hex(), true),
+    };
+    request.extensions_mut().insert(CsrfToken(csrf.clone()));
+    request.extensions_mut().insert(BasePath(base.clone()));
+
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    if fresh && !is_api {
+        if let Ok(value) = HeaderValue::from_str(&cookie_header(CSRF_COOKIE, &csrf, &base)) {
+            headers.append(header::SET_COOKIE, value);
+        }
+    }
+    set_security_headers(headers);
+    response
+}
+
+fn set_security_headers(headers: &mut HeaderMap) {
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+}
+
+/// Where the router is mounted: the original path minus the part the
+/// router saw.
+fn base_path(request: &Request) -> String {
+    let inner = request.uri().path();
+    let Some(original) = request.extensions().get::<OriginalUri>() else {
+        return String::new();
+    };
+    let outer = original.0.path();
+    let base = outer
+        .strip_suffix(inner)
+        .unwrap_or_else(|| if inner == "/" { outer } else { "" });
+    base.trim_end_matches('/').to_owned()
+}
+
+/// Why a state-changing request looks cross-site, if it does. Browsers
+/// send `Sec-Fetch-Site` and `Origin` on such requests; tools like curl
+/// send neither and are let through (they cannot ride a victim's cookies).
+fn cross_site(headers: &HeaderMap) -> Option<&'static str> {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        if !matches!(site.as_bytes(), b"same-origin" | b"none") {
+            return Some("the request came from another site");
+        }
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        let origin_host = origin
+            .to_str()
+            .ok()
+            .and_then(|o| o.split_once("://"))
+            .map(|(_, rest)| rest.trim_end_matches('/'));
+        if origin_host.is_none() || origin_host != host {
+            return Some("the request's Origin does not match its Host");
+        }
+    }
+    None
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+}
+
+fn authorized(headers: &HeaderMap, token: &str, session: &str) -> bool {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if let Some(given) = bearer {
+        return constant_time_eq(given.trim().as_bytes(), token.as_bytes());
+    }
+    cookie(headers, SESSION_COOKIE)
+        .is_some_and(|value| constant_time_eq(value.as_bytes(), session.as_bytes()))
+}
+
+/// Whether the form's token is this browser's.
+pub(crate) fn csrf_matches(expected: &CsrfToken, given: &str) -> bool {
+    constant_time_eq(expected.0.as_bytes(), given.as_bytes())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+}
+
+fn cookie_header(name: &str, value: &str, base: &str) -> String {
+    format!("{name}={value}; Path={base}/; HttpOnly; SameSite=Strict")
+}
+
+/// `Set-Cookie` for a logged-in browser.
+pub(crate) fn session_cookie(session: &str, base: &str) -> String {
+    cookie_header(SESSION_COOKIE, session, base)
+}
+
+fn random_hex() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Percent-encodes everything but unreserved characters.
+pub(crate) fn urlencode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// A local path to return to after login; anything else goes to the
+/// overview, so the login page cannot redirect off-site.
+pub(crate) fn safe_next(next: Option<&str>, base: &str) -> String {
+    match next {
+        Some(path)
+            if path.starts_with('/')
+                && !path.starts_with("//")
+                && !path.contains('\\')
+                && !path.chars().any(char::is_control) =>
+        {
+            path.to_owned()
+        }
+        _ => format!("{base}/"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_redirect_stays_on_site() {
+        assert_eq!(safe_next(Some("/jobs?state=x"), ""), "/jobs?state=x");
+        assert_eq!(safe_next(Some("//evil.example/"), "/admin"), "/admin/");
+        assert_eq!(safe_next(Some("https://evil.example/"), ""), "/");
+        assert_eq!(safe_next(Some("/\\evil.example"), ""), "/");
+    }
+
+    #[test]
+    fn foreign_origin_is_cross_site() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8080"));
+        headers.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://127.0.0.1:8080"),
+        );
+        assert_eq!(cross_site(&headers), None);
+        headers.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://evil.example"),
+        );
+        assert!(cross_site(&headers).is_some());
+    }
+}

@@ -1,0 +1,48 @@
+//! What every handler shares.
+
+use std::sync::Arc;
+
+use offload::{Admin, AdminBackend};
+use sha2::{Digest, Sha256};
+use sqlx::Pool;
+
+use crate::config::DashboardConfig;
+use crate::templates::Templates;
+
+pub(crate) struct AppState<DB: AdminBackend> {
+    pub admin: Admin<DB>,
+    pub config: Arc<DashboardConfig>,
+    pub templates: Arc<Templates>,
+    /// What the login cookie holds: a digest of the token, never the token.
+    pub session: Option<Arc<str>>,
+}
+
+impl<DB: AdminBackend> Clone for AppState<DB> {
+    fn clone(&self) -> Self {
+        Self {
+            admin: self.admin.clone(),
+            config: self.config.clone(),
+            templates: self.templates.clone(),
+            session: self.session.clone(),
+        }
+    }
+}
+
+impl<DB: AdminBackend> AppState<DB> {
+    pub fn new(pool: Pool<DB>, config: DashboardConfig) -> Self {
+        let session = config.token.as_deref().map(session_value);
+        Self {
+            admin: Admin::new(pool),
+            config: Arc::new(config),
+            templates: Arc::new(Templates::new()),
+            session,
+        }
+    }
+}
+
+/// The login cookie's value for `token`.
+pub(crate) fn session_value(token: &str) -> Arc<str> {
+    let digest = Sha256::digest(format!("offload-dashboard-session:{token}").as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    hex.into()
+}

@@ -1,0 +1,395 @@
+//! The admin JSON API on PostgreSQL and SQLite: one scenario per behaviour.
+
+mod support;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use offload::{AdminBackend, Client, JobState};
+use offload_dashboard::DashboardConfig;
+use serde_json::json;
+use sqlx::Pool;
+use support::*;
+
+fn app<DB: AdminBackend>(pool: &Pool<DB>) -> axum::Router {
+    offload_dashboard::router(pool.clone(), DashboardConfig::new())
+}
+
+fn ids(reply: &Reply) -> Vec<i64> {
+    reply.json()["jobs"]
+        .as_array()
+        .expect("jobs array")
+        .iter()
+        .map(|j| j["id"].as_i64().expect("id"))
+        .collect()
+}
+
+/// Runs the flaky jobs to the end: failing ones end discarded.
+async fn run_all<DB: AdminBackend>(pool: &Pool<DB>, queues: &[&str]) {
+    let worker = start_worker(pool, queues).await;
+    wait_idle(pool).await;
+    worker.shutdown().await;
+}
+
+async fn pages_follow_the_keyset_cursor_newest_first<DB: AdminBackend>(pool: Pool<DB>) {
+    let inserted = insert(&pool, &[("default", false, &[][..]); 7]).await;
+    let app = app(&pool);
+    let mut seen = Vec::new();
+    let mut uri = "/api/jobs?limit=3".to_owned();
+    loop {
+        let reply = get(&app, &uri).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        seen.extend(ids(&reply));
+        match reply.json()["next_before"].as_i64() {
+            Some(before) => uri = format!("/api/jobs?limit=3&before={before}"),
+            None => break,
+        }
+    }
+    let mut expected = inserted.clone();
+    expected.reverse();
+    assert_eq!(seen, expected, "every job once, newest first");
+}
+
+async fn filters_select_by_state_queue_kind_tag_text_and_time<DB: AdminBackend>(pool: Pool<DB>) {
+    let mail = insert(&pool, &[("mail", true, &["signup"]), ("mail", false, &[])]).await;
+    let default = insert(&pool, &[("default", false, &["signup", "vip"])]).await;
+    run_all(&pool, &["mail", "default"]).await;
+    let app = app(&pool);
+
+    let discarded = get(&app, "/api/jobs?state=discarded").await;
+    assert_eq!(ids(&discarded), vec![mail[0]]);
+    assert_eq!(discarded.json()["jobs"][0]["last_error"], "boom: in mail");
+
+    let both = get(&app, "/api/jobs?state=discarded,completed&queue=mail").await;
+    assert_eq!(ids(&both), vec![mail[1], mail[0]]);
+
+    let tagged = get(&app, "/api/jobs?tag=signup").await;
+    assert_eq!(ids(&tagged), vec![default[0], mail[0]]);
+    assert_eq!(ids(&get(&app, "/api/jobs?tag=vip").await), vec![default[0]]);
+
+    assert_eq!(
+        ids(&get(&app, "/api/jobs?kind=flaky&queue=default").await),
+        default
+    );
+    assert!(ids(&get(&app, "/api/jobs?kind=other").await).is_empty());
+
+    // Text matches args and errors, case-insensitively.
+    assert_eq!(ids(&get(&app, "/api/jobs?q=BOOM").await), vec![mail[0]]);
+    assert_eq!(ids(&get(&app, "/api/jobs?q=in%20default").await), default);
+    // Wildcards are literal; quotes are just text.
+    assert!(ids(&get(&app, "/api/jobs?q=%25").await).is_empty());
+    assert!(ids(&get(&app, "/api/jobs?q=%27%20OR%201%3D1%20--").await).is_empty());
+
+    assert_eq!(ids(&get(&app, "/api/jobs?since=1h").await).len(), 3);
+    assert!(ids(&get(&app, "/api/jobs?until=1h").await).is_empty());
+    assert!(ids(&get(&app, "/api/jobs?since=2999-01-01").await).is_empty());
+}
+
+async fn bad_filters_are_clear_400s_never_sql_errors<DB: AdminBackend>(pool: Pool<DB>) {
+    insert(&pool, &[("default", false, &[])]).await;
+    let app = app(&pool);
+    let cases = [
+        ("/api/jobs?state=exploded", "unknown state"),
+        ("/api/jobs?limit=0", "limit"),
+        ("/api/jobs?limit=many", "limit"),
+        ("/api/jobs?limit=100000", "limit"),
+        ("/api/jobs?before=-4", "before"),
+        (
+            "/api/jobs?before=1%3B%20DROP%20TABLE%20offload_jobs",
+            "before",
+        ),
+        ("/api/jobs?since=yesterday-ish", "since"),
+        ("/api/jobs?since=1h&until=2h", "before `until`"),
+        ("/api/jobs?q=a%00b", "control characters"),
+        ("/api/jobs/abc", "positive whole number"),
+        ("/api/jobs/0", "positive whole number"),
+        ("/api/throughput?minutes=0", "minutes"),
+    ];
+    for (uri, needle) in cases {
+        let reply = get(&app, uri).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{uri}: {}",
+            reply.text
+        );
+        assert_eq!(reply.content_type, "application/problem+json", "{uri}");
+        let detail = reply.json()["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(detail.contains(needle), "{uri}: {detail}");
+        for leak in ["SQL", "syntax", "sqlx", "database error"] {
+            assert!(!detail.contains(leak), "{uri} leaks {leak}: {detail}");
+        }
+    }
+    let long = "x".repeat(201);
+    let reply = get(&app, &format!("/api/jobs?q={long}")).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+
+    let unknown_action = post_json(&app, "/api/jobs/1/explode", json!({})).await;
+    assert_eq!(unknown_action.status, StatusCode::BAD_REQUEST);
+    let bad_body = send(
+        &app,
+        Request::post("/api/jobs/bulk")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from("{not json"))
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(
+        bad_body.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        bad_body.text
+    );
+    let bad_state = post_json(
+        &app,
+        "/api/jobs/bulk",
+        json!({"action": "retry", "filter": {"state": "nope"}}),
+    )
+    .await;
+    assert_eq!(bad_state.status, StatusCode::BAD_REQUEST);
+    let everything = post_json(&app, "/api/jobs/bulk", json!({"action": "delete"})).await;
+    assert_eq!(everything.status, StatusCode::BAD_REQUEST);
+    assert!(everything.json()["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("all"));
+    assert_eq!(
+        Client::new(pool.clone())
+            .count_by_state(None)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+async fn job_detail_has_args_errors_and_timestamps<DB: AdminBackend>(pool: Pool<DB>) {
+    let id = insert(&pool, &[("default", true, &["x"])]).await[0];
+    run_all(&pool, &["default"]).await;
+    let app = app(&pool);
+    let job = get(&app, &format!("/api/jobs/{id}")).await.json();
+    assert_eq!(job["state"], "discarded");
+    assert_eq!(job["args"], json!({"fail": true, "note": "in default"}));
+    assert_eq!(job["errors"][0]["attempt"], 1);
+    assert_eq!(job["errors"][0]["error"], "boom: in default");
+    assert!(job["finalized_at"].is_string() && job["attempted_at"].is_string());
+    let missing = get(&app, "/api/jobs/999999").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(missing.content_type, "application/problem+json");
+}
+
+async fn retry_makes_a_discarded_job_run_again_with_one_more_attempt<DB: AdminBackend>(
+    pool: Pool<DB>,
+) {
+    let id = insert(&pool, &[("default", true, &[])]).await[0];
+    run_all(&pool, &["default"]).await;
+    let app = app(&pool);
+    let reply = post_json(&app, &format!("/api/jobs/{id}/retry"), json!({})).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let job = &reply.json()["job"];
+    assert_eq!(job["state"], "available");
+    assert_eq!(job["attempt"], 1, "attempt count is kept");
+    assert_eq!(job["max_attempts"], 2, "one more attempt granted");
+    assert!(job["finalized_at"].is_null());
+
+    // It runs (and fails) again: now two errors.
+    run_all(&pool, &["default"]).await;
+    let job = Client::new(pool.clone()).job(id).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Discarded);
+    assert_eq!(job.attempt, 2);
+    assert_eq!(job.errors.len(), 2);
+
+    // A completed job cannot be retried.
+    let done = insert(&pool, &[("default", false, &[])]).await[0];
+    run_all(&pool, &["default"]).await;
+    let conflict = post_json(&app, &format!("/api/jobs/{done}/retry"), json!({})).await;
+    assert_eq!(conflict.status, StatusCode::CONFLICT);
+    assert!(conflict.json()["detail"]
+        .as_str()
+        .unwrap()
+        .contains("completed"));
+}
+
+async fn cancel_and_delete_change_only_jobs_they_apply_to<DB: AdminBackend>(pool: Pool<DB>) {
+    let ids = insert(&pool, &[("default", false, &[]), ("default", false, &[])]).await;
+    let app = app(&pool);
+    let reply = post_json(&app, &format!("/api/jobs/{}/cancel", ids[0]), json!({})).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.json()["job"]["state"], "cancelled");
+    assert!(reply.json()["job"]["finalized_at"].is_string());
+    let again = post_json(&app, &format!("/api/jobs/{}/cancel", ids[0]), json!({})).await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+
+    let deleted = post_json(&app, &format!("/api/jobs/{}/delete", ids[1]), json!({})).await;
+    assert_eq!(deleted.status, StatusCode::OK);
+    assert!(deleted.json()["job"].is_null());
+    assert_eq!(
+        get(&app, &format!("/api/jobs/{}", ids[1])).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let gone = post_json(&app, &format!("/api/jobs/{}/delete", ids[1]), json!({})).await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+}
+
+async fn cancelling_a_running_job_stops_it_and_rolls_it_back<DB: AdminBackend>(pool: Pool<DB>) {
+    let client = Client::new(pool.clone());
+    let id = client.enqueue(Sleeper).await.expect("enqueue");
+    let worker = start_worker(&pool, &["default"]).await;
+    wait_for_state(&pool, id, JobState::Running).await;
+    let app = app(&pool);
+    let reply = post_json(&app, &format!("/api/jobs/{id}/cancel"), json!({})).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    // The job hears the signal and ends; the row stays cancelled.
+    let stopped = tokio::time::timeout(std::time::Duration::from_secs(10), worker.shutdown()).await;
+    assert!(stopped.is_ok(), "worker stopped");
+    let job = client.job(id).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Cancelled);
+    assert!(job
+        .errors
+        .iter()
+        .any(|e| e.error.contains("cancelled by an operator")));
+}
+
+async fn bulk_actions_apply_to_every_matching_job<DB: AdminBackend>(pool: Pool<DB>) {
+    let failing: Vec<(&str, bool, &[&str])> = (0..12).map(|_| ("bulk", true, &[][..])).collect();
+    insert(&pool, &failing).await;
+    let keep = insert(&pool, &[("bulk", false, &[])]).await[0];
+    run_all(&pool, &["bulk"]).await;
+    let app = app(&pool);
+    let reply = post_json(
+        &app,
+        "/api/jobs/bulk",
+        json!({"action": "retry", "filter": {"state": "discarded", "queue": "bulk"}}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.json(), json!({"matched": 12, "changed": 12}));
+    let available = get(&app, "/api/jobs?state=available&limit=100").await;
+    assert_eq!(ids(&available).len(), 12);
+    assert!(!ids(&available).contains(&keep));
+
+    let cancelled = post_json(
+        &app,
+        "/api/jobs/bulk",
+        json!({"action": "cancel", "filter": {"queue": "bulk"}}),
+    )
+    .await;
+    assert_eq!(
+        cancelled.json(),
+        json!({"matched": 13, "changed": 12}),
+        "the completed job is left alone"
+    );
+    let deleted = post_json(
+        &app,
+        "/api/jobs/bulk",
+        json!({"action": "delete", "all": true}),
+    )
+    .await;
+    assert_eq!(deleted.json()["changed"], 13);
+    assert!(ids(&get(&app, "/api/jobs").await).is_empty());
+}
+
+async fn queues_show_counts_throughput_age_and_pause<DB: AdminBackend>(pool: Pool<DB>) {
+    insert(&pool, &[("mail", false, &[]), ("mail", true, &[])]).await;
+    run_all(&pool, &["mail"]).await;
+    insert(&pool, &[("reports", false, &[]), ("reports", false, &[])]).await;
+    let app = app(&pool);
+
+    let paused = post_json(&app, "/api/queues/reports/pause", json!({})).await;
+    assert_eq!(paused.status, StatusCode::OK, "{}", paused.text);
+    assert_eq!(paused.json(), json!({"name": "reports", "paused": true}));
+
+    // A worker on a paused queue leaves its jobs alone.
+    let worker = start_worker(&pool, &["reports"]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let queues = get(&app, "/api/queues").await.json();
+    let reports = queues
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "reports")
+        .unwrap()
+        .clone();
+    assert_eq!(reports["paused"], true);
+    assert_eq!(reports["counts"]["available"], 2);
+    assert!(reports["oldest_available_secs"].as_f64().unwrap() >= 0.0);
+    let mail = queues
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "mail")
+        .unwrap()
+        .clone();
+    assert_eq!(mail["paused"], false);
+    assert_eq!(mail["counts"]["completed"], 1);
+    assert_eq!(mail["counts"]["discarded"], 1);
+    assert!(mail["completed_per_minute"].as_f64().unwrap() > 0.0);
+    assert!(mail["oldest_available_secs"].is_null());
+
+    let resumed = post_json(&app, "/api/queues/reports/resume", json!({})).await;
+    assert_eq!(resumed.json()["paused"], false);
+    wait_idle(&pool).await;
+    worker.shutdown().await;
+
+    let overview = get(&app, "/api/overview").await.json();
+    assert_eq!(overview["totals"]["completed"], 3);
+    assert_eq!(overview["totals"]["discarded"], 1);
+    let points = get(&app, "/api/throughput?minutes=5").await.json();
+    let points = points.as_array().unwrap();
+    assert_eq!(points.len(), 5);
+    let completed: i64 = points
+        .iter()
+        .map(|p| p["completed"].as_i64().unwrap())
+        .sum();
+    let discarded: i64 = points
+        .iter()
+        .map(|p| p["discarded"].as_i64().unwrap())
+        .sum();
+    assert_eq!((completed, discarded), (3, 1));
+    let bad = post_json(&app, "/api/queues/reports/explode", json!({})).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+}
+
+on_both_backends!(
+    pages_follow_the_keyset_cursor_newest_first,
+    filters_select_by_state_queue_kind_tag_text_and_time,
+    bad_filters_are_clear_400s_never_sql_errors,
+    job_detail_has_args_errors_and_timestamps,
+    retry_makes_a_discarded_job_run_again_with_one_more_attempt,
+    cancel_and_delete_change_only_jobs_they_apply_to,
+    cancelling_a_running_job_stops_it_and_rolls_it_back,
+    bulk_actions_apply_to_every_matching_job,
+    queues_show_counts_throughput_age_and_pause,
+);
+
+#[test]
+fn openapi_document_describes_every_route() {
+    use utoipa::OpenApi;
+    let doc = serde_json::to_value(offload_dashboard::ApiDoc::openapi()).unwrap();
+    for path in [
+        "/api/jobs",
+        "/api/jobs/{id}",
+        "/api/jobs/{id}/{action}",
+        "/api/jobs/bulk",
+        "/api/overview",
+        "/api/queues",
+        "/api/queues/{name}/{action}",
+        "/api/throughput",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} missing");
+    }
+    for schema in [
+        "JobBody",
+        "JobPageBody",
+        "Problem",
+        "BulkRequest",
+        "QueueBody",
+    ] {
+        assert!(
+            doc["components"]["schemas"][schema].is_object(),
+            "{schema} missing"
+        );
+    }
+}
