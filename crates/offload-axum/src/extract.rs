@@ -51,26 +51,21 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     }
 }
 
-/// Decodes a JSON body, telling syntax errors (400) from shape errors
-/// (422, naming the field at fault).
+/// Decodes a JSON body: text that is not JSON is a syntax error (400);
+/// JSON of the wrong shape is a data error (422) naming the field at fault.
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, JsonRejection> {
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-        let path = error.path().to_string();
-        let inner = error.into_inner();
-        match inner.classify() {
-            serde_json::error::Category::Data => JsonRejection::InvalidBody {
-                field: (path != ".").then_some(path),
-                detail: inner.to_string(),
-            },
-            _ => JsonRejection::MalformedJson(inner.to_string()),
-        }
-    })?;
-    // Trailing bytes after the value are a syntax error too.
-    deserializer
-        .end()
+    // Parsing to a value first keeps the two apart: serde's derive reads
+    // arrays as structs, so `[1, 2, 3]` would otherwise fail mid-parse
+    // as "trailing characters".
+    let value: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|error| JsonRejection::MalformedJson(error.to_string()))?;
-    Ok(value)
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = error.path().to_string();
+        JsonRejection::InvalidBody {
+            field: (path != ".").then_some(path),
+            detail: error.into_inner().to_string(),
+        }
+    })
 }
 
 /// `application/json` or any `application/*+json`, parameters ignored.

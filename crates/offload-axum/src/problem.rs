@@ -41,10 +41,11 @@ pub struct Problem {
     /// The request field that failed validation, when one did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
-    /// Further members (RFC 9457 "extensions").
+    /// Further members (RFC 9457 "extensions"). Boxed to keep `Problem`
+    /// small as the error type of `Result`s.
     #[serde(flatten)]
     #[cfg_attr(feature = "utoipa", schema(value_type = Object))]
-    pub extensions: Map<String, Value>,
+    pub extensions: Box<Map<String, Value>>,
 }
 
 impl Problem {
@@ -63,7 +64,7 @@ impl Problem {
             status: status.as_u16(),
             detail: None,
             field: None,
-            extensions: Map::new(),
+            extensions: Box::default(),
         }
     }
 

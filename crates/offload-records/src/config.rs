@@ -28,11 +28,13 @@ pub struct Config {
     #[arg(long, env = "LISTEN", default_value = "127.0.0.1:3000")]
     pub listen: SocketAddr,
     /// Jobs run at once by the in-process worker.
-    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 32)]
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 16)]
     pub worker_concurrency: usize,
-    /// Database connections in the pool.
-    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 32)]
-    pub max_connections: u32,
+    /// Database connections in the pool. Default: 1 on SQLite, where
+    /// writers take turns anyway and waiting in the pool's fair queue beats
+    /// SQLite's sleeping busy handler; 32 on PostgreSQL.
+    #[arg(long, env = "MAX_CONNECTIONS")]
+    pub max_connections: Option<u32>,
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "BODY_LIMIT", default_value_t = DEFAULT_BODY_LIMIT)]
     pub body_limit: usize,
@@ -46,12 +48,33 @@ pub struct Config {
     /// Milliseconds each job waits, standing in for a mail or webhook call.
     #[arg(long, env = "JOB_DELAY_MS", default_value_t = JobSettings::default().delay_ms)]
     pub job_delay_ms: u64,
+    /// Tasks writing concurrent `POST /records` in shared transactions
+    /// (group commit); 0 gives each request its own transaction. Default:
+    /// 1 on SQLite (one writer at a time), 2 on PostgreSQL.
+    #[arg(long, env = "GROUP_COMMIT_WRITERS")]
+    pub group_commit_writers: Option<usize>,
     /// Seconds shutdown waits for running jobs before handing them back.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
     pub shutdown_timeout_secs: u64,
 }
 
 impl Config {
+    /// The pool size for `backend`.
+    pub fn max_connections(&self, backend: offload::BackendKind) -> u32 {
+        self.max_connections.unwrap_or(match backend {
+            offload::BackendKind::Sqlite => 1,
+            offload::BackendKind::Postgres => 32,
+        })
+    }
+
+    /// Group-commit writer tasks for `backend`.
+    pub fn group_commit_writers(&self, backend: offload::BackendKind) -> usize {
+        self.group_commit_writers.unwrap_or(match backend {
+            offload::BackendKind::Sqlite => 1,
+            offload::BackendKind::Postgres => 2,
+        })
+    }
+
     /// Job tuning for new records.
     pub fn job_settings(&self) -> JobSettings {
         JobSettings {

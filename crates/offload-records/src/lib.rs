@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod config;
+pub mod intake;
 pub mod job;
 pub mod openapi;
 pub mod server;

@@ -28,15 +28,28 @@ pub async fn run_from_url(
     }
 }
 
-/// Migrates, starts the worker and serves HTTP on backend `DB` until
-/// `shutdown` resolves. Then it stops accepting connections, finishes
-/// in-flight requests, and stops the worker (running jobs finish, or are
-/// handed back to the queue after the shutdown timeout).
+/// Binds `config.listen` and [`serve`]s.
 pub async fn run<DB: RecordStore>(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let pool = DB::connect(&config.database_url, config.max_connections)
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("could not listen on {}", config.listen))?;
+    serve::<DB>(config, listener, shutdown).await
+}
+
+/// Migrates, starts the worker and serves HTTP on `listener` with backend
+/// `DB` until `shutdown` resolves. Then it stops accepting connections, finishes
+/// in-flight requests, and stops the worker (running jobs finish, or are
+/// handed back to the queue after the shutdown timeout).
+pub async fn serve<DB: RecordStore>(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let backend = offload::BackendKind::from_url(&config.database_url)?;
+    let pool = DB::connect(&config.database_url, config.max_connections(backend))
         .await
         .context("could not connect to the database")?;
     let client = Client::new(pool.clone());
@@ -62,14 +75,12 @@ pub async fn run<DB: RecordStore>(
     .await
     .context("could not start the worker")?;
 
-    let state = AppState {
+    let state = AppState::new(
         client,
-        jobs: config.job_settings(),
-    };
+        config.job_settings(),
+        config.group_commit_writers(backend),
+    );
     let app = api::router(state, config.body_limit);
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("could not listen on {}", config.listen))?;
     tracing::info!(
         listen = %listener.local_addr()?,
         backend = <DB as sqlx::Database>::NAME,

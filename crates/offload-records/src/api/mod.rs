@@ -15,6 +15,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::intake::Intake;
 use crate::openapi::ApiDoc;
 use crate::store::RecordStore;
 
@@ -45,6 +46,9 @@ pub struct AppState<DB: RecordStore> {
     pub client: Client<DB>,
     /// Tuning of the jobs new records get.
     pub jobs: JobSettings,
+    /// Group commit of new records; `None` writes each in its request's
+    /// own transaction.
+    pub intake: Option<Intake>,
 }
 
 impl<DB: RecordStore> Clone for AppState<DB> {
@@ -52,11 +56,25 @@ impl<DB: RecordStore> Clone for AppState<DB> {
         Self {
             client: self.client.clone(),
             jobs: self.jobs,
+            intake: self.intake.clone(),
         }
     }
 }
 
 impl<DB: RecordStore> AppState<DB> {
+    /// State for `client`. With `group_writers > 0`, new records are group
+    /// committed by that many [`Intake`] writer tasks (so call it inside a
+    /// Tokio runtime); with 0, each request writes in its own transaction.
+    pub fn new(client: Client<DB>, jobs: JobSettings, group_writers: usize) -> Self {
+        let intake =
+            (group_writers > 0).then(|| Intake::start(client.clone(), jobs, group_writers));
+        Self {
+            client,
+            jobs,
+            intake,
+        }
+    }
+
     /// The connection pool.
     pub fn pool(&self) -> &sqlx::Pool<DB> {
         self.client.pool()

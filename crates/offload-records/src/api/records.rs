@@ -69,7 +69,8 @@ impl CreateRecord {
 }
 
 /// Creates a record and enqueues its processing job in the same
-/// transaction: both exist, or neither.
+/// transaction: both exist, or neither. The 201 is sent only after that
+/// transaction committed.
 #[utoipa::path(
     post,
     path = "/records",
@@ -91,6 +92,28 @@ pub async fn create_record<DB: RecordStore>(
     Json(body): Json<CreateRecord>,
 ) -> Result<Response, Problem> {
     let new = body.validate()?;
+    let record = match &app.intake {
+        Some(intake) => intake.submit(new).await?,
+        None => insert_in_request_tx(&app, begin, new).await?,
+    };
+    let location = format!("/records/{}", record.id);
+    // Per-request mode: TxLayer commits after this 201 is built, before it
+    // is sent. Group commit: the record is already committed.
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(record),
+    )
+        .into_response())
+}
+
+/// The record and its job on the request's own transaction ([`BeginTx`]),
+/// committed by `TxLayer` when the handler returns 201.
+async fn insert_in_request_tx<DB: RecordStore>(
+    app: &AppState<DB>,
+    begin: BeginTx<DB>,
+    new: NewRecord,
+) -> Result<Record, Problem> {
     // Begun only now: the body is read and valid, so the transaction is
     // held just for the writes.
     let mut tx = begin.begin().await?;
@@ -111,14 +134,7 @@ pub async fn create_record<DB: RecordStore>(
         .await
         .map_err(database_problem)?;
     record.job_id = Some(job_id);
-    let location = format!("/records/{}", record.id);
-    // TxLayer commits after this 201 is built, before it is sent.
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        Json(record),
-    )
-        .into_response())
+    Ok(record)
 }
 
 /// A record with the state of its processing job.

@@ -121,6 +121,19 @@ pub trait RecordStore: Backend {
         record: &NewRecord,
     ) -> impl Future<Output = Result<Record, sqlx::Error>> + Send;
 
+    /// Inserts `pending` records in one statement on `conn`. Returns them
+    /// in input order.
+    fn insert_records(
+        conn: &mut Self::Connection,
+        records: &[NewRecord],
+    ) -> impl Future<Output = Result<Vec<Record>, sqlx::Error>> + Send;
+
+    /// Links records to their jobs in one statement: `(record_id, job_id)` pairs.
+    fn attach_jobs(
+        conn: &mut Self::Connection,
+        links: &[(i64, i64)],
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+
     /// Links a record to the job that processes it.
     fn attach_job(
         conn: &mut Self::Connection,

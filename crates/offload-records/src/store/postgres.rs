@@ -71,6 +71,45 @@ impl RecordStore for Postgres {
         self::record(&row)
     }
 
+    async fn insert_records(
+        conn: &mut PgConnection,
+        records: &[NewRecord],
+    ) -> Result<Vec<Record>, sqlx::Error> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: Vec<&str> = records.iter().map(|r| r.name.as_str()).collect();
+        let payloads: Vec<&str> = records.iter().map(|r| r.payload.as_str()).collect();
+        let inserted = sqlx::query(&format!(
+            "INSERT INTO records (name, payload) \
+             SELECT name, payload FROM unnest($1::text[], $2::text[]) WITH ORDINALITY \
+                 AS input(name, payload, position) ORDER BY position \
+             RETURNING {COLUMNS}"
+        ))
+        .bind(names)
+        .bind(payloads)
+        .fetch_all(conn)
+        .await?;
+        let mut inserted = inserted.iter().map(record).collect::<Result<Vec<_>, _>>()?;
+        // Identity values grow in insertion order, which is input order.
+        inserted.sort_by_key(|r| r.id);
+        Ok(inserted)
+    }
+
+    async fn attach_jobs(conn: &mut PgConnection, links: &[(i64, i64)]) -> Result<(), sqlx::Error> {
+        let (records, jobs): (Vec<i64>, Vec<i64>) = links.iter().copied().unzip();
+        sqlx::query(
+            "UPDATE records SET job_id = link.job_id \
+             FROM unnest($1::bigint[], $2::bigint[]) AS link(record_id, job_id) \
+             WHERE records.id = link.record_id",
+        )
+        .bind(records)
+        .bind(jobs)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
     async fn attach_job(
         conn: &mut PgConnection,
         record_id: i64,

@@ -88,6 +88,48 @@ impl RecordStore for Sqlite {
         self::record(&row)
     }
 
+    async fn insert_records(
+        conn: &mut SqliteConnection,
+        records: &[NewRecord],
+    ) -> Result<Vec<Record>, sqlx::Error> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(&str, &str)> = records
+            .iter()
+            .map(|r| (r.name.as_str(), r.payload.as_str()))
+            .collect();
+        let rows = serde_json::to_string(&rows).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        let inserted = sqlx::query(&format!(
+            "INSERT INTO records (name, payload, status, created_at) \
+             SELECT value ->> 0, value ->> 1, 'pending', ?1 FROM json_each(?2) ORDER BY key \
+             RETURNING {COLUMNS}"
+        ))
+        .bind(now_micros())
+        .bind(rows)
+        .fetch_all(conn)
+        .await?;
+        let mut inserted = inserted.iter().map(record).collect::<Result<Vec<_>, _>>()?;
+        // Ids grow in insertion order, which is input order.
+        inserted.sort_by_key(|r| r.id);
+        Ok(inserted)
+    }
+
+    async fn attach_jobs(
+        conn: &mut SqliteConnection,
+        links: &[(i64, i64)],
+    ) -> Result<(), sqlx::Error> {
+        let links = serde_json::to_string(links).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        sqlx::query(
+            "UPDATE records SET job_id = link.value ->> 1 FROM json_each(?1) AS link \
+             WHERE records.id = link.value ->> 0",
+        )
+        .bind(links)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
     async fn attach_job(
         conn: &mut SqliteConnection,
         record_id: i64,

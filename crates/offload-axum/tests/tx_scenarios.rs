@@ -1,0 +1,442 @@
+//! The per-request transaction over HTTP, on PostgreSQL and SQLite: commit
+//! on success, rollback on error, panic and rejection, and jobs enqueued in
+//! it following the request's fate.
+
+use std::future::Future;
+use std::path::PathBuf;
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, Request, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use http_body_util::BodyExt;
+use offload::{Backend, Client, Job, JobContext, JobError, JobState};
+use offload_axum::{BeginTx, Json, Problem, Tx, TxLayer};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::{PgPool, Pool, Postgres, Sqlite, SqlitePool};
+use tower::ServiceExt;
+use tower_http::catch_panic::CatchPanicLayer;
+
+/// The test app's own table, on each backend.
+trait NotesDb: Backend {
+    fn create_notes(pool: &Pool<Self>) -> impl Future<Output = ()> + Send;
+    fn insert_note(
+        conn: &mut Self::Connection,
+        text: &str,
+    ) -> impl Future<Output = Result<i64, sqlx::Error>> + Send;
+    fn count_notes(pool: &Pool<Self>) -> impl Future<Output = i64> + Send;
+}
+
+impl NotesDb for Postgres {
+    async fn create_notes(pool: &PgPool) {
+        sqlx::query("CREATE TABLE notes (id BIGSERIAL PRIMARY KEY, text TEXT NOT NULL)")
+            .execute(pool)
+            .await
+            .expect("create notes");
+    }
+    async fn insert_note(conn: &mut sqlx::PgConnection, text: &str) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("INSERT INTO notes (text) VALUES ($1) RETURNING id")
+            .bind(text)
+            .fetch_one(conn)
+            .await
+    }
+    async fn count_notes(pool: &PgPool) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM notes")
+            .fetch_one(pool)
+            .await
+            .expect("count notes")
+    }
+}
+
+impl NotesDb for Sqlite {
+    async fn create_notes(pool: &SqlitePool) {
+        sqlx::query("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT NOT NULL)")
+            .execute(pool)
+            .await
+            .expect("create notes");
+    }
+    async fn insert_note(
+        conn: &mut sqlx::SqliteConnection,
+        text: &str,
+    ) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("INSERT INTO notes (text) VALUES (?1) RETURNING id")
+            .bind(text)
+            .fetch_one(conn)
+            .await
+    }
+    async fn count_notes(pool: &SqlitePool) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM notes")
+            .fetch_one(pool)
+            .await
+            .expect("count notes")
+    }
+}
+
+/// Enqueued for every note; never run here.
+#[derive(Serialize, Deserialize)]
+struct IndexNote {
+    note_id: i64,
+}
+
+impl<DB: Backend> Job<DB> for IndexNote {
+    const KIND: &'static str = "index_note";
+    async fn run(self, _ctx: &mut JobContext<DB>) -> Result<(), JobError> {
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+struct NewNote {
+    text: String,
+}
+
+/// Inserts a note and enqueues its job on the request's transaction.
+async fn write_note<DB: NotesDb>(client: &Client<DB>, tx: &mut Tx<DB>, text: &str) -> i64 {
+    let note_id = DB::insert_note(tx, text).await.expect("insert note");
+    client
+        .enqueue_tx(&mut **tx, IndexNote { note_id })
+        .await
+        .expect("enqueue");
+    note_id
+}
+
+async fn created<DB: NotesDb>(State(client): State<Client<DB>>, mut tx: Tx<DB>) -> StatusCode {
+    write_note(&client, &mut tx, "kept").await;
+    StatusCode::CREATED
+}
+
+async fn redirected<DB: NotesDb>(State(client): State<Client<DB>>, mut tx: Tx<DB>) -> Redirect {
+    write_note(&client, &mut tx, "kept").await;
+    Redirect::to("/elsewhere")
+}
+
+async fn failed<DB: NotesDb>(
+    State(client): State<Client<DB>>,
+    mut tx: Tx<DB>,
+) -> Result<StatusCode, Problem> {
+    write_note(&client, &mut tx, "discarded").await;
+    Err(Problem::invalid_field("text", "rejected after writing"))
+}
+
+async fn server_error<DB: NotesDb>(State(client): State<Client<DB>>, mut tx: Tx<DB>) -> Response {
+    write_note(&client, &mut tx, "discarded").await;
+    StatusCode::INTERNAL_SERVER_ERROR.into_response()
+}
+
+async fn panicked<DB: NotesDb>(State(client): State<Client<DB>>, mut tx: Tx<DB>) -> StatusCode {
+    write_note(&client, &mut tx, "discarded").await;
+    panic!("handler bug after writing");
+}
+
+async fn body_first<DB: NotesDb>(
+    State(client): State<Client<DB>>,
+    begin: BeginTx<DB>,
+    Json(note): Json<NewNote>,
+) -> Result<StatusCode, Problem> {
+    let mut tx = begin.begin().await?;
+    write_note(&client, &mut tx, &note.text).await;
+    Ok(StatusCode::CREATED)
+}
+
+async fn twice<DB: NotesDb>(_first: Tx<DB>, _second: Tx<DB>) -> StatusCode {
+    StatusCode::OK
+}
+
+async fn read_only() -> StatusCode {
+    StatusCode::OK
+}
+
+fn app<DB: NotesDb>(pool: Pool<DB>) -> Router {
+    Router::new()
+        .route("/created", post(created::<DB>))
+        .route("/redirected", post(redirected::<DB>))
+        .route("/failed", post(failed::<DB>))
+        .route("/server-error", post(server_error::<DB>))
+        .route("/panicked", post(panicked::<DB>))
+        .route("/body-first", post(body_first::<DB>))
+        .route("/twice", post(twice::<DB>))
+        .route("/read-only", get(read_only))
+        .with_state(Client::new(pool.clone()))
+        .layer(DefaultBodyLimit::max(64))
+        .layer(CatchPanicLayer::new())
+        .layer(TxLayer::new(pool))
+}
+
+async fn setup<DB: NotesDb>(pool: &Pool<DB>) {
+    Client::new(pool.clone()).migrate().await.expect("migrate");
+    DB::create_notes(pool).await;
+}
+
+async fn send(app: &Router, request: Request<Body>) -> (StatusCode, String, Value) {
+    let response = app.clone().oneshot(request).await.expect("infallible");
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, content_type, body)
+}
+
+fn post_empty(path: &str) -> Request<Body> {
+    Request::post(path).body(Body::empty()).expect("request")
+}
+
+fn post_json(path: &str, content_type: &str, body: impl Into<Body>) -> Request<Body> {
+    Request::post(path)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(body.into())
+        .expect("request")
+}
+
+async fn jobs<DB: NotesDb>(pool: &Pool<DB>) -> i64 {
+    Client::new(pool.clone())
+        .count_by_state(None)
+        .await
+        .expect("count jobs")
+        .into_iter()
+        .map(|(_, n)| n)
+        .sum()
+}
+
+// --- scenarios, generic over the backend ---------------------------------
+
+async fn success_commits_writes_and_job<DB: NotesDb>(pool: Pool<DB>) {
+    setup(&pool).await;
+    let app = app(pool.clone());
+    let (status, _, _) = send(&app, post_empty("/created")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(DB::count_notes(&pool).await, 1);
+    let counts = Client::new(pool.clone())
+        .count_by_state(None)
+        .await
+        .expect("counts");
+    assert_eq!(counts, vec![(JobState::Available, 1)]);
+}
+
+async fn redirect_commits<DB: NotesDb>(pool: Pool<DB>) {
+    setup(&pool).await;
+    let (status, _, _) = send(&app(pool.clone()), post_empty("/redirected")).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(DB::count_notes(&pool).await, 1);
+    assert_eq!(jobs(&pool).await, 1);
+}
+
+async fn error_response_rolls_back_writes_and_job<DB: NotesDb>(pool: Pool<DB>) {
+    setup(&pool).await;
+    let app = app(pool.clone());
+    let (status, content_type, body) = send(&app, post_empty("/failed")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(content_type, "application/problem+json");
+    assert_eq!(body["field"], "text");
+    let (status, _, _) = send(&app, post_empty("/server-error")).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(DB::count_notes(&pool).await, 0);
+    assert_eq!(jobs(&pool).await, 0);
+}
+
+async fn panic_rolls_back_writes_and_job<DB: NotesDb>(pool: Pool<DB>) {
+    setup(&pool).await;
+    let app = app(pool.clone());
+    let (status, _, _) = send(&app, post_empty("/panicked")).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(DB::count_notes(&pool).await, 0);
+    assert_eq!(jobs(&pool).await, 0);
+    // The connection went back to the pool clean: the next request commits.
+    let (status, _, _) = send(&app, post_empty("/created")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(DB::count_notes(&pool).await, 1);
+}
+
+async fn panic_without_catch_layer_rolls_back<DB: NotesDb>(pool: Pool<DB>) {
+    setup(&pool).await;
+    let bare = Router::new()
+        .route("/panicked", post(panicked::<DB>))
+        .with_state(Client::new(pool.clone()))
+        .layer(TxLayer::new(pool.clone()));
+    let outcome = tokio::spawn(bare.oneshot(post_empty("/panicked"))).await;
+    assert!(outcome.expect_err("the panic reaches the task").is_panic());
+    assert_eq!(DB::count_notes(&pool).await, 0);
+    assert_eq!(jobs(&pool).await, 0);
+}
+
+async fn body_rejections_are_problems<DB: NotesDb>(pool: Pool<DB>) {
+    setup(&pool).await;
+    let app = app(pool.clone());
+    let cases = [
+        (
+            post_json("/body-first", "text/plain", r#"{"text":"a"}"#),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            None,
+        ),
+        (
+            post_json("/body-first", "application/json", r#"{"text":"#),
+            StatusCode::BAD_REQUEST,
+            None,
+        ),
+        (
+            post_json(
+                "/body-first",
+                "application/json",
+                r#"{"text":"a"} trailing"#,
+            ),
+            StatusCode::BAD_REQUEST,
+            None,
+        ),
+        (
+            post_json("/body-first", "application/json", r#"{"text":7}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("text"),
+        ),
+        (
+            post_json("/body-first", "application/json", "x".repeat(65)),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            None,
+        ),
+    ];
+    for (request, expected, field) in cases {
+        let (status, content_type, body) = send(&app, request).await;
+        assert_eq!(status, expected, "body: {body}");
+        assert_eq!(content_type, "application/problem+json");
+        assert_eq!(body["status"], expected.as_u16());
+        assert_eq!(body["field"].as_str(), field);
+    }
+    assert_eq!(DB::count_notes(&pool).await, 0);
+    let (status, _, _) = send(
+        &app,
+        post_json(
+            "/body-first",
+            "application/json; charset=utf-8",
+            r#"{"text":"ok"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(DB::count_notes(&pool).await, 1);
+    assert_eq!(jobs(&pool).await, 1);
+}
+
+async fn extracting_twice_is_a_server_error<DB: NotesDb>(pool: Pool<DB>) {
+    setup(&pool).await;
+    let (status, content_type, _) = send(&app(pool.clone()), post_empty("/twice")).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(content_type, "application/problem+json");
+}
+
+async fn missing_layer_is_a_server_error<DB: NotesDb>(pool: Pool<DB>) {
+    setup(&pool).await;
+    let unlayered = Router::new()
+        .route("/created", post(created::<DB>))
+        .with_state(Client::new(pool.clone()));
+    let (status, content_type, body) = send(&unlayered, post_empty("/created")).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(content_type, "application/problem+json");
+    assert!(
+        !body.to_string().contains("TxLayer"),
+        "no internals: {body}"
+    );
+}
+
+async fn handler_without_tx_never_touches_the_database<DB: NotesDb>(pool: Pool<DB>) {
+    setup(&pool).await;
+    let app = app(pool.clone());
+    // A closed pool fails any begin; a route that takes no Tx still answers.
+    pool.close().await;
+    let (status, _, _) = send(
+        &app,
+        Request::get("/read-only")
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, content_type, body) = send(&app, post_empty("/created")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(content_type, "application/problem+json");
+    assert!(
+        !body.to_string().to_lowercase().contains("pool"),
+        "no internals: {body}"
+    );
+}
+
+// --- backends ------------------------------------------------------------
+
+/// A fresh SQLite file (not `:memory:`, which is per connection).
+struct SqliteFile {
+    dir: PathBuf,
+}
+
+impl SqliteFile {
+    async fn open(name: &str) -> (Self, SqlitePool) {
+        let dir = std::env::temp_dir().join(format!(
+            "offload-axum-{name}-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let url = format!("sqlite://{}", dir.join("test.db").display());
+        let pool = Sqlite::connect(&url, 4).await.expect("open sqlite");
+        (Self { dir }, pool)
+    }
+}
+
+impl Drop for SqliteFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or_default();
+    nanos ^ (NEXT.fetch_add(1, Ordering::Relaxed) << 32)
+}
+
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[sqlx::test(migrations = false)]
+                async fn $scenario(pool: sqlx::PgPool) {
+                    super::$scenario(pool).await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    let (_file, pool) = super::SqliteFile::open(stringify!($scenario)).await;
+                    super::$scenario(pool).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    success_commits_writes_and_job,
+    redirect_commits,
+    error_response_rolls_back_writes_and_job,
+    panic_rolls_back_writes_and_job,
+    panic_without_catch_layer_rolls_back,
+    body_rejections_are_problems,
+    extracting_twice_is_a_server_error,
+    missing_layer_is_a_server_error,
+    handler_without_tx_never_touches_the_database,
+);

@@ -1,0 +1,210 @@
+//! The whole service on a real socket: it serves, processes records in the
+//! same process, shuts down gracefully, and after a restart finishes every
+//! record it acknowledged.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use offload_records::store::RecordStore;
+use offload_records::Config;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// One HTTP/1.1 exchange on a fresh connection.
+async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let body = body.unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.expect("read");
+    let response = String::from_utf8_lossy(&response);
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("status line");
+    let json = response
+        .split_once("\r\n\r\n")
+        .and_then(|(_, body)| serde_json::from_str(body).ok())
+        .unwrap_or(Value::Null);
+    (status, json)
+}
+
+struct Running {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+async fn start<DB: RecordStore>(url: &str, delay_ms: u64) -> Running {
+    let config = Config::parse_from([
+        "offload-records",
+        "--database-url",
+        url,
+        "--hash-rounds",
+        "3",
+        "--job-delay-ms",
+        &delay_ms.to_string(),
+        "--worker-concurrency",
+        "2",
+        "--shutdown-timeout-secs",
+        "1",
+    ]);
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(offload_records::server::serve::<DB>(
+        config,
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    for _ in 0..100 {
+        if TcpStream::connect(addr).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Running { addr, stop, task }
+}
+
+async fn shut_down(running: Running) {
+    let _ = running.stop.send(());
+    let served = tokio::time::timeout(Duration::from_secs(20), running.task)
+        .await
+        .expect("graceful shutdown finishes in time")
+        .expect("server task");
+    served.expect("server ran cleanly");
+    assert!(
+        TcpStream::connect(running.addr).await.is_err(),
+        "stopped accepting connections"
+    );
+}
+
+async fn wait_done(addr: SocketAddr, id: i64) -> Value {
+    for _ in 0..600 {
+        let (status, record) = http(addr, "GET", &format!("/records/{id}"), None).await;
+        assert_eq!(status, 200);
+        if record["status"] == "done" {
+            return record;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("record {id} never reached done");
+}
+
+async fn serves_and_processes_in_process<DB: RecordStore>(url: String) {
+    let running = start::<DB>(&url, 1).await;
+    let (status, created) = http(
+        running.addr,
+        "POST",
+        "/records",
+        Some(r#"{"name":"live","payload":"over a socket"}"#),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let id = created["id"].as_i64().expect("id");
+    let done = wait_done(running.addr, id).await;
+    assert_eq!(
+        done["result"],
+        offload_records::job::iterated_sha256("over a socket", 3)
+    );
+    let (status, stats) = http(running.addr, "GET", "/stats", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(stats["records"]["done"], 1);
+    shut_down(running).await;
+}
+
+async fn acknowledged_records_finish_after_graceful_restart<DB: RecordStore>(url: String) {
+    // Slow jobs, two at a time: shutdown comes while most are queued or running.
+    let running = start::<DB>(&url, 400).await;
+    let mut ids = Vec::new();
+    for n in 0..8 {
+        let body = format!(r#"{{"name":"r{n}","payload":"p{n}"}}"#);
+        let (status, created) = http(running.addr, "POST", "/records", Some(&body)).await;
+        assert_eq!(status, 201);
+        ids.push(created["id"].as_i64().expect("id"));
+    }
+    shut_down(running).await;
+
+    let restarted = start::<DB>(&url, 1).await;
+    let (_, stats) = http(restarted.addr, "GET", "/stats", None).await;
+    assert_eq!(stats["total_records"], 8);
+    for id in ids {
+        wait_done(restarted.addr, id).await;
+    }
+    shut_down(restarted).await;
+}
+
+fn postgres_url(pool: &sqlx::PgPool) -> String {
+    let options = pool.connect_options();
+    format!(
+        "postgres://{}@{}:{}/{}",
+        options.get_username(),
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("postgres")
+    )
+}
+
+struct SqliteDir(PathBuf);
+
+impl SqliteDir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "offload-records-service-{name}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Self(dir)
+    }
+
+    fn url(&self) -> String {
+        format!("sqlite://{}", self.0.join("records.db").display())
+    }
+}
+
+impl Drop for SqliteDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[sqlx::test(migrations = false)]
+                async fn $scenario(pool: sqlx::PgPool) {
+                    super::$scenario::<sqlx::Postgres>(super::postgres_url(&pool)).await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    let dir = super::SqliteDir::new(stringify!($scenario));
+                    super::$scenario::<sqlx::Sqlite>(dir.url()).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    serves_and_processes_in_process,
+    acknowledged_records_finish_after_graceful_restart,
+);

@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# Load and crash check for the offload-records reference service.
+#
+# For each backend (SQLite, PostgreSQL) it starts the release build on
+# 127.0.0.1, measures `POST /records` with wrk at concurrency 1, 16 and 64
+# (req/s, p50, p99), then kills the service under load with SIGKILL,
+# restarts it and counts acknowledged (201) records that never reach
+# `done`; then the same with SIGTERM. Every phase is bounded in time.
+#
+# Usage: scripts/load-test.sh [sqlite] [postgres]     (default: both)
+# Environment:
+#   DURATION=10            seconds per throughput phase
+#   CRASH_DURATION=8       seconds of load per crash phase (kill at half)
+#   PORT=3900              port on 127.0.0.1
+#   PG_URL=postgres://postgres@127.0.0.1:5432   server for the PostgreSQL runs
+#                          (a fresh database is created and dropped)
+#   WORKERS=16 HASH_ROUNDS=1000 JOB_DELAY_MS=20   service tuning
+#   OFFLOAD_RECORDS_BIN=…  use this binary instead of building one
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+DURATION=${DURATION:-10}
+CRASH_DURATION=${CRASH_DURATION:-8}
+PORT=${PORT:-3900}
+PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432}
+WORKERS=${WORKERS:-16}
+HASH_ROUNDS=${HASH_ROUNDS:-1000}
+JOB_DELAY_MS=${JOB_DELAY_MS:-20}
+BACKENDS=("$@")
+[ ${#BACKENDS[@]} -eq 0 ] && BACKENDS=(sqlite postgres)
+BASE="http://127.0.0.1:${PORT}"
+LUA="$ROOT/scripts/load/post-record.lua"
+CHECK="$ROOT/scripts/load/check_acked.py"
+
+WORK=$(mktemp -d -t offload-load.XXXXXX)
+SERVICE_PID=""
+PG_DATABASES=()
+SUMMARY=()
+FAILED=0
+
+log() { printf '\n== %s\n' "$*" >&2; }
+
+cleanup() {
+    if [ -n "$SERVICE_PID" ] && kill -0 "$SERVICE_PID" 2>/dev/null; then
+        kill -TERM "$SERVICE_PID" 2>/dev/null || true
+        wait "$SERVICE_PID" 2>/dev/null || true
+    fi
+    for db in "${PG_DATABASES[@]}"; do
+        psql "$PG_URL/postgres" -qAt -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# --- tools ---------------------------------------------------------------
+if ! command -v wrk >/dev/null; then
+    log "installing wrk (Debian package)"
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+        apt-get install -y -qq wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+    else
+        echo "wrk is missing: install it (apt-get install wrk) and run again" >&2
+        exit 2
+    fi
+fi
+command -v python3 >/dev/null || { echo "python3 is needed for the crash check" >&2; exit 2; }
+command -v curl >/dev/null || { echo "curl is needed" >&2; exit 2; }
+
+if [ -n "${OFFLOAD_RECORDS_BIN:-}" ]; then
+    BIN=$OFFLOAD_RECORDS_BIN
+else
+    log "building offload-records (release)"
+    cargo build --release -q -p offload-records
+    BIN="$ROOT/target/release/offload-records"
+fi
+
+# --- service -------------------------------------------------------------
+start_service() { # url logfile
+    "$BIN" --database-url "$1" --listen "127.0.0.1:${PORT}" \
+        --worker-concurrency "$WORKERS" --hash-rounds "$HASH_ROUNDS" \
+        --job-delay-ms "$JOB_DELAY_MS" --log-format json >>"$2" 2>&1 &
+    SERVICE_PID=$!
+    for _ in $(seq 1 150); do
+        if curl -fs -o /dev/null "$BASE/stats"; then return 0; fi
+        kill -0 "$SERVICE_PID" 2>/dev/null || { echo "service exited; log:" >&2; tail -20 "$2" >&2; exit 1; }
+        sleep 0.2
+    done
+    echo "service did not become ready in 30 s" >&2
+    exit 1
+}
+
+stop_service() { # signal
+    kill "-$1" "$SERVICE_PID" 2>/dev/null || true
+    # SIGTERM: bounded by the service's shutdown timeout (10 s) plus margin.
+    for _ in $(seq 1 300); do
+        kill -0 "$SERVICE_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$SERVICE_PID" 2>/dev/null; then
+        echo "service still running 30 s after SIG$1; killing it" >&2
+        kill -KILL "$SERVICE_PID" 2>/dev/null || true
+    fi
+    wait "$SERVICE_PID" 2>/dev/null || true
+    SERVICE_PID=""
+}
+
+fresh_database() { # backend name -> url
+    case "$1" in
+    sqlite) echo "sqlite://$WORK/$2.db" ;;
+    postgres)
+        local db="offload_load_$$_$2"
+        psql "$PG_URL/postgres" -qAt -c "DROP DATABASE IF EXISTS $db" >/dev/null
+        psql "$PG_URL/postgres" -qAt -c "CREATE DATABASE $db" >/dev/null
+        PG_DATABASES+=("$db")
+        echo "$PG_URL/$db"
+        ;;
+    esac
+}
+
+# --- phases --------------------------------------------------------------
+throughput() { # backend
+    local url
+    url=$(fresh_database "$1" throughput)
+    start_service "$url" "$WORK/$1-throughput.log"
+    # Warm up connections and caches.
+    wrk -t2 -c16 -d2s -s "$LUA" "$BASE" >/dev/null
+    for c in 1 16 64; do
+        local threads=2
+        [ "$c" -eq 1 ] && threads=1
+        log "$1: POST /records, concurrency $c, ${DURATION}s"
+        local out
+        out=$(wrk -t"$threads" -c"$c" -d"${DURATION}s" --timeout 5s -s "$LUA" "$BASE" | grep '^RESULT')
+        echo "$out" >&2
+        SUMMARY+=("$(printf '%-9s c=%-3s %s' "$1" "$c" "${out#RESULT }")")
+    done
+    stop_service TERM
+}
+
+crash() { # backend signal
+    local url
+    url=$(fresh_database "$1" "crash_$(echo "$2" | tr 'A-Z' 'a-z')")
+    local service_log="$WORK/$1-crash-$2.log"
+    start_service "$url" "$service_log"
+    log "$1: load for ${CRASH_DURATION}s at concurrency 16, SIG$2 half-way"
+    rm -f "$WORK"/acked.*
+    wrk -t2 -c16 -d"${CRASH_DURATION}s" --timeout 2s -s "$LUA" "$BASE" -- "$WORK/acked" >"$WORK/wrk-crash.log" 2>&1 &
+    local wrk_pid=$!
+    sleep "$(( CRASH_DURATION / 2 ))"
+    stop_service "$2"
+    wait "$wrk_pid" || true
+    log "$1: restarting after SIG$2"
+    start_service "$url" "$service_log"
+    local result status=0
+    result=$(python3 "$CHECK" "$BASE" "$WORK"/acked.* --timeout 180) || status=$?
+    echo "$result" >&2
+    [ "$status" -ne 0 ] && FAILED=1
+    SUMMARY+=("$(printf '%-9s SIG%-5s %s' "$1" "$2" "$(echo "$result" | tail -1)")")
+    stop_service TERM
+}
+
+echo "offload-records load test: $(nproc) cores, wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}'), workers=$WORKERS hash_rounds=$HASH_ROUNDS job_delay_ms=$JOB_DELAY_MS" >&2
+for backend in "${BACKENDS[@]}"; do
+    case "$backend" in
+    sqlite | postgres) ;;
+    *) echo "unknown backend $backend (sqlite or postgres)" >&2; exit 2 ;;
+    esac
+    if [ "$backend" = postgres ] && ! psql "$PG_URL/postgres" -qAt -c 'SELECT 1' >/dev/null 2>&1; then
+        echo "PostgreSQL at $PG_URL is not reachable (or psql is missing); skipping it" >&2
+        continue
+    fi
+    throughput "$backend"
+    crash "$backend" KILL
+    crash "$backend" TERM
+done
+
+echo
+echo "== summary (POST /records; latency in ms; LOST = acknowledged records never done)"
+printf '%s\n' "${SUMMARY[@]}"
+exit "$FAILED"
