@@ -5,9 +5,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::Pool;
 
-use crate::backend::{Backend, JobRecord, NewJob};
+use crate::backend::{Backend, JobRecord, Leader, NewJob};
 use crate::job::Job;
 use crate::state::JobState;
+use crate::unique::{EnqueueResult, UniqueOptions};
 use crate::{wake, Error, Result};
 
 /// Per-enqueue overrides of a job kind's defaults.
@@ -33,6 +34,8 @@ pub struct EnqueueOptions {
     pub run_at: Option<DateTime<Utc>>,
     /// Labels for filtering.
     pub tags: Vec<String>,
+    /// Makes the job unique; see [`UniqueOptions`].
+    pub unique: Option<UniqueOptions>,
 }
 
 impl EnqueueOptions {
@@ -79,6 +82,13 @@ impl EnqueueOptions {
     /// Adds a label.
     pub fn tag(mut self, tag: impl Into<String>) -> Self {
         self.tags.push(tag.into());
+        self
+    }
+
+    /// Enqueues the job only if no job holds the same unique key; otherwise
+    /// the enqueue returns the id of the job that does.
+    pub fn unique(mut self, unique: UniqueOptions) -> Self {
+        self.unique = Some(unique);
         self
     }
 }
@@ -135,19 +145,7 @@ impl<DB: Backend> Client<DB> {
 
     /// Builds the row for `job` without inserting it.
     pub fn new_job<J: Job<DB>>(&self, job: &J, options: EnqueueOptions) -> Result<NewJob> {
-        let args = serde_json::to_string(job).map_err(|source| Error::EncodeArgs {
-            kind: J::KIND.to_owned(),
-            source,
-        })?;
-        Ok(NewJob {
-            kind: J::KIND.to_owned(),
-            queue: options.queue.unwrap_or_else(|| J::QUEUE.to_owned()),
-            args,
-            priority: options.priority.unwrap_or(J::PRIORITY),
-            max_attempts: options.max_attempts.unwrap_or(J::MAX_ATTEMPTS),
-            run_at: options.run_at,
-            tags: options.tags,
-        })
+        new_job_row::<DB, J>(job, options)
     }
 
     /// Enqueues `job` in its own statement. Returns its id.
@@ -177,6 +175,48 @@ impl<DB: Backend> Client<DB> {
     ) -> Result<i64> {
         let row = self.new_job(&job, options)?;
         first_id(self.insert_tx(conn, &[row]).await?)
+    }
+
+    /// Enqueues `job` unless a job holds the same unique key, in which case
+    /// it returns that job's id with `duplicate` set. Safe under concurrent
+    /// enqueues: the database's unique index decides.
+    ///
+    /// ```no_run
+    /// # use offload::{Client, Job, JobContext, JobError, UniqueOptions};
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Serialize, Deserialize)] struct RebuildIndex { shop_id: i64 }
+    /// # impl Job<sqlx::Sqlite> for RebuildIndex {
+    /// #     const KIND: &'static str = "rebuild_index";
+    /// #     async fn run(self, _: &mut JobContext<sqlx::Sqlite>) -> Result<(), JobError> { Ok(()) }
+    /// # }
+    /// # async fn example(client: Client<sqlx::Sqlite>) -> offload::Result<()> {
+    /// let first = client.enqueue_unique(RebuildIndex { shop_id: 7 }, UniqueOptions::by_args()).await?;
+    /// let again = client.enqueue_unique(RebuildIndex { shop_id: 7 }, UniqueOptions::by_args()).await?;
+    /// assert!(!first.duplicate && again.duplicate);
+    /// assert_eq!(first.id, again.id);
+    /// # Ok(()) }
+    /// ```
+    pub async fn enqueue_unique<J: Job<DB>>(
+        &self,
+        job: J,
+        unique: UniqueOptions,
+    ) -> Result<EnqueueResult> {
+        let row = self.new_job(&job, EnqueueOptions::new().unique(unique))?;
+        let mut conn = self.pool.acquire().await?;
+        insert_unique::<DB>(&mut conn, &row).await
+    }
+
+    /// [`enqueue_unique`](Self::enqueue_unique) inside the caller's
+    /// transaction, with more `options`.
+    pub async fn enqueue_unique_tx<J: Job<DB>>(
+        &self,
+        conn: &mut DB::Connection,
+        job: J,
+        options: EnqueueOptions,
+        unique: UniqueOptions,
+    ) -> Result<EnqueueResult> {
+        let row = self.new_job(&job, options.unique(unique))?;
+        insert_unique::<DB>(conn, &row).await
     }
 
     /// Enqueues many jobs of one kind in one statement. Returns their ids in
@@ -211,11 +251,44 @@ impl<DB: Backend> Client<DB> {
         self.insert_tx(&mut conn, jobs).await
     }
 
-    /// Inserts prepared rows on `conn`.
+    /// Inserts prepared rows on `conn`. Unique rows go one at a time (a
+    /// duplicate gives the holder's id); the others in one statement.
     pub async fn insert_tx(&self, conn: &mut DB::Connection, jobs: &[NewJob]) -> Result<Vec<i64>> {
+        if jobs.iter().any(|job| job.unique.is_some()) {
+            let mut ids = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                let id = if job.unique.is_some() {
+                    insert_unique::<DB>(conn, job).await?.id
+                } else {
+                    first_id(DB::insert_jobs(conn, std::slice::from_ref(job)).await?)?
+                };
+                ids.push(id);
+            }
+            wake::wake_all(jobs.iter().map(|job| job.queue.as_str()));
+            return Ok(ids);
+        }
         let ids = DB::insert_jobs(conn, jobs).await?;
         wake::wake_all(jobs.iter().map(|job| job.queue.as_str()));
         Ok(ids)
+    }
+
+    /// The worker currently leading the cluster (running maintenance and
+    /// periodic jobs), if any.
+    pub async fn leader(&self) -> Result<Option<Leader>> {
+        DB::leader(&self.pool, crate::leader::LEADERSHIP).await
+    }
+
+    /// Sets the most jobs of `queue` that may run at once over all workers,
+    /// or with `None` removes the limit. Workers started with a
+    /// [`QueueConfig::global_limit`](crate::QueueConfig::global_limit) set
+    /// it themselves; running workers pick a change up within seconds.
+    pub async fn set_global_limit(&self, queue: &str, limit: Option<usize>) -> Result<()> {
+        if limit == Some(0) {
+            return Err(Error::Config("a global limit must be at least 1".into()));
+        }
+        DB::set_global_limit(&self.pool, queue, limit).await?;
+        wake::wake(queue);
+        Ok(())
     }
 
     /// One job, whole, or `None` if there is no such id.
@@ -227,6 +300,63 @@ impl<DB: Backend> Client<DB> {
     pub async fn count_by_state(&self, queue: Option<&str>) -> Result<Vec<(JobState, i64)>> {
         DB::count_by_state(&self.pool, queue).await
     }
+}
+
+/// Builds the row for `job` of backend `DB`.
+pub(crate) fn new_job_row<DB: Backend, J: Job<DB>>(
+    job: &J,
+    options: EnqueueOptions,
+) -> Result<NewJob> {
+    let args = serde_json::to_string(job).map_err(|source| Error::EncodeArgs {
+        kind: J::KIND.to_owned(),
+        source,
+    })?;
+    let unique = options
+        .unique
+        .map(|unique| unique.key_for(J::KIND, &args, Utc::now()))
+        .transpose()?;
+    Ok(NewJob {
+        kind: J::KIND.to_owned(),
+        queue: options.queue.unwrap_or_else(|| J::QUEUE.to_owned()),
+        args,
+        priority: options.priority.unwrap_or(J::PRIORITY),
+        max_attempts: options.max_attempts.unwrap_or(J::MAX_ATTEMPTS),
+        run_at: options.run_at,
+        tags: options.tags,
+        unique,
+    })
+}
+
+/// Inserts a unique row, or finds the job holding its key. Retries when the
+/// holder finished between the two statements.
+pub(crate) async fn insert_unique<DB: Backend>(
+    conn: &mut DB::Connection,
+    job: &NewJob,
+) -> Result<EnqueueResult> {
+    let Some(unique) = &job.unique else {
+        let id = first_id(DB::insert_jobs(conn, std::slice::from_ref(job)).await?)?;
+        return Ok(EnqueueResult {
+            id,
+            duplicate: false,
+        });
+    };
+    for _ in 0..5 {
+        if let Some(id) = DB::insert_unique(conn, job).await? {
+            wake::wake(&job.queue);
+            return Ok(EnqueueResult {
+                id,
+                duplicate: false,
+            });
+        }
+        if let Some(id) = DB::find_unique(conn, &unique.key).await? {
+            return Ok(EnqueueResult {
+                id,
+                duplicate: true,
+            });
+        }
+    }
+    // The key kept changing hands: a holder finished each time we looked.
+    Err(Error::Database(sqlx::Error::RowNotFound))
 }
 
 fn first_id(ids: Vec<i64>) -> Result<i64> {

@@ -7,10 +7,13 @@ mod client;
 mod context;
 mod error;
 mod job;
+mod leader;
 mod maintenance;
 pub mod metrics;
+mod periodic;
 mod registry;
 mod state;
+mod unique;
 mod wake;
 mod worker;
 
@@ -18,13 +21,17 @@ pub use backend::admin::{
     ActionOutcome, Admin, AdminBackend, AdminError, FilterError, FilterParams, JobAction,
     JobFilter, JobPage, JobSummary, Overview, Page, QueueSummary, StateCounts, ThroughputPoint,
 };
-pub use backend::{AttemptError, Backend, JobRecord, NewJob};
+pub use backend::{AttemptError, Backend, JobRecord, Leader, NewJob};
+/// Time zones for cron schedules ([`PeriodicJob::cron`]).
+pub use chrono_tz;
 pub use client::{Client, EnqueueOptions};
 pub use context::JobContext;
 pub use error::{Error, Result};
 pub use job::{Job, JobError, DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE};
+pub use periodic::{Periodic, PeriodicJob, Schedule};
 pub use registry::Registry;
 pub use state::{JobState, UnknownState};
+pub use unique::{EnqueueResult, UniqueKey, UniqueOptions, DEFAULT_UNIQUE_STATES};
 pub use worker::{shutdown_signal, QueueConfig, Retention, Worker, WorkerConfig, WorkerHandle};
 
 /// The SQLite file used when `DATABASE_URL` is not set.

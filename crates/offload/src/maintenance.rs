@@ -1,7 +1,9 @@
-//! Background services every worker runs beside its queues: heartbeat,
-//! rescuer, promoter (scheduled → available), pruner and the `NOTIFY`
-//! listener. Each is idempotent and safe to run on many workers at once:
-//! they claim rows with `SKIP LOCKED` or guarded updates.
+//! Background services beside the queues. Every worker heartbeats and
+//! listens for `NOTIFY`; only the leader (see [`crate::leader`]) runs the
+//! rescuer, the promoter (scheduled → available), the pruner and the
+//! periodic jobs. Each stays safe when two workers briefly both think they
+//! lead during a hand-over: they claim rows with `SKIP LOCKED` or guarded
+//! updates.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -33,6 +35,9 @@ pub(crate) fn spawn<DB: Backend>(shared: Arc<Shared<DB>>, stop: CancellationToke
         move || {
             let shared = shared.clone();
             async move {
+                if !shared.leads() {
+                    return Ok(());
+                }
                 let queues = DB::rescue(&shared.pool, shared.config.lease).await?;
                 if !queues.is_empty() {
                     tracing::warn!(
@@ -50,6 +55,9 @@ pub(crate) fn spawn<DB: Backend>(shared: Arc<Shared<DB>>, stop: CancellationToke
         move || {
             let shared = shared.clone();
             async move {
+                if !shared.leads() {
+                    return Ok(());
+                }
                 loop {
                     let queues = DB::promote(&shared.pool, BATCH).await?;
                     wake::wake_all(queues.iter().map(String::as_str));
@@ -65,6 +73,9 @@ pub(crate) fn spawn<DB: Backend>(shared: Arc<Shared<DB>>, stop: CancellationToke
         move || {
             let shared = shared.clone();
             async move {
+                if !shared.leads() {
+                    return Ok(());
+                }
                 let retention = &shared.config.retention;
                 for (state, keep) in [
                     (JobState::Completed, retention.completed),
@@ -80,6 +91,14 @@ pub(crate) fn spawn<DB: Backend>(shared: Arc<Shared<DB>>, stop: CancellationToke
             }
         }
     });
+    if !config.periodic.is_empty() {
+        tasks.spawn(crate::periodic::run(
+            shared.pool.clone(),
+            config.periodic.clone(),
+            shared.leading.clone(),
+            stop.clone(),
+        ));
+    }
     tasks.spawn(listen(shared, stop));
     tasks
 }

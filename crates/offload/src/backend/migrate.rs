@@ -27,6 +27,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "admin",
         sql: include_str!("../../migrations/postgres/0003_admin.sql"),
     },
+    Migration {
+        version: 4,
+        name: "cluster",
+        sql: include_str!("../../migrations/postgres/0004_cluster.sql"),
+    },
 ];
 
 pub(crate) const SQLITE: &[Migration] = &[
@@ -44,5 +49,10 @@ pub(crate) const SQLITE: &[Migration] = &[
         version: 3,
         name: "admin",
         sql: include_str!("../../migrations/sqlite/0003_admin.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "cluster",
+        sql: include_str!("../../migrations/sqlite/0004_cluster.sql"),
     },
 ];

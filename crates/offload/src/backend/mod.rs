@@ -122,6 +122,92 @@ pub trait Backend: sqlx::Database + Sized {
         pool: &Pool<Self>,
         queue: Option<&str>,
     ) -> impl Future<Output = Result<Vec<(JobState, i64)>>> + Send;
+
+    /// Inserts one job that carries a [`NewJob::unique`] key, unless a job
+    /// holding the same key exists (then returns `None`). The database's
+    /// unique index decides, so concurrent inserts cannot both win.
+    fn insert_unique(
+        conn: &mut Self::Connection,
+        job: &NewJob,
+    ) -> impl Future<Output = Result<Option<i64>>> + Send;
+
+    /// The job currently holding unique `key`, if any.
+    fn find_unique(
+        conn: &mut Self::Connection,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<i64>>> + Send;
+
+    /// Claims like [`claim`](Self::claim), but never lets more jobs of
+    /// `queue` run over all workers than its global limit (stored in
+    /// `offload_queues`).
+    fn claim_limited(
+        pool: &Pool<Self>,
+        queue: &str,
+        limit: usize,
+        worker_id: &str,
+    ) -> impl Future<Output = Result<Vec<ClaimedJob>>> + Send;
+
+    /// The queue's global limit, if it has one.
+    fn global_limit(
+        pool: &Pool<Self>,
+        queue: &str,
+    ) -> impl Future<Output = Result<Option<usize>>> + Send;
+
+    /// Sets (or with `None` removes) the queue's global limit.
+    fn set_global_limit(
+        pool: &Pool<Self>,
+        queue: &str,
+        limit: Option<usize>,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Becomes or stays the leader of `name` for `ttl`, unless another
+    /// candidate holds it and has not expired. Returns whether `candidate`
+    /// leads now.
+    fn try_lead(
+        pool: &Pool<Self>,
+        name: &str,
+        candidate: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Gives up leadership of `name` if `leader` holds it, so that another
+    /// candidate takes over at its next attempt.
+    fn resign(
+        pool: &Pool<Self>,
+        name: &str,
+        leader: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Who leads `name`, if anyone has and has not expired.
+    fn leader(pool: &Pool<Self>, name: &str)
+        -> impl Future<Output = Result<Option<Leader>>> + Send;
+
+    /// The latest enqueued tick of periodic job `name`.
+    fn last_tick(
+        pool: &Pool<Self>,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<DateTime<Utc>>>> + Send;
+
+    /// Enqueues `job` for tick `tick` of periodic job `name`, in one
+    /// transaction that also advances the job's last tick. Returns `None`
+    /// when this tick (or a later one) was already enqueued.
+    fn enqueue_tick(
+        pool: &Pool<Self>,
+        name: &str,
+        tick: DateTime<Utc>,
+        job: &NewJob,
+    ) -> impl Future<Output = Result<Option<i64>>> + Send;
+}
+
+/// The current holder of a leadership.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Leader {
+    /// The leading worker's id.
+    pub leader_id: String,
+    /// When it took over.
+    pub elected_at: DateTime<Utc>,
+    /// When it loses leadership unless it renews.
+    pub expires_at: DateTime<Utc>,
 }
 
 /// Where [`Backend::listen`] delivers what it hears.
@@ -151,6 +237,8 @@ pub struct NewJob {
     pub run_at: Option<DateTime<Utc>>,
     /// Free-form labels for filtering.
     pub tags: Vec<String>,
+    /// Set for unique jobs: the key and the states it holds in.
+    pub unique: Option<crate::unique::UniqueKey>,
 }
 
 impl NewJob {
@@ -169,6 +257,7 @@ impl NewJob {
             max_attempts: crate::job::DEFAULT_MAX_ATTEMPTS,
             run_at: None,
             tags: Vec::new(),
+            unique: None,
         }
     }
 }

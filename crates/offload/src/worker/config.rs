@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::backend::Backend;
+use crate::periodic::{Periodic, PeriodicJob};
 use crate::Error;
 
 /// One queue a worker serves, and how many of its jobs run at once.
@@ -11,6 +13,10 @@ pub struct QueueConfig {
     pub name: String,
     /// Most jobs of this queue running at once on this worker.
     pub concurrency: usize,
+    /// Most jobs of this queue running at once over all workers on the
+    /// database. Written to the database at start; `None` leaves whatever
+    /// limit the queue has (see [`Client::set_global_limit`](crate::Client::set_global_limit)).
+    pub global_limit: Option<usize>,
 }
 
 /// How long finished jobs are kept before the pruner deletes them.
@@ -77,6 +83,12 @@ pub struct WorkerConfig {
     pub cancel_grace: Duration,
     /// Most completions written in one statement.
     pub completer_batch: usize,
+    /// How long leadership lasts without renewal. The leader renews every
+    /// third of it; when it dies another worker takes over within about
+    /// `leader_ttl` (at once when it shuts down gracefully).
+    pub leader_ttl: Duration,
+    /// Jobs the leader enqueues on a schedule.
+    pub periodic: Vec<Periodic>,
 }
 
 impl Default for WorkerConfig {
@@ -94,6 +106,8 @@ impl Default for WorkerConfig {
             shutdown_timeout: Duration::from_secs(30),
             cancel_grace: Duration::from_secs(2),
             completer_batch: 1000,
+            leader_ttl: Duration::from_secs(10),
+            periodic: Vec::new(),
         }
     }
 }
@@ -103,7 +117,40 @@ impl WorkerConfig {
     pub fn queue(mut self, name: impl Into<String>, concurrency: usize) -> Self {
         let name = name.into();
         self.queues.retain(|queue| queue.name != name);
-        self.queues.push(QueueConfig { name, concurrency });
+        self.queues.push(QueueConfig {
+            name,
+            concurrency,
+            global_limit: None,
+        });
+        self
+    }
+
+    /// Adds (or resizes) a queue and caps it at `global_limit` jobs running
+    /// at once over all workers.
+    ///
+    /// ```
+    /// // 5 mail jobs on this worker, but at most 5 cluster-wide too.
+    /// let config = offload::WorkerConfig::default().queue_with_global_limit("mail", 5, 5);
+    /// assert_eq!(config.queues[0].global_limit, Some(5));
+    /// ```
+    pub fn queue_with_global_limit(
+        self,
+        name: impl Into<String>,
+        concurrency: usize,
+        global_limit: usize,
+    ) -> Self {
+        let mut config = self.queue(name, concurrency);
+        if let Some(queue) = config.queues.last_mut() {
+            queue.global_limit = Some(global_limit);
+        }
+        config
+    }
+
+    /// Adds a periodic job (replacing one of the same name).
+    pub fn periodic<DB: Backend>(mut self, job: PeriodicJob<DB>) -> Self {
+        let job = Periodic::from(job);
+        self.periodic.retain(|other| other.name() != job.name());
+        self.periodic.push(job);
         self
     }
 
@@ -119,6 +166,18 @@ impl WorkerConfig {
             return Err(Error::Config(format!(
                 "queue `{}` needs a non-empty name and a concurrency of at least 1",
                 queue.name
+            )));
+        }
+        if let Some(queue) = self.queues.iter().find(|q| q.global_limit == Some(0)) {
+            return Err(Error::Config(format!(
+                "queue `{}` needs a global limit of at least 1",
+                queue.name
+            )));
+        }
+        if self.leader_ttl < Duration::from_millis(300) {
+            return Err(Error::Config(format!(
+                "leader_ttl ({:?}) must be at least 300 ms",
+                self.leader_ttl
             )));
         }
         if self.fetch_batch == 0 || self.completer_batch == 0 {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::Pool;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -72,6 +72,11 @@ impl<DB: Backend> Worker<DB> {
                 .join(","),
         };
         DB::heartbeat(&self.pool, &info).await?;
+        for queue in &config.queues {
+            if let Some(limit) = queue.global_limit {
+                DB::set_global_limit(&self.pool, &queue.name, Some(limit)).await?;
+            }
+        }
         let worker_id = info.id.clone();
         tracing::info!(worker = %worker_id, queues = %info.queues, backend = <DB as sqlx::Database>::NAME, "worker started");
 
@@ -79,6 +84,16 @@ impl<DB: Backend> Worker<DB> {
         let cancel_jobs = CancellationToken::new();
         let stop_maintenance = CancellationToken::new();
         let (completions, completions_rx) = mpsc::channel::<Attempt>(config.completer_batch * 4);
+        let (leading_tx, leading) = watch::channel(false);
+        // Resigns as soon as shutdown begins, so another worker takes over
+        // maintenance while this one drains.
+        let campaign = tokio::spawn(crate::leader::campaign(
+            self.pool.clone(),
+            info.id.clone(),
+            config.leader_ttl,
+            leading_tx,
+            stop_fetching.clone(),
+        ));
         let shared = Arc::new(Shared {
             pool: self.pool.clone(),
             registry: self.registry,
@@ -87,6 +102,7 @@ impl<DB: Backend> Worker<DB> {
             completions,
             cancel_jobs: cancel_jobs.clone(),
             stop_maintenance: stop_maintenance.clone(),
+            leading: leading.clone(),
         });
 
         let mut producers = JoinSet::new();
@@ -108,6 +124,9 @@ impl<DB: Backend> Worker<DB> {
         let maintenance = maintenance::spawn(shared.clone(), stop_maintenance.clone());
         let supervisor = tokio::spawn(async move {
             while producers.join_next().await.is_some() {}
+            if let Err(error) = campaign.await {
+                tracing::error!(%error, "leader election task failed");
+            }
             stop_maintenance.cancel();
             maintenance.join_all().await;
             // Every executor and service has ended; dropping the last
@@ -131,6 +150,7 @@ impl<DB: Backend> Worker<DB> {
             cancel_jobs,
             supervisor,
             id: worker_id,
+            leading,
         })
     }
 
@@ -150,12 +170,25 @@ pub struct WorkerHandle {
     cancel_jobs: CancellationToken,
     supervisor: tokio::task::JoinHandle<()>,
     id: String,
+    leading: watch::Receiver<bool>,
 }
 
 impl WorkerHandle {
     /// This worker's id, as stored on the jobs it runs.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// Whether this worker leads the workers on its database: only the
+    /// leader rescues, promotes, prunes and enqueues periodic jobs.
+    pub fn is_leader(&self) -> bool {
+        *self.leading.borrow()
+    }
+
+    /// Waits until this worker leads (or has stopped).
+    pub async fn wait_for_leadership(&self) {
+        let mut leading = self.leading.clone();
+        let _ = leading.wait_for(|leads| *leads).await;
     }
 
     /// Stops claiming jobs, waits up to `shutdown_timeout` for running jobs,
@@ -185,6 +218,8 @@ pub(crate) struct Shared<DB: Backend> {
     pub cancel_jobs: CancellationToken,
     /// Cancelled when the worker's last job has ended.
     pub stop_maintenance: CancellationToken,
+    /// Whether this worker leads; see [`crate::leader`].
+    pub leading: watch::Receiver<bool>,
 }
 
 impl<DB: Backend> Shared<DB> {
@@ -192,6 +227,11 @@ impl<DB: Backend> Shared<DB> {
         self.config
             .poll_interval
             .unwrap_or(DB::DEFAULT_POLL_INTERVAL)
+    }
+
+    /// Whether this worker leads now.
+    pub fn leads(&self) -> bool {
+        *self.leading.borrow()
     }
 }
 

@@ -29,6 +29,7 @@ pub(crate) async fn run<DB: Backend>(
     let mut woken = true;
     let mut draining = false;
     let mut error_delay = Duration::from_millis(100);
+    let mut global_limit = GlobalLimit::new(&queue);
 
     while !stop.is_cancelled() {
         // Registered before claiming, so a wake-up during the claim counts.
@@ -38,7 +39,12 @@ pub(crate) async fn run<DB: Backend>(
         let free = queue.concurrency - running.len();
         if free > 0 && (woken || (draining && free >= refill)) {
             let want = free.min(batch);
-            match DB::claim(&shared.pool, &queue.name, want, &shared.worker.id).await {
+            let claimed = if global_limit.applies(&shared, &queue).await {
+                DB::claim_limited(&shared.pool, &queue.name, want, &shared.worker.id).await
+            } else {
+                DB::claim(&shared.pool, &queue.name, want, &shared.worker.id).await
+            };
+            match claimed {
                 Ok(jobs) => {
                     error_delay = Duration::from_millis(100);
                     draining = jobs.len() == want;
@@ -71,6 +77,46 @@ pub(crate) async fn run<DB: Backend>(
         }
     }
     drain(&shared, &queue, running).await;
+}
+
+/// Whether a queue has a global limit, from this worker's config or from
+/// the database (another worker or an operator may have set it). Read again
+/// every few seconds.
+struct GlobalLimit {
+    configured: bool,
+    in_database: bool,
+    checked_at: Option<Instant>,
+}
+
+impl GlobalLimit {
+    const RECHECK: Duration = Duration::from_secs(5);
+
+    fn new(queue: &QueueConfig) -> Self {
+        Self {
+            configured: queue.global_limit.is_some(),
+            in_database: false,
+            checked_at: None,
+        }
+    }
+
+    async fn applies<DB: Backend>(&mut self, shared: &Shared<DB>, queue: &QueueConfig) -> bool {
+        if self.configured {
+            return true;
+        }
+        if self
+            .checked_at
+            .is_none_or(|at| at.elapsed() >= Self::RECHECK)
+        {
+            match DB::global_limit(&shared.pool, &queue.name).await {
+                Ok(limit) => self.in_database = limit.is_some(),
+                Err(error) => {
+                    tracing::warn!(%error, queue = %queue.name, "could not read the queue's global limit")
+                }
+            }
+            self.checked_at = Some(Instant::now());
+        }
+        self.in_database
+    }
 }
 
 /// Lets running jobs finish within the shutdown timeout, then cancels them,

@@ -1,6 +1,7 @@
 //! Shared test support: real databases, app tables for effects, test jobs.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod database;
 pub mod jobs;
 
@@ -21,6 +22,9 @@ pub fn fast_config() -> WorkerConfig {
         rescue_interval: Duration::from_millis(200),
         shutdown_timeout: Duration::from_secs(5),
         cancel_grace: Duration::from_millis(500),
+        // A killed leader's maintenance (rescue) moves to another worker
+        // within about this.
+        leader_ttl: Duration::from_secs(1),
         ..WorkerConfig::default()
     }
 }

@@ -11,8 +11,8 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
 use sqlx::{Executor, PgConnection, PgPool, Postgres, Row, Transaction};
 
 use super::{
-    decode_errors, decode_tags, migrate, Attempt, Backend, ClaimedJob, JobRecord, NewJob, Outcome,
-    Signals, WorkerInfo,
+    decode_errors, decode_tags, migrate, Attempt, Backend, ClaimedJob, JobRecord, Leader, NewJob,
+    Outcome, Signals, WorkerInfo,
 };
 use crate::state::JobState;
 use crate::{Error, Result};
@@ -120,6 +120,43 @@ UPDATE offload_jobs j SET state = 'available'
 FROM due
 WHERE j.id = due.id
 RETURNING j.queue
+"#;
+
+const INSERT_UNIQUE: &str = r#"
+WITH ins AS (
+    INSERT INTO offload_jobs (kind, queue, args, priority, max_attempts, state, run_at, tags,
+                              unique_key, unique_states)
+    VALUES ($1, $2, $3::jsonb, $4, $5,
+            CASE WHEN $6::timestamptz IS NULL OR $6 <= now() THEN 'available' ELSE 'scheduled' END,
+            COALESCE($6, now()), $7::jsonb, $8, $9)
+    ON CONFLICT DO NOTHING
+    RETURNING id, queue, state
+), woke AS (
+    SELECT count(pg_notify('offload_jobs', queue)) AS n FROM ins WHERE state = 'available'
+)
+SELECT ins.id FROM ins, woke
+"#;
+
+const FIND_UNIQUE: &str = "SELECT id FROM offload_jobs WHERE unique_key = $1 \
+     AND strpos(unique_states, ',' || state || ',') > 0";
+
+const TRY_LEAD: &str = r#"
+INSERT INTO offload_leader (name, leader_id, elected_at, expires_at)
+VALUES ($1, $2, now(), now() + make_interval(secs => $3))
+ON CONFLICT (name) DO UPDATE
+SET leader_id = excluded.leader_id,
+    elected_at = CASE WHEN offload_leader.leader_id = excluded.leader_id
+                      THEN offload_leader.elected_at ELSE now() END,
+    expires_at = excluded.expires_at
+WHERE offload_leader.expires_at < now() OR offload_leader.leader_id = excluded.leader_id
+RETURNING leader_id
+"#;
+
+const ADVANCE_TICK: &str = r#"
+INSERT INTO offload_periodic (name, last_tick) VALUES ($1, $2)
+ON CONFLICT (name) DO UPDATE SET last_tick = excluded.last_tick
+WHERE offload_periodic.last_tick < excluded.last_tick
+RETURNING name
 "#;
 
 const JOB_COLUMNS: &str = "id, kind, queue, state, args::text, priority, attempt, max_attempts, \
@@ -378,6 +415,187 @@ impl Backend for Postgres {
         .await?;
         Ok(super::parse_counts(rows))
     }
+
+    async fn insert_unique(conn: &mut PgConnection, job: &NewJob) -> Result<Option<i64>> {
+        let (key, states) = job
+            .unique
+            .as_ref()
+            .map(|u| (u.key.as_str(), u.states.as_str()))
+            .unzip();
+        Ok(sqlx::query_scalar(INSERT_UNIQUE)
+            .bind(&job.kind)
+            .bind(&job.queue)
+            .bind(&job.args)
+            .bind(job.priority)
+            .bind(job.max_attempts)
+            .bind(job.run_at)
+            .bind(super::encode_tags(&job.tags))
+            .bind(key)
+            .bind(states)
+            .fetch_optional(conn)
+            .await?)
+    }
+
+    async fn find_unique(conn: &mut PgConnection, key: &str) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar(FIND_UNIQUE)
+            .bind(key)
+            .fetch_optional(conn)
+            .await?)
+    }
+
+    async fn claim_limited(
+        pool: &PgPool,
+        queue: &str,
+        limit: usize,
+        worker_id: &str,
+    ) -> Result<Vec<ClaimedJob>> {
+        // One statement cannot see claims committed while it waited for a
+        // lock (its snapshot is older), so claimers of a limited queue take
+        // turns on the queue's row and count in a later statement.
+        let mut tx = pool.begin().await?;
+        let settings: Option<(bool, Option<i32>)> = sqlx::query_as(
+            "SELECT paused, global_limit FROM offload_queues WHERE name = $1 FOR UPDATE",
+        )
+        .bind(queue)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let mut want = limit;
+        match settings {
+            Some((true, _)) => return Ok(Vec::new()),
+            Some((false, Some(global))) => {
+                let running: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM offload_jobs WHERE queue = $1 AND state = 'running'",
+                )
+                .bind(queue)
+                .fetch_one(&mut *tx)
+                .await?;
+                let free = i64::from(global) - running;
+                want = want.min(usize::try_from(free).unwrap_or(0));
+            }
+            _ => {}
+        }
+        if want == 0 {
+            return Ok(Vec::new());
+        }
+        let jobs = claim_on(&mut tx, queue, want, worker_id).await?;
+        tx.commit().await?;
+        Ok(jobs)
+    }
+
+    async fn global_limit(pool: &PgPool, queue: &str) -> Result<Option<usize>> {
+        let limit: Option<Option<i32>> =
+            sqlx::query_scalar("SELECT global_limit FROM offload_queues WHERE name = $1")
+                .bind(queue)
+                .fetch_optional(pool)
+                .await?;
+        Ok(limit.flatten().and_then(|n| usize::try_from(n).ok()))
+    }
+
+    async fn set_global_limit(pool: &PgPool, queue: &str, limit: Option<usize>) -> Result<()> {
+        let limit = limit.map(|n| i32::try_from(n).unwrap_or(i32::MAX));
+        sqlx::query(
+            "INSERT INTO offload_queues (name, global_limit) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET global_limit = excluded.global_limit, updated_at = now()",
+        )
+        .bind(queue)
+        .bind(limit)
+        .execute(pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn try_lead(pool: &PgPool, name: &str, candidate: &str, ttl: Duration) -> Result<bool> {
+        let leader: Option<String> = sqlx::query_scalar(TRY_LEAD)
+            .bind(name)
+            .bind(candidate)
+            .bind(ttl.as_secs_f64())
+            .fetch_optional(pool)
+            .await?;
+        Ok(leader.is_some())
+    }
+
+    async fn resign(pool: &PgPool, name: &str, leader: &str) -> Result<()> {
+        sqlx::query("DELETE FROM offload_leader WHERE name = $1 AND leader_id = $2")
+            .bind(name)
+            .bind(leader)
+            .execute(pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn leader(pool: &PgPool, name: &str) -> Result<Option<Leader>> {
+        let row: Option<(String, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT leader_id, elected_at, expires_at FROM offload_leader \
+             WHERE name = $1 AND expires_at >= now()",
+        )
+        .bind(name)
+        .fetch_optional(pool)
+        .await?;
+        Ok(row.map(|(leader_id, elected_at, expires_at)| Leader {
+            leader_id,
+            elected_at,
+            expires_at,
+        }))
+    }
+
+    async fn last_tick(pool: &PgPool, name: &str) -> Result<Option<DateTime<Utc>>> {
+        Ok(
+            sqlx::query_scalar("SELECT last_tick FROM offload_periodic WHERE name = $1")
+                .bind(name)
+                .fetch_optional(pool)
+                .await?,
+        )
+    }
+
+    async fn enqueue_tick(
+        pool: &PgPool,
+        name: &str,
+        tick: DateTime<Utc>,
+        job: &NewJob,
+    ) -> Result<Option<i64>> {
+        let mut tx = pool.begin().await?;
+        // The periodic row's lock serializes leaders during a hand-over.
+        let advanced: Option<String> = sqlx::query_scalar(ADVANCE_TICK)
+            .bind(name)
+            .bind(tick)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if advanced.is_none() {
+            return Ok(None);
+        }
+        let id = Self::insert_unique(&mut tx, job).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+}
+
+/// Claims on `conn` (the caller's transaction).
+async fn claim_on(
+    conn: &mut PgConnection,
+    queue: &str,
+    limit: usize,
+    worker_id: &str,
+) -> Result<Vec<ClaimedJob>> {
+    let rows: Vec<(i64, String, String, String, i32, i32, DateTime<Utc>)> = sqlx::query_as(CLAIM)
+        .bind(queue)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(worker_id)
+        .fetch_all(conn)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(id, kind, queue, args, attempt, max_attempts, run_at)| ClaimedJob {
+                id,
+                kind,
+                queue,
+                args,
+                attempt,
+                max_attempts,
+                run_at,
+            },
+        )
+        .collect())
 }
 
 /// Wakes listeners of `queues` on every host.

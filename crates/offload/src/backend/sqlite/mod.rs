@@ -13,8 +13,8 @@ use sqlx::sqlite::{
 use sqlx::{Executor, Row, Sqlite, SqliteConnection, SqlitePool, Transaction};
 
 use super::{
-    decode_errors, decode_tags, migrate, Attempt, Backend, ClaimedJob, JobRecord, NewJob, Outcome,
-    Signals, WorkerInfo,
+    decode_errors, decode_tags, migrate, Attempt, Backend, ClaimedJob, JobRecord, Leader, NewJob,
+    Outcome, Signals, WorkerInfo,
 };
 use crate::state::JobState;
 use crate::{Error, Result};
@@ -96,6 +96,57 @@ WHERE id IN (
     LIMIT ?2
 )
 RETURNING queue
+"#;
+
+const INSERT_UNIQUE: &str = r#"
+INSERT INTO offload_jobs (kind, queue, args, priority, max_attempts, state, created_at, run_at, tags,
+                          unique_key, unique_states)
+VALUES (?2, ?3, ?4, ?5, ?6,
+        CASE WHEN COALESCE(?7, ?1) <= ?1 THEN 'available' ELSE 'scheduled' END,
+        ?1, COALESCE(?7, ?1), ?8, ?9, ?10)
+ON CONFLICT DO NOTHING
+RETURNING id
+"#;
+
+const FIND_UNIQUE: &str = "SELECT id FROM offload_jobs WHERE unique_key = ?1 \
+     AND instr(unique_states, ',' || state || ',') > 0";
+
+/// Like `CLAIM`, never taking more than the queue's global limit leaves
+/// free. SQLite runs one writer at a time, so the count is current.
+const CLAIM_LIMITED: &str = r#"
+UPDATE offload_jobs
+SET state = 'running', attempt = attempt + 1, attempted_at = ?1, worker_id = ?2
+WHERE id IN (
+    SELECT id FROM offload_jobs
+    WHERE state = 'available' AND queue = ?3
+      AND NOT EXISTS (SELECT 1 FROM offload_queues q WHERE q.name = ?3 AND q.paused)
+    ORDER BY priority, id
+    LIMIT max(0, min(?4, COALESCE(
+        (SELECT global_limit FROM offload_queues WHERE name = ?3)
+          - (SELECT count(*) FROM offload_jobs WHERE queue = ?3 AND state = 'running'),
+        ?4)))
+)
+RETURNING id, kind, queue, args, attempt, max_attempts, run_at
+"#;
+
+const TRY_LEAD: &str = r#"
+INSERT INTO offload_leader (name, leader_id, elected_at, expires_at)
+VALUES (?1, ?2, ?3, ?4)
+ON CONFLICT (name) DO UPDATE
+SET leader_id = excluded.leader_id,
+    elected_at = CASE WHEN offload_leader.leader_id = excluded.leader_id
+                      THEN offload_leader.elected_at ELSE excluded.elected_at END,
+    expires_at = excluded.expires_at
+WHERE offload_leader.expires_at < excluded.elected_at
+   OR offload_leader.leader_id = excluded.leader_id
+RETURNING leader_id
+"#;
+
+const ADVANCE_TICK: &str = r#"
+INSERT INTO offload_periodic (name, last_tick) VALUES (?1, ?2)
+ON CONFLICT (name) DO UPDATE SET last_tick = excluded.last_tick
+WHERE offload_periodic.last_tick < excluded.last_tick
+RETURNING name
 "#;
 
 const JOB_COLUMNS: &str = "id, kind, queue, state, args, priority, attempt, max_attempts, \
@@ -386,6 +437,157 @@ impl Backend for Sqlite {
         .fetch_all(pool)
         .await?;
         Ok(super::parse_counts(rows))
+    }
+
+    async fn insert_unique(conn: &mut SqliteConnection, job: &NewJob) -> Result<Option<i64>> {
+        let (key, states) = job
+            .unique
+            .as_ref()
+            .map(|u| (u.key.as_str(), u.states.as_str()))
+            .unzip();
+        Ok(sqlx::query_scalar(INSERT_UNIQUE)
+            .bind(now_micros())
+            .bind(&job.kind)
+            .bind(&job.queue)
+            .bind(&job.args)
+            .bind(job.priority)
+            .bind(job.max_attempts)
+            .bind(job.run_at.map(micros))
+            .bind(super::encode_tags(&job.tags))
+            .bind(key)
+            .bind(states)
+            .fetch_optional(conn)
+            .await?)
+    }
+
+    async fn find_unique(conn: &mut SqliteConnection, key: &str) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar(FIND_UNIQUE)
+            .bind(key)
+            .fetch_optional(conn)
+            .await?)
+    }
+
+    async fn claim_limited(
+        pool: &SqlitePool,
+        queue: &str,
+        max: usize,
+        worker_id: &str,
+    ) -> Result<Vec<ClaimedJob>> {
+        let rows: Vec<(i64, String, String, String, i32, i32, i64)> = sqlx::query_as(CLAIM_LIMITED)
+            .bind(now_micros())
+            .bind(worker_id)
+            .bind(queue)
+            .bind(limit(max))
+            .fetch_all(pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(id, kind, queue, args, attempt, max_attempts, run_at)| ClaimedJob {
+                    id,
+                    kind,
+                    queue,
+                    args,
+                    attempt,
+                    max_attempts,
+                    run_at: from_micros(run_at),
+                },
+            )
+            .collect())
+    }
+
+    async fn global_limit(pool: &SqlitePool, queue: &str) -> Result<Option<usize>> {
+        let limit: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT global_limit FROM offload_queues WHERE name = ?1")
+                .bind(queue)
+                .fetch_optional(pool)
+                .await?;
+        Ok(limit.flatten().and_then(|n| usize::try_from(n).ok()))
+    }
+
+    async fn set_global_limit(pool: &SqlitePool, queue: &str, max: Option<usize>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO offload_queues (name, global_limit, updated_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (name) DO UPDATE SET global_limit = excluded.global_limit, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(queue)
+        .bind(max.map(limit))
+        .bind(now_micros())
+        .execute(pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn try_lead(
+        pool: &SqlitePool,
+        name: &str,
+        candidate: &str,
+        ttl: Duration,
+    ) -> Result<bool> {
+        let now = now_micros();
+        let leader: Option<String> = sqlx::query_scalar(TRY_LEAD)
+            .bind(name)
+            .bind(candidate)
+            .bind(now)
+            .bind(now.saturating_add(duration_micros(ttl)))
+            .fetch_optional(pool)
+            .await?;
+        Ok(leader.is_some())
+    }
+
+    async fn resign(pool: &SqlitePool, name: &str, leader: &str) -> Result<()> {
+        sqlx::query("DELETE FROM offload_leader WHERE name = ?1 AND leader_id = ?2")
+            .bind(name)
+            .bind(leader)
+            .execute(pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn leader(pool: &SqlitePool, name: &str) -> Result<Option<Leader>> {
+        let row: Option<(String, i64, i64)> = sqlx::query_as(
+            "SELECT leader_id, elected_at, expires_at FROM offload_leader \
+             WHERE name = ?1 AND expires_at >= ?2",
+        )
+        .bind(name)
+        .bind(now_micros())
+        .fetch_optional(pool)
+        .await?;
+        Ok(row.map(|(leader_id, elected_at, expires_at)| Leader {
+            leader_id,
+            elected_at: from_micros(elected_at),
+            expires_at: from_micros(expires_at),
+        }))
+    }
+
+    async fn last_tick(pool: &SqlitePool, name: &str) -> Result<Option<DateTime<Utc>>> {
+        let tick: Option<i64> =
+            sqlx::query_scalar("SELECT last_tick FROM offload_periodic WHERE name = ?1")
+                .bind(name)
+                .fetch_optional(pool)
+                .await?;
+        Ok(tick.map(from_micros))
+    }
+
+    async fn enqueue_tick(
+        pool: &SqlitePool,
+        name: &str,
+        tick: DateTime<Utc>,
+        job: &NewJob,
+    ) -> Result<Option<i64>> {
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        let advanced: Option<String> = sqlx::query_scalar(ADVANCE_TICK)
+            .bind(name)
+            .bind(micros(tick))
+            .fetch_optional(&mut *tx)
+            .await?;
+        if advanced.is_none() {
+            return Ok(None);
+        }
+        let id = Self::insert_unique(&mut tx, job).await?;
+        tx.commit().await?;
+        Ok(id)
     }
 }
 

@@ -1,0 +1,217 @@
+//! Many workers on one database: the jobs, the worker settings and the
+//! SQL the multi-node tests need, per backend.
+
+use std::future::Future;
+use std::time::Duration;
+
+use offload::{Job, JobContext, JobError, PeriodicJob, Registry, WorkerConfig};
+use serde::{Deserialize, Serialize};
+use sqlx::{Pool, Postgres, Sqlite};
+
+use super::{fast_config, TestDb};
+
+/// The periodic job's name.
+pub const TICK_SCHEDULE: &str = "tick_every_second";
+/// The queue with a global limit.
+pub const LIMITED_QUEUE: &str = "limited";
+/// Its limit over all workers.
+pub const GLOBAL_LIMIT: usize = 2;
+/// Slots per worker on every queue, more than the global limit.
+pub const LOCAL_CONCURRENCY: usize = 4;
+
+/// What the multi-node tests need beyond [`TestDb`].
+pub trait ClusterDb: TestDb {
+    /// Creates the concurrency gauge (one row: running now, most seen).
+    fn create_gauge(pool: &Pool<Self>) -> impl Future<Output = ()> + Send;
+    /// One more job running; raises the most seen. Its own statement.
+    fn enter_gauge(pool: &Pool<Self>) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+    /// One job fewer running.
+    fn leave_gauge(pool: &Pool<Self>) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+    /// (running now, most seen).
+    fn gauge(pool: &Pool<Self>) -> impl Future<Output = (i64, i64)> + Send;
+    /// `run_at` of every job of `kind`, in microseconds, in order.
+    fn run_ats(pool: &Pool<Self>, kind: &str) -> impl Future<Output = Vec<i64>> + Send;
+    /// Pids of the registered workers.
+    fn worker_pids(pool: &Pool<Self>) -> impl Future<Output = Vec<i32>> + Send;
+}
+
+impl ClusterDb for Postgres {
+    async fn create_gauge(pool: &Pool<Self>) {
+        sqlx::raw_sql(
+            "CREATE TABLE gauge (id int PRIMARY KEY, running_now bigint NOT NULL, max_seen bigint NOT NULL);
+             INSERT INTO gauge VALUES (1, 0, 0);",
+        )
+        .execute(pool)
+        .await
+        .expect("gauge table");
+    }
+
+    async fn enter_gauge(pool: &Pool<Self>) -> Result<(), sqlx::Error> {
+        // SET reads the row as it was before this update, under its lock.
+        sqlx::query(
+            "UPDATE gauge SET running_now = running_now + 1, \
+             max_seen = GREATEST(max_seen, running_now + 1) WHERE id = 1",
+        )
+        .execute(pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn leave_gauge(pool: &Pool<Self>) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE gauge SET running_now = running_now - 1 WHERE id = 1")
+            .execute(pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn gauge(pool: &Pool<Self>) -> (i64, i64) {
+        sqlx::query_as("SELECT running_now, max_seen FROM gauge WHERE id = 1")
+            .fetch_one(pool)
+            .await
+            .expect("gauge")
+    }
+
+    async fn run_ats(pool: &Pool<Self>, kind: &str) -> Vec<i64> {
+        sqlx::query_scalar(
+            "SELECT (extract(epoch FROM run_at) * 1000000)::int8 FROM offload_jobs \
+             WHERE kind = $1 ORDER BY run_at",
+        )
+        .bind(kind)
+        .fetch_all(pool)
+        .await
+        .expect("run_ats")
+    }
+
+    async fn worker_pids(pool: &Pool<Self>) -> Vec<i32> {
+        sqlx::query_scalar("SELECT pid FROM offload_workers ORDER BY pid")
+            .fetch_all(pool)
+            .await
+            .expect("workers")
+    }
+}
+
+impl ClusterDb for Sqlite {
+    async fn create_gauge(pool: &Pool<Self>) {
+        sqlx::raw_sql(
+            "CREATE TABLE gauge (id INTEGER PRIMARY KEY, running_now INTEGER NOT NULL, max_seen INTEGER NOT NULL);
+             INSERT INTO gauge VALUES (1, 0, 0);",
+        )
+        .execute(pool)
+        .await
+        .expect("gauge table");
+    }
+
+    async fn enter_gauge(pool: &Pool<Self>) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE gauge SET running_now = running_now + 1, \
+             max_seen = max(max_seen, running_now + 1) WHERE id = 1",
+        )
+        .execute(pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn leave_gauge(pool: &Pool<Self>) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE gauge SET running_now = running_now - 1 WHERE id = 1")
+            .execute(pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn gauge(pool: &Pool<Self>) -> (i64, i64) {
+        sqlx::query_as("SELECT running_now, max_seen FROM gauge WHERE id = 1")
+            .fetch_one(pool)
+            .await
+            .expect("gauge")
+    }
+
+    async fn run_ats(pool: &Pool<Self>, kind: &str) -> Vec<i64> {
+        sqlx::query_scalar("SELECT run_at FROM offload_jobs WHERE kind = ?1 ORDER BY run_at")
+            .bind(kind)
+            .fetch_all(pool)
+            .await
+            .expect("run_ats")
+    }
+
+    async fn worker_pids(pool: &Pool<Self>) -> Vec<i32> {
+        sqlx::query_scalar("SELECT pid FROM offload_workers ORDER BY pid")
+            .fetch_all(pool)
+            .await
+            .expect("workers")
+    }
+}
+
+/// The periodic job: does nothing; its rows are what the tests count.
+#[derive(Serialize, Deserialize)]
+pub struct Tick;
+
+impl<DB: ClusterDb> Job<DB> for Tick {
+    const KIND: &'static str = "tick";
+    const QUEUE: &'static str = "ticks";
+
+    async fn run(self, _ctx: &mut JobContext<DB>) -> Result<(), JobError> {
+        Ok(())
+    }
+}
+
+/// Counts itself in the gauge while it runs.
+#[derive(Serialize, Deserialize)]
+pub struct MeasureConcurrency {
+    pub millis: u64,
+}
+
+impl<DB: ClusterDb> Job<DB> for MeasureConcurrency {
+    const KIND: &'static str = "measure_concurrency";
+    const QUEUE: &'static str = LIMITED_QUEUE;
+
+    async fn run(self, ctx: &mut JobContext<DB>) -> Result<(), JobError> {
+        DB::enter_gauge(ctx.pool()).await?;
+        tokio::time::sleep(Duration::from_millis(self.millis)).await;
+        DB::leave_gauge(ctx.pool()).await?;
+        Ok(())
+    }
+}
+
+/// Writes an effect in its transaction, then holds it open (cancellably).
+#[derive(Serialize, Deserialize)]
+pub struct HoldsWrite {
+    pub millis: u64,
+}
+
+impl<DB: ClusterDb> Job<DB> for HoldsWrite {
+    const KIND: &'static str = "holds_write";
+
+    async fn run(self, ctx: &mut JobContext<DB>) -> Result<(), JobError> {
+        let id = ctx.id();
+        DB::apply_effect(ctx.tx().await?, id).await?;
+        ctx.sleep(Duration::from_millis(self.millis)).await
+    }
+}
+
+/// Every job a cluster node runs.
+pub fn node_registry<DB: ClusterDb>() -> Registry<DB> {
+    super::jobs::registry::<DB>()
+        .register::<Tick>()
+        .register::<MeasureConcurrency>()
+        .register::<HoldsWrite>()
+}
+
+/// A node's settings: the default queue, the tick queue, the limited queue
+/// and the periodic tick, with leadership lasting `leader_ttl`.
+pub fn node_config<DB: ClusterDb>(leader_ttl: Duration) -> WorkerConfig {
+    let tick = PeriodicJob::<DB>::every(TICK_SCHEDULE, Duration::from_secs(1), || Tick)
+        .expect("valid schedule");
+    WorkerConfig {
+        leader_ttl,
+        ..fast_config()
+    }
+    .queue("default", LOCAL_CONCURRENCY)
+    .queue("ticks", LOCAL_CONCURRENCY)
+    .queue_with_global_limit(LIMITED_QUEUE, LOCAL_CONCURRENCY, GLOBAL_LIMIT)
+    .periodic(tick)
+}
+
+/// The pid in a worker id (`host-pid-suffix`).
+pub fn pid_of(worker_id: &str) -> Option<u32> {
+    worker_id.rsplitn(3, '-').nth(1)?.parse().ok()
+}
