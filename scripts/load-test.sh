@@ -104,41 +104,45 @@ stop_service() { # signal
     SERVICE_PID=""
 }
 
-fresh_database() { # backend name -> url
+fresh_database() { # backend name; sets DB_URL (not in a subshell, so cleanup sees the database)
     case "$1" in
-    sqlite) echo "sqlite://$WORK/$2.db" ;;
+    sqlite) DB_URL="sqlite://$WORK/$2.db" ;;
     postgres)
         local db="offload_load_$$_$2"
         psql "$PG_URL/postgres" -qAt -c "DROP DATABASE IF EXISTS $db" >/dev/null
         psql "$PG_URL/postgres" -qAt -c "CREATE DATABASE $db" >/dev/null
         PG_DATABASES+=("$db")
-        echo "$PG_URL/$db"
+        DB_URL="$PG_URL/$db"
         ;;
     esac
 }
 
+# Other processes on the machine skew every figure: show how busy it was.
+load_average() { cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo "?"; }
+
 # --- phases --------------------------------------------------------------
 throughput() { # backend
-    local url
-    url=$(fresh_database "$1" throughput)
-    start_service "$url" "$WORK/$1-throughput.log"
+    fresh_database "$1" throughput
+    start_service "$DB_URL" "$WORK/$1-throughput.log"
     # Warm up connections and caches.
     wrk -t2 -c16 -d2s -s "$LUA" "$BASE" >/dev/null
     for c in 1 16 64; do
         local threads=2
         [ "$c" -eq 1 ] && threads=1
-        log "$1: POST /records, concurrency $c, ${DURATION}s"
+        local before
+        before=$(load_average)
+        log "$1: POST /records, concurrency $c, ${DURATION}s (load average before: $before)"
         local out
         out=$(wrk -t"$threads" -c"$c" -d"${DURATION}s" --timeout 5s -s "$LUA" "$BASE" | grep '^RESULT')
         echo "$out" >&2
-        SUMMARY+=("$(printf '%-9s c=%-3s %s' "$1" "$c" "${out#RESULT }")")
+        SUMMARY+=("$(printf '%-9s c=%-3s %s loadavg_before=%s' "$1" "$c" "${out#RESULT }" "$before")")
     done
     stop_service TERM
 }
 
 crash() { # backend signal
-    local url
-    url=$(fresh_database "$1" "crash_$(echo "$2" | tr 'A-Z' 'a-z')")
+    fresh_database "$1" "crash_$(echo "$2" | tr 'A-Z' 'a-z')"
+    local url=$DB_URL
     local service_log="$WORK/$1-crash-$2.log"
     start_service "$url" "$service_log"
     log "$1: load for ${CRASH_DURATION}s at concurrency 16, SIG$2 half-way"

@@ -23,7 +23,7 @@ use crate::Problem;
 /// It begins when the handler extracts it and ends when the response is
 /// known: a 2xx or 3xx response commits it; any other status, a rejection,
 /// or a panic rolls it back. If the commit itself fails, the client gets a
-/// 500 problem instead of the handler's success response, so a success is
+/// 503 problem instead of the handler's success response, so a success is
 /// never reported for writes that did not persist.
 ///
 /// `Tx<DB>` dereferences to `DB::Connection`, so queries run on `&mut *tx`
