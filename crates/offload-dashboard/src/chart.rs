@@ -6,7 +6,7 @@ use std::fmt::Write;
 use offload::ThroughputPoint;
 
 const WIDTH: f64 = 760.0;
-const HEIGHT: f64 = 220.0;
+const HEIGHT: f64 = 180.0;
 const LEFT: f64 = 44.0;
 const RIGHT: f64 = 8.0;
 const TOP: f64 = 12.0;

@@ -30,6 +30,8 @@ impl Templates {
         }
         env.add_filter("ago", ago);
         env.add_filter("duration", duration);
+        env.add_filter("truncate", truncate);
+        env.add_filter("datetime", datetime);
         Self { env }
     }
 
@@ -54,6 +56,27 @@ fn ago(value: String) -> String {
         }
         Err(_) => value,
     }
+}
+
+/// "2024-05-01 12:00:03 UTC" for an RFC 3339 time.
+fn datetime(value: String) -> String {
+    match DateTime::parse_from_rfc3339(&value) {
+        Ok(at) => at
+            .with_timezone(&Utc)
+            .format("%Y-%m-%d %H:%M:%S UTC")
+            .to_string(),
+        Err(_) => value,
+    }
+}
+
+/// At most `max` characters, with an ellipsis when cut.
+fn truncate(value: String, max: usize) -> String {
+    if value.chars().count() <= max {
+        return value;
+    }
+    let mut short: String = value.chars().take(max.saturating_sub(1)).collect();
+    short.push('…');
+    short
 }
 
 /// "1 h 5 min" for a number of seconds.

@@ -1,0 +1,378 @@
+//! A real headless Chromium, driven through chromedriver: the overview,
+//! filtering to discarded jobs, retrying one and watching it run, and args
+//! holding `<script>` shown as text. Saves screenshots to `docs/`.
+//!
+//! Needs Debian's `chromium` and `chromium-driver`; without them this test
+//! fails with a message saying so.
+
+mod support;
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client as Browser, ClientBuilder, Locator};
+use offload::{
+    Backend, Client, Job, JobContext, JobError, JobState, NewJob, Registry, Worker, WorkerConfig,
+};
+use offload_dashboard::DashboardConfig;
+use serde::{Deserialize, Serialize};
+use support::*;
+
+/// Fails on its first attempt, succeeds on any later one.
+#[derive(Debug, Serialize, Deserialize)]
+struct SyncInvoice {
+    invoice: u32,
+}
+
+impl<DB: Backend> Job<DB> for SyncInvoice {
+    const KIND: &'static str = "sync_invoice";
+    const MAX_ATTEMPTS: i32 = 1;
+
+    async fn run(self, ctx: &mut JobContext<DB>) -> Result<(), JobError> {
+        if ctx.attempt() == 1 {
+            Err(JobError::failed(format!(
+                "billing API answered 503 Service Unavailable for invoice {}",
+                self.invoice
+            )))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Always succeeds.
+#[derive(Debug, Serialize, Deserialize)]
+struct SendEmail {
+    to: String,
+}
+
+impl<DB: Backend> Job<DB> for SendEmail {
+    const KIND: &'static str = "send_email";
+    const QUEUE: &'static str = "mail";
+
+    async fn run(self, _ctx: &mut JobContext<DB>) -> Result<(), JobError> {
+        Ok(())
+    }
+}
+
+fn find_program(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|path| path.is_file())
+    })
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+async fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "chromedriver did not start on port {port}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn start_browser(port: u16, profile: &Path, chromium: &Path) -> Browser {
+    let args = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1280,1160",
+        "--force-device-scale-factor=1",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .chain([format!("--user-data-dir={}", profile.display())])
+    .collect::<Vec<_>>();
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".to_owned(),
+        serde_json::json!({ "args": args, "binary": chromium }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("a chromedriver session")
+}
+
+fn docs_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs")
+}
+
+async fn text_of(browser: &Browser, css: &str) -> String {
+    browser
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css} not found: {e}"))
+        .text()
+        .await
+        .expect("element text")
+}
+
+#[tokio::test]
+async fn browser_filters_retries_and_escapes() {
+    let chromium = find_program("chromium").expect(
+        "Chromium is not installed: run `apt-get install -y chromium chromium-driver` (the browser test needs it)",
+    );
+    let chromedriver = find_program("chromedriver").expect(
+        "chromedriver is not installed: run `apt-get install -y chromium chromium-driver` (the browser test needs it)",
+    );
+
+    let (dir, pool) = sqlite_pool().await;
+    let client = Client::new(pool.clone());
+    let mut jobs = Vec::new();
+    for invoice in [1041, 1042, 1043] {
+        let mut job = client
+            .new_job(
+                &SyncInvoice { invoice },
+                offload::EnqueueOptions::new()
+                    .queue("billing")
+                    .tag("nightly"),
+            )
+            .unwrap();
+        job.max_attempts = 1;
+        jobs.push(job);
+    }
+    for n in 0..24 {
+        jobs.push(
+            client
+                .new_job(
+                    &SendEmail {
+                        to: format!("user{n}@example.com"),
+                    },
+                    Default::default(),
+                )
+                .unwrap(),
+        );
+    }
+    client.insert(&jobs).await.unwrap();
+
+    let registry = Registry::new()
+        .register::<SyncInvoice>()
+        .register::<SendEmail>();
+    let config = WorkerConfig {
+        poll_interval: Some(Duration::from_millis(100)),
+        ..WorkerConfig::default()
+    }
+    .queue("billing", 2)
+    .queue("mail", 4);
+    let worker = Worker::new(pool.clone(), registry, config)
+        .start()
+        .await
+        .unwrap();
+    wait_idle(&pool).await;
+
+    // Waiting work in a queue no worker serves, and a hostile job.
+    let mut later = NewJob::new("generate_report", r#"{"month":"2024-05"}"#);
+    later.queue = "reports".to_owned();
+    let mut hostile = NewJob::new(
+        "render_page",
+        r#"{"html":"<script>document.title='pwned'</script>","note":"<img src=x onerror=alert(1)>"}"#,
+    );
+    hostile.queue = "reports".to_owned();
+    hostile.tags = vec!["<b>tag</b>".to_owned()];
+    let ids = client
+        .insert(&[later.clone(), later, hostile])
+        .await
+        .unwrap();
+    let hostile_id = ids[2];
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let config = DashboardConfig::new()
+        .title("offload")
+        .database(&format!(
+            "sqlite://{}",
+            dir.path().join("jobs.db").display()
+        ))
+        .refresh(Duration::from_secs(1));
+    let app = offload_dashboard::router(pool.clone(), config);
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let base = format!("http://{addr}");
+
+    let driver_port = free_port();
+    let mut driver = tokio::process::Command::new(&chromedriver)
+        .arg(format!("--port={driver_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("chromedriver starts");
+    wait_for_port(driver_port).await;
+    let profile = tempfile::tempdir().unwrap();
+    let browser = start_browser(driver_port, profile.path(), &chromium).await;
+
+    // Overview: counts per state and per queue, and the chart.
+    browser.goto(&format!("{base}/")).await.unwrap();
+    assert_eq!(text_of(&browser, "#count-discarded .count").await, "3");
+    assert_eq!(text_of(&browser, "#count-completed .count").await, "24");
+    let queues = text_of(&browser, "#queues-heading + .table-wrap").await;
+    for queue in ["billing", "mail", "reports"] {
+        assert!(queues.contains(queue), "queue {queue} listed: {queues}");
+    }
+    browser
+        .find(Locator::Css("svg.chart"))
+        .await
+        .expect("throughput chart");
+    std::fs::create_dir_all(docs_dir()).unwrap();
+    std::fs::write(
+        docs_dir().join("dashboard-overview.png"),
+        browser.screenshot().await.unwrap(),
+    )
+    .unwrap();
+
+    // Jobs page, filtered to discarded with the form.
+    browser
+        .find(Locator::LinkText("Jobs"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait()
+        .for_element(Locator::Id("f-state"))
+        .await
+        .unwrap()
+        .select_by_value("discarded")
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Id("apply-filters"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !browser
+        .current_url()
+        .await
+        .unwrap()
+        .as_str()
+        .contains("state=discarded")
+    {
+        assert!(Instant::now() < deadline, "the filter form did not submit");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let states = browser
+        .find_all(Locator::Css("table.jobs tbody .badge"))
+        .await
+        .unwrap();
+    assert_eq!(states.len(), 3);
+    for state in states {
+        assert_eq!(state.text().await.unwrap(), "discarded");
+    }
+
+    // Open one, see its error, retry it, and watch it complete.
+    browser
+        .find(Locator::Css("table.jobs a.job-link"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let badge = browser
+        .wait()
+        .for_element(Locator::Id("job-state"))
+        .await
+        .unwrap();
+    assert_eq!(badge.text().await.unwrap(), "discarded");
+    assert!(text_of(&browser, ".errors")
+        .await
+        .contains("503 Service Unavailable"));
+    let url = browser.current_url().await.unwrap();
+    let job_id: i64 = url.path().rsplit('/').next().unwrap().parse().unwrap();
+    std::fs::write(
+        docs_dir().join("dashboard-job.png"),
+        browser.screenshot().await.unwrap(),
+    )
+    .unwrap();
+    browser
+        .find(Locator::Id("action-retry"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // The page refreshes itself; no reload here.
+        if let Ok(badge) = browser.find(Locator::Id("job-state")).await {
+            if badge
+                .text()
+                .await
+                .map(|t| t == "completed")
+                .unwrap_or(false)
+            {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the retried job never showed as completed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let job = client.job(job_id).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Completed);
+    assert_eq!(job.attempt, 2);
+    assert!(text_of(&browser, "#job-attempt")
+        .await
+        .starts_with("2 of 2"));
+
+    // Args holding markup are shown as text and never run.
+    browser
+        .goto(&format!("{base}/jobs/{hostile_id}"))
+        .await
+        .unwrap();
+    let args = text_of(&browser, "#args").await;
+    assert!(
+        args.contains("<script>document.title='pwned'</script>"),
+        "{args}"
+    );
+    assert!(args.contains("<img src=x onerror=alert(1)>"));
+    let injected = browser
+        .execute(
+            "return document.querySelectorAll('main script, main img').length",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(injected, serde_json::json!(0));
+    let title = browser
+        .execute("return document.title", vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        title,
+        serde_json::json!(format!("Job #{hostile_id} · offload"))
+    );
+    assert!(browser.get_alert_text().await.is_err(), "no alert opened");
+    assert!(text_of(&browser, ".meta").await.contains("<b>tag</b>"));
+
+    browser.close().await.unwrap();
+    driver.kill().await.ok();
+    server.abort();
+    worker.shutdown().await;
+}
