@@ -215,6 +215,114 @@ async fn periodic_job_is_enqueued_once_per_tick_by_three_workers_sqlite() {
     db.drop_database().await;
 }
 
+async fn two_leaders_enqueuing_the_same_ticks_insert_each_once<DB: ClusterDb>(
+    db: &TestDatabase<DB>,
+) {
+    const TICKS: i64 = 10;
+    let base = (Utc::now().timestamp() / 60) * 60;
+    let tick_at = move |n: i64| chrono::DateTime::from_timestamp(base + n, 0).unwrap();
+    let row = move |n: i64| offload::NewJob {
+        unique: Some(
+            offload::UniqueKey::new(
+                format!("periodic:handover:{}", tick_at(n).timestamp_micros()),
+                &JobState::ALL,
+            )
+            .unwrap(),
+        ),
+        run_at: Some(tick_at(n)),
+        ..offload::NewJob::new("tick", "null")
+    };
+    // Two "leaders" on their own pools race for every tick, twice over.
+    let pools = [db.another_pool().await, db.another_pool().await];
+    let mut tasks = tokio::task::JoinSet::new();
+    for round in 0..4 {
+        let pool = pools[round % 2].clone();
+        let rows: Vec<_> = (0..TICKS).map(row).collect();
+        tasks.spawn(async move {
+            let mut won = 0;
+            for (n, job) in (0..TICKS).zip(rows) {
+                if DB::enqueue_tick(&pool, "handover", tick_at(n), &job)
+                    .await
+                    .expect("enqueue tick")
+                    .is_some()
+                {
+                    won += 1;
+                }
+            }
+            won
+        });
+    }
+    let won: i64 = tasks.join_all().await.into_iter().sum();
+    let ticks = DB::run_ats(&db.pool, "tick").await;
+    let distinct: HashSet<i64> = ticks.iter().copied().collect();
+    assert_eq!(won, TICKS, "each tick won once");
+    assert_eq!(ticks.len() as i64, TICKS);
+    assert_eq!(distinct.len() as i64, TICKS);
+
+    // Without the last-tick guard, the unique key alone still refuses a
+    // second job for the tick.
+    let again = db.client.insert(&[row(3)]).await.unwrap();
+    assert_eq!(DB::run_ats(&db.pool, "tick").await.len() as i64, TICKS);
+    assert!(again[0] > 0);
+}
+
+async fn a_new_leader_enqueues_only_the_latest_missed_tick<DB: ClusterDb>(db: &TestDatabase<DB>) {
+    let minute = |at: chrono::DateTime<Utc>| (at.timestamp() / 60) * 60;
+    let now = Utc::now();
+    // The last leader enqueued a tick ten minutes ago, then every worker
+    // stopped.
+    let last = chrono::DateTime::from_timestamp(minute(now) - 600, 0).unwrap();
+    let old = offload::NewJob {
+        run_at: Some(last),
+        ..offload::NewJob::new("tick", "null")
+    };
+    DB::enqueue_tick(&db.pool, "every_minute", last, &old)
+        .await
+        .unwrap()
+        .expect("first tick");
+
+    let every_minute =
+        offload::PeriodicJob::<DB>::every("every_minute", Duration::from_secs(60), || {
+            support::cluster::Tick
+        })
+        .unwrap();
+    let config = offload::WorkerConfig::default()
+        .queue("other", 1)
+        .periodic(every_minute);
+    let worker = Worker::new(db.pool.clone(), node_registry::<DB>(), config)
+        .start()
+        .await
+        .unwrap();
+    worker.wait_for_leadership().await;
+    eventually(Duration::from_secs(10), "the missed tick", || async {
+        DB::run_ats(&db.pool, "tick").await.len() >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    worker.shutdown().await;
+
+    let ticks = DB::run_ats(&db.pool, "tick").await;
+    let latest_missed = minute(now) * 1_000_000;
+    eprintln!(
+        "{}: after 10 missed minutes the new leader enqueued {:?}",
+        <DB as sqlx::Database>::NAME,
+        &ticks[1..]
+    );
+    assert_eq!(ticks[0], last.timestamp_micros());
+    assert!(
+        ticks[1] >= latest_missed,
+        "only the latest missed tick, not {} (latest {latest_missed})",
+        ticks[1]
+    );
+    // A minute boundary during the test may add the next regular tick.
+    assert!(ticks.len() <= 3, "{ticks:?}");
+}
+
+on_both_backends!(
+    two_leaders_enqueuing_the_same_ticks_insert_each_once,
+    a_new_leader_enqueues_only_the_latest_missed_tick,
+);
+
 // ------------------------------------------------------------- leadership
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

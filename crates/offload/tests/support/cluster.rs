@@ -213,5 +213,5 @@ pub fn node_config<DB: ClusterDb>(leader_ttl: Duration) -> WorkerConfig {
 
 /// The pid in a worker id (`host-pid-suffix`).
 pub fn pid_of(worker_id: &str) -> Option<u32> {
-    worker_id.rsplitn(3, '-').nth(1)?.parse().ok()
+    worker_id.rsplit('-').nth(1)?.parse().ok()
 }

@@ -256,26 +256,8 @@ impl Backend for Postgres {
         limit: usize,
         worker_id: &str,
     ) -> Result<Vec<ClaimedJob>> {
-        let rows: Vec<ClaimRow> = sqlx::query_as(CLAIM)
-            .bind(queue)
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .bind(worker_id)
-            .fetch_all(pool)
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(id, kind, queue, args, attempt, max_attempts, run_at)| ClaimedJob {
-                    id,
-                    kind,
-                    queue,
-                    args,
-                    attempt,
-                    max_attempts,
-                    run_at,
-                },
-            )
-            .collect())
+        let mut conn = pool.acquire().await?;
+        claim_on(&mut conn, queue, limit, worker_id).await
     }
 
     async fn complete_many(pool: &PgPool, done: &[Attempt], delete: bool) -> Result<u64> {
@@ -569,14 +551,14 @@ impl Backend for Postgres {
     }
 }
 
-/// Claims on `conn` (the caller's transaction).
+/// Claims on `conn` (the caller's transaction, or a pooled connection).
 async fn claim_on(
     conn: &mut PgConnection,
     queue: &str,
     limit: usize,
     worker_id: &str,
 ) -> Result<Vec<ClaimedJob>> {
-    let rows: Vec<(i64, String, String, String, i32, i32, DateTime<Utc>)> = sqlx::query_as(CLAIM)
+    let rows: Vec<ClaimRow> = sqlx::query_as(CLAIM)
         .bind(queue)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .bind(worker_id)
