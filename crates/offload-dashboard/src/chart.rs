@@ -79,15 +79,18 @@ pub(crate) fn throughput_svg(points: &[ThroughputPoint]) -> String {
         points.len() / 2,
         points.len() * 3 / 4,
     ];
-    for i in ticks
-        .into_iter()
-        .chain(std::iter::once(points.len().saturating_sub(1)))
-    {
+    let last = points.len().saturating_sub(1);
+    for i in ticks.into_iter().chain(std::iter::once(last)) {
         if let Some(point) = points.get(i) {
-            let x = LEFT + slot * i as f64 + slot / 2.0;
+            // The last label ends at the plot's edge instead of overflowing it.
+            let (x, anchor) = if i == last && i > 0 {
+                (WIDTH - RIGHT, "end")
+            } else {
+                (LEFT + slot * i as f64 + slot / 2.0, "middle")
+            };
             let _ = write!(
                 svg,
-                r##"<text x="{x:.1}" y="{:.1}" text-anchor="middle" font-size="11" fill="#3d4852">{}</text>"##,
+                r##"<text x="{x:.1}" y="{:.1}" text-anchor="{anchor}" font-size="11" fill="#3d4852">{}</text>"##,
                 HEIGHT - 8.0,
                 point.minute.format("%H:%M")
             );
