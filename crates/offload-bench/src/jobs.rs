@@ -20,8 +20,11 @@ static STARTED: AtomicU64 = AtomicU64::new(0);
 /// Enqueue-to-start delays of [`LatencyJob`]s, in microseconds.
 static LATENCIES: Mutex<Option<Histogram<u64>>> = Mutex::new(None);
 
+/// (job id, start time in µs) of every [`LatencyJob`] that ran.
+static LATENCY_STARTS: Mutex<Vec<(i64, i64)>> = Mutex::new(Vec::new());
+
 /// Longest delay the histogram holds: one minute, in microseconds.
-const MAX_LATENCY_US: u64 = 60_000_000;
+pub(crate) const MAX_LATENCY_US: u64 = 60_000_000;
 
 pub(crate) fn started() -> u64 {
     STARTED.load(Ordering::Relaxed)
@@ -40,6 +43,16 @@ pub(crate) fn reset_latencies() {
     let histogram = Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
         .expect("constant histogram bounds are valid");
     *lock_latencies() = Some(histogram);
+    take_latency_starts();
+}
+
+/// The start times collected since [`reset_latencies`].
+pub(crate) fn take_latency_starts() -> Vec<(i64, i64)> {
+    std::mem::take(
+        &mut *LATENCY_STARTS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()),
+    )
 }
 
 /// The latencies collected since [`reset_latencies`].
@@ -107,8 +120,13 @@ impl<DB: BenchStore> Job<DB> for LatencyJob {
     const KIND: &'static str = "bench_latency";
     const QUEUE: &'static str = QUEUE;
 
-    async fn run(self, _ctx: &mut JobContext<DB>) -> Result<(), JobError> {
-        let waited = u64::try_from(now_micros() - self.enqueued_at_us).unwrap_or(0);
+    async fn run(self, ctx: &mut JobContext<DB>) -> Result<(), JobError> {
+        let now = now_micros();
+        let waited = u64::try_from(now - self.enqueued_at_us).unwrap_or(0);
+        LATENCY_STARTS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push((ctx.id(), now));
         if let Some(histogram) = lock_latencies().as_mut() {
             histogram.saturating_record(waited.clamp(1, MAX_LATENCY_US));
         }

@@ -117,7 +117,7 @@ pub struct BenchArgs {
     pub concurrency: usize,
 
     /// Queue concurrency for transactional jobs; each holds a connection
-    /// while it runs. Default: 32 on PostgreSQL, 4 on SQLite.
+    /// while it runs. Default: 32 on PostgreSQL, 2 on SQLite.
     #[arg(long)]
     pub tx_concurrency: Option<usize>,
 
@@ -140,6 +140,11 @@ pub struct BenchArgs {
     /// How long the latency phase enqueues, in seconds.
     #[arg(long, default_value_t = 5.0)]
     pub latency_secs: f64,
+
+    /// PostgreSQL only: run with `synchronous_commit = off` on the scratch
+    /// database, to see what waiting for the WAL flush of each commit costs.
+    #[arg(long)]
+    pub async_commit: bool,
 
     /// Print the report as JSON instead of a table.
     #[arg(long)]
@@ -164,7 +169,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     match kind {
         BackendKind::Postgres => {
             let server = url.as_deref().unwrap_or_default();
-            let scratch = ScratchDatabase::create(server)
+            let scratch = ScratchDatabase::create(server, args.async_commit)
                 .await
                 .context("creating the scratch database (the URL's user needs CREATEDB)")?;
             let name = scratch.name().to_owned();
@@ -177,7 +182,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         BackendKind::Sqlite => {
             let scratch = ScratchFile::new(url.as_deref())?;
             let name = scratch.path().display().to_string();
-            let result = run_on::<Sqlite>(scratch.url(), &name, &args, 8, 4).await;
+            let result = run_on::<Sqlite>(scratch.url(), &name, &args, 8, 2).await;
             let removed = scratch.remove();
             let report = result?;
             removed.context("removing the scratch file")?;
@@ -199,6 +204,7 @@ async fn run_on<DB: BenchStore>(
         tx_concurrency: args.tx_concurrency.unwrap_or(default_tx_concurrency),
         fetch_batch: args.fetch_batch,
         completer_batch: args.completer_batch,
+        synchronous_commit: !args.async_commit,
     };
     let pool = DB::connect(url, settings.max_connections).await?;
     let bench = phase::Bench::<DB>::new(pool.clone(), settings.clone());

@@ -40,6 +40,8 @@ pub struct Settings {
     pub fetch_batch: usize,
     /// Most completions written per statement.
     pub completer_batch: usize,
+    /// Whether commits wait for the WAL flush (PostgreSQL's default).
+    pub synchronous_commit: bool,
 }
 
 /// Jobs handled per second in one phase.
@@ -88,6 +90,11 @@ pub struct Latency {
     pub p99_ms: f64,
     /// Slowest.
     pub max_ms: f64,
+    /// Median delay from the enqueue call's return (the commit) to the
+    /// start: the pick-up time alone, without the insert.
+    pub pickup_p50_ms: f64,
+    /// 99th percentile of that delay.
+    pub pickup_p99_ms: f64,
 }
 
 impl fmt::Display for Report {
@@ -96,8 +103,13 @@ impl fmt::Display for Report {
         writeln!(f, "offload bench: {} ({})", self.backend, self.database)?;
         writeln!(
             f,
-            "pool {} connections, concurrency {} (tx jobs {}), fetch batch {}, completer batch {}",
-            s.max_connections, s.concurrency, s.tx_concurrency, s.fetch_batch, s.completer_batch
+            "pool {} connections, concurrency {} (tx jobs {}), fetch batch {}, completer batch {}{}",
+            s.max_connections,
+            s.concurrency,
+            s.tx_concurrency,
+            s.fetch_batch,
+            s.completer_batch,
+            if s.synchronous_commit { "" } else { ", synchronous_commit off" }
         )?;
         writeln!(f)?;
         writeln!(

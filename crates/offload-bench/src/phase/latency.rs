@@ -1,10 +1,12 @@
 //! Enqueue-to-start latency while jobs arrive at a steady rate, one
 //! `enqueue` each, as a web service would enqueue them.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use hdrhistogram::Histogram;
 use offload::{Retention, Worker};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -38,9 +40,10 @@ impl<DB: BenchStore> Bench<DB> {
         let outcome = self.enqueue_steadily(rate, total, &bar).await;
         let waited = self.wait_for_starts(total, &bar).await;
         worker.shutdown().await;
-        let achieved = outcome?;
+        let (achieved, committed) = outcome?;
         waited?;
         let histogram = jobs::take_latencies().context("latency histogram missing")?;
+        let pickup = pickup_histogram(&committed, jobs::take_latency_starts())?;
         let ms = |us: u64| us as f64 / 1000.0;
         let result = Latency {
             target_rate: rate,
@@ -50,6 +53,8 @@ impl<DB: BenchStore> Bench<DB> {
             p90_ms: ms(histogram.value_at_quantile(0.90)),
             p99_ms: ms(histogram.value_at_quantile(0.99)),
             max_ms: ms(histogram.max()),
+            pickup_p50_ms: ms(pickup.value_at_quantile(0.50)),
+            pickup_p99_ms: ms(pickup.value_at_quantile(0.99)),
         };
         finish(
             bar,
@@ -58,18 +63,20 @@ impl<DB: BenchStore> Bench<DB> {
         Ok(result)
     }
 
-    /// Enqueues `total` jobs at `rate`; returns the rate achieved.
+    /// Enqueues `total` jobs at `rate`; returns the rate achieved and, per
+    /// job id, when its enqueue call returned (µs since the epoch).
     async fn enqueue_steadily(
         &self,
         rate: f64,
         total: u64,
         bar: &indicatif::ProgressBar,
-    ) -> anyhow::Result<f64> {
+    ) -> anyhow::Result<(f64, HashMap<i64, i64>)> {
         let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
         // Catch up after a late tick, so the average rate holds.
         ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
         let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         let mut enqueues = JoinSet::new();
+        let mut committed = HashMap::with_capacity(total as usize);
         let started = Instant::now();
         for _ in 0..total {
             ticker.tick().await;
@@ -81,17 +88,19 @@ impl<DB: BenchStore> Bench<DB> {
                 };
                 let enqueued = client.enqueue(job).await;
                 drop(permit);
-                enqueued.map(|_| ())
+                enqueued.map(|id| (id, jobs::now_micros()))
             });
             while let Some(joined) = enqueues.try_join_next() {
-                joined??;
+                let (id, at) = joined??;
+                committed.insert(id, at);
             }
             bar.set_position(jobs::started());
         }
         while let Some(joined) = enqueues.join_next().await {
-            joined??;
+            let (id, at) = joined??;
+            committed.insert(id, at);
         }
-        Ok(total as f64 / started.elapsed().as_secs_f64())
+        Ok((total as f64 / started.elapsed().as_secs_f64(), committed))
     }
 
     async fn wait_for_starts(
@@ -112,4 +121,22 @@ impl<DB: BenchStore> Bench<DB> {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
+}
+
+/// Delays from the return of each job's enqueue call (its commit) to its
+/// start: the queue's own pick-up time, without the insert's.
+fn pickup_histogram(
+    committed: &HashMap<i64, i64>,
+    starts: Vec<(i64, i64)>,
+) -> anyhow::Result<Histogram<u64>> {
+    let mut histogram = Histogram::new_with_bounds(1, jobs::MAX_LATENCY_US, 3)?;
+    for (id, started) in starts {
+        if let Some(returned) = committed.get(&id) {
+            // A job can start before its enqueue call has returned; count
+            // that as the shortest delay.
+            let delay = u64::try_from(started - returned).unwrap_or(0);
+            histogram.saturating_record(delay.clamp(1, jobs::MAX_LATENCY_US));
+        }
+    }
+    Ok(histogram)
 }

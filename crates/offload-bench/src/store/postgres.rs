@@ -18,8 +18,9 @@ pub struct ScratchDatabase {
 
 impl ScratchDatabase {
     /// Creates `offload_bench_<pid>` on the server of `server_url`, going
-    /// through the server's `postgres` database.
-    pub async fn create(server_url: &str) -> sqlx::Result<Self> {
+    /// through the server's `postgres` database. With `async_commit`, its
+    /// sessions default to `synchronous_commit = off`.
+    pub async fn create(server_url: &str, async_commit: bool) -> sqlx::Result<Self> {
         let admin = PgConnectOptions::from_str(server_url)?
             .database("postgres")
             .disable_statement_logging();
@@ -32,6 +33,15 @@ impl ScratchDatabase {
         sqlx::query(&format!("CREATE DATABASE \"{name}\""))
             .execute(&mut conn)
             .await?;
+        if async_commit {
+            // Commits return before their WAL is flushed: a crash can lose
+            // the last few, but never half of one.
+            sqlx::query(&format!(
+                "ALTER DATABASE \"{name}\" SET synchronous_commit = off"
+            ))
+            .execute(&mut conn)
+            .await?;
+        }
         conn.close().await?;
         let url = with_database(server_url, &name);
         Ok(Self { admin, name, url })
