@@ -31,7 +31,8 @@ pub fn exponential(attempt: i32) -> Duration {
 /// assert!(d >= Duration::from_millis(40) && d <= Duration::from_millis(80));
 /// ```
 pub fn scaled(attempt: i32, min: Duration, max: Duration) -> Duration {
-    let step = usize::try_from(attempt.max(1) - 1).unwrap_or(0);
+    // Past 64 doublings any delay is capped, so iterate no further.
+    let step = usize::try_from(attempt.clamp(1, 64) - 1).unwrap_or(0);
     ExponentialBuilder::default()
         .with_min_delay(min)
         .with_max_delay(max)

@@ -22,6 +22,17 @@ pub trait TestDb: Backend {
         conn: &mut Self::Connection,
         job_id: i64,
     ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+    /// Records `job_id` as an effect, without touching the shared counter
+    /// row (no lock contention between jobs).
+    fn record_effect(
+        conn: &mut Self::Connection,
+        job_id: i64,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+    /// Running jobs held by worker processes with this pid.
+    fn running_of_pid(
+        pool: &Pool<Self>,
+        pid: u32,
+    ) -> impl Future<Output = Result<i64, sqlx::Error>> + Send;
     /// The counter's value.
     fn counter(pool: &Pool<Self>) -> impl Future<Output = i64> + Send;
     /// (effects recorded, distinct jobs that recorded one).
@@ -93,6 +104,23 @@ impl TestDb for Postgres {
         Ok(())
     }
 
+    async fn running_of_pid(pool: &Pool<Self>, pid: u32) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM offload_jobs WHERE state = 'running' AND worker_id LIKE $1",
+        )
+        .bind(format!("%-{pid}-%"))
+        .fetch_one(pool)
+        .await
+    }
+
+    async fn record_effect(conn: &mut sqlx::PgConnection, job_id: i64) -> Result<(), sqlx::Error> {
+        sqlx::query("INSERT INTO effects (job_id) VALUES ($1)")
+            .bind(job_id)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
     async fn counter(pool: &Pool<Self>) -> i64 {
         sqlx::query_scalar("SELECT value FROM counter WHERE id = 1")
             .fetch_one(pool)
@@ -146,6 +174,26 @@ impl TestDb for Sqlite {
         sqlx::query("UPDATE counter SET value = value + 1 WHERE id = 1")
             .execute(&mut *conn)
             .await?;
+        sqlx::query("INSERT INTO effects (job_id) VALUES (?1)")
+            .bind(job_id)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn running_of_pid(pool: &Pool<Self>, pid: u32) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM offload_jobs WHERE state = 'running' AND worker_id LIKE ?1",
+        )
+        .bind(format!("%-{pid}-%"))
+        .fetch_one(pool)
+        .await
+    }
+
+    async fn record_effect(
+        conn: &mut sqlx::SqliteConnection,
+        job_id: i64,
+    ) -> Result<(), sqlx::Error> {
         sqlx::query("INSERT INTO effects (job_id) VALUES (?1)")
             .bind(job_id)
             .execute(conn)

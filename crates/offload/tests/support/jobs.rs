@@ -29,6 +29,20 @@ impl<DB: TestDb> Job<DB> for ApplyEffect {
     }
 }
 
+/// Records one effect row in its own transaction; jobs do not contend.
+#[derive(Serialize, Deserialize)]
+pub struct RecordEffect;
+
+impl<DB: TestDb> Job<DB> for RecordEffect {
+    const KIND: &'static str = "record_effect";
+
+    async fn run(self, ctx: &mut JobContext<DB>) -> Result<(), JobError> {
+        let id = ctx.id();
+        DB::record_effect(ctx.tx().await?, id).await?;
+        Ok(())
+    }
+}
+
 /// Sleeps (cancellably), then applies one effect.
 #[derive(Serialize, Deserialize)]
 pub struct SlowEffect {
@@ -156,6 +170,7 @@ impl<DB: TestDb> Job<DB> for Noop {
 pub fn registry<DB: TestDb>() -> Registry<DB> {
     Registry::new()
         .register::<ApplyEffect>()
+        .register::<RecordEffect>()
         .register::<SlowEffect>()
         .register::<FailTimes>()
         .register::<Panics>()
