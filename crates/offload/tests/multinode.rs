@@ -318,7 +318,40 @@ async fn a_new_leader_enqueues_only_the_latest_missed_tick<DB: ClusterDb>(db: &T
     assert!(ticks.len() <= 3, "{ticks:?}");
 }
 
+async fn cron_schedule_in_a_time_zone_enqueues_each_tick<DB: ClusterDb>(db: &TestDatabase<DB>) {
+    // Every second, read in Tokyo time (seconds fields agree in every zone).
+    let every_second = offload::PeriodicJob::<DB>::cron(
+        "cron_every_second",
+        "* * * * * *",
+        offload::chrono_tz::Asia::Tokyo,
+        || support::cluster::Tick,
+    )
+    .unwrap();
+    let config = offload::WorkerConfig::default()
+        .queue("ticks", 2)
+        .periodic(every_second);
+    let worker = Worker::new(db.pool.clone(), node_registry::<DB>(), config)
+        .start()
+        .await
+        .unwrap();
+    worker.wait_for_leadership().await;
+    let started = Utc::now().timestamp_micros();
+    tokio::time::sleep(Duration::from_millis(3_300)).await;
+    worker.shutdown().await;
+    let ticks: Vec<i64> = DB::run_ats(&db.pool, "tick")
+        .await
+        .into_iter()
+        .filter(|at| *at > started)
+        .collect();
+    assert!((3..=4).contains(&ticks.len()), "{ticks:?}");
+    assert!(
+        ticks.windows(2).all(|w| w[1] - w[0] == 1_000_000),
+        "one tick per second, none skipped or repeated: {ticks:?}"
+    );
+}
+
 on_both_backends!(
+    cron_schedule_in_a_time_zone_enqueues_each_tick,
     two_leaders_enqueuing_the_same_ticks_insert_each_once,
     a_new_leader_enqueues_only_the_latest_missed_tick,
 );
