@@ -23,3 +23,6 @@ fi
 
 cargo test --workspace --all-targets --locked -- --test-threads=4
 cargo test --workspace --doc --locked
+
+# The chaos suite restarts PostgreSQL, so it runs alone, after the rest.
+bash scripts/chaos.sh
