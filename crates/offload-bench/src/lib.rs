@@ -117,7 +117,7 @@ pub struct BenchArgs {
     pub concurrency: usize,
 
     /// Queue concurrency for transactional jobs; each holds a connection
-    /// while it runs. Default: 32 on PostgreSQL, 2 on SQLite.
+    /// while it runs. Default: 16 on PostgreSQL, 2 on SQLite.
     #[arg(long)]
     pub tx_concurrency: Option<usize>,
 
@@ -129,7 +129,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1_000)]
     pub completer_batch: usize,
 
-    /// Pool size. Default: 40 on PostgreSQL, 8 on SQLite.
+    /// Pool size. Default: 20 on PostgreSQL (the server is shared; mind its
+    /// `max_connections`), 8 on SQLite.
     #[arg(long)]
     pub max_connections: Option<u32>,
 
@@ -171,9 +172,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
             let server = url.as_deref().unwrap_or_default();
             let scratch = ScratchDatabase::create(server, args.async_commit)
                 .await
-                .context("creating the scratch database (the URL's user needs CREATEDB)")?;
+                .context("creating the scratch database (needs CREATEDB and a free connection)")?;
             let name = scratch.name().to_owned();
-            let result = run_on::<Postgres>(scratch.url(), &name, &args, 40, 32).await;
+            let result = run_on::<Postgres>(scratch.url(), &name, &args, 20, 16).await;
             let dropped = scratch.drop().await;
             let report = result?;
             dropped.context("dropping the scratch database")?;

@@ -1,0 +1,98 @@
+//! A tiny run of every phase on each backend: the figures come out, the
+//! drains' own checks pass, and the scratch database is gone afterwards.
+
+use clap::Parser;
+use offload_bench::BenchArgs;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    bench: BenchArgs,
+}
+
+fn small(extra: &[&str]) -> BenchArgs {
+    let mut argv = vec![
+        "bench",
+        "--bulk-jobs",
+        "2000",
+        "--bulk-batch",
+        "500",
+        "--single-jobs",
+        "200",
+        "--drain-jobs",
+        "2000",
+        "--tx-jobs",
+        "300",
+        "--counter-rows",
+        "7",
+        "--latency-rate",
+        "200",
+        "--latency-secs",
+        "0.5",
+    ];
+    argv.extend_from_slice(extra);
+    Cli::parse_from(argv).bench
+}
+
+fn assert_complete(report: &offload_bench::Report) {
+    for (name, phase) in [
+        ("bulk", &report.bulk_enqueue),
+        ("single", &report.single_enqueue),
+        ("drain", &report.drain_noop),
+        ("drain-delete", &report.drain_noop_delete),
+        ("drain-tx", &report.drain_tx),
+    ] {
+        let phase = phase.as_ref().unwrap_or_else(|| panic!("{name} missing"));
+        assert!(
+            phase.jobs > 0 && phase.jobs_per_sec > 0.0,
+            "{name}: {phase:?}"
+        );
+    }
+    let tx = report.drain_tx.as_ref().expect("drain-tx ran");
+    assert_eq!(tx.check, "300 completed, counters sum 300");
+    let latency = report.latency.as_ref().expect("latency ran");
+    assert_eq!(latency.samples, 100);
+    assert!(latency.p50_ms <= latency.p99_ms && latency.p99_ms <= latency.max_ms);
+    let table = report.to_string();
+    assert!(table.contains("drain no-op, retention 0"), "{table}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_phase_reports_on_sqlite_and_removes_its_file() {
+    let dir = std::env::temp_dir().join(format!("offload-bench-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}/named.db", dir.display());
+    let report = offload_bench::run(small(&["--database-url", &url]))
+        .await
+        .unwrap();
+    assert_eq!(report.backend, "SQLite");
+    assert_complete(&report);
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert!(left.is_empty(), "scratch files left: {left:?}");
+    std::fs::remove_dir(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_phase_reports_on_postgres_and_drops_its_database() {
+    let server = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let report = offload_bench::run(small(&[
+        "--database-url",
+        &server,
+        "--max-connections",
+        "8",
+    ]))
+    .await
+    .unwrap();
+    assert_eq!(report.backend, "PostgreSQL");
+    assert_complete(&report);
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&server)
+        .await
+        .unwrap();
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname = $1")
+        .bind(&report.database)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "scratch database {} still exists", report.database);
+}
