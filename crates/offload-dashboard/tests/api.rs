@@ -31,22 +31,45 @@ async fn run_all<DB: AdminBackend>(pool: &Pool<DB>, queues: &[&str]) {
 }
 
 async fn pages_follow_the_keyset_cursor_newest_first<DB: AdminBackend>(pool: Pool<DB>) {
-    let inserted = insert(&pool, &[("default", false, &[][..]); 7]).await;
+    let mut inserted = insert(&pool, &[("default", false, &[][..]); 7]).await;
+    inserted.extend(insert(&pool, &[("other", false, &[][..]); 2]).await);
     let app = app(&pool);
-    let mut seen = Vec::new();
-    let mut uri = "/api/jobs?limit=3".to_owned();
-    loop {
-        let reply = get(&app, &uri).await;
-        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
-        seen.extend(ids(&reply));
-        match reply.json()["next_before"].as_i64() {
-            Some(before) => uri = format!("/api/jobs?limit=3&before={before}"),
-            None => break,
-        }
+    // Cancel some, so pages span several states.
+    for id in [inserted[1], inserted[4]] {
+        post_json(&app, &format!("/api/jobs/{id}/cancel"), json!({})).await;
     }
-    let mut expected = inserted.clone();
-    expected.reverse();
-    assert_eq!(seen, expected, "every job once, newest first");
+    let pages = |filter: &'static str| {
+        let app = app.clone();
+        async move {
+            let mut seen = Vec::new();
+            let mut uri = format!("/api/jobs?limit=3{filter}");
+            loop {
+                let reply = get(&app, &uri).await;
+                assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+                seen.extend(ids(&reply));
+                match reply.json()["next_before"].as_i64() {
+                    Some(before) => uri = format!("/api/jobs?limit=3{filter}&before={before}"),
+                    None => break,
+                }
+            }
+            seen
+        }
+    };
+    let newest_first = |ids: &[i64]| ids.iter().rev().copied().collect::<Vec<_>>();
+    assert_eq!(
+        pages("").await,
+        newest_first(&inserted),
+        "every job once, newest first"
+    );
+    assert_eq!(pages("&queue=default").await, newest_first(&inserted[..7]));
+    assert_eq!(
+        pages("&queue=default&state=available,cancelled").await,
+        newest_first(&inserted[..7])
+    );
+    assert_eq!(
+        pages("&state=cancelled").await,
+        vec![inserted[4], inserted[1]]
+    );
 }
 
 async fn filters_select_by_state_queue_kind_tag_text_and_time<DB: AdminBackend>(pool: Pool<DB>) {

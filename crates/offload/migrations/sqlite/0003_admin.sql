@@ -1,2 +1,3 @@
--- Job lists filtered by queue, newest first, page by id (keyset).
-CREATE INDEX offload_jobs_queue_id ON offload_jobs (queue, id);
+-- Job lists filtered by queue (and state), newest first, paged by id; and
+-- the per-queue, per-state counts of the dashboard (an index-only scan).
+CREATE INDEX offload_jobs_queue_state_id ON offload_jobs (queue, state, id);

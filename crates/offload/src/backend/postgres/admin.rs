@@ -15,12 +15,51 @@ const SUMMARY_COLUMNS: &str = "id, kind, queue, state, priority, attempt, max_at
      tags::text, left(args::text, $PREVIEW), errors -> -1 ->> 'error', created_at, run_at, \
      attempted_at, finalized_at";
 
-/// Appends `WHERE ...` for `filter` (and the keyset cursor).
-fn push_where(qb: &mut QueryBuilder<'_, Postgres>, filter: &JobFilter, before: Option<i64>) {
+/// Appends the ids of one page of jobs matching `filter`, newest first.
+///
+/// With several states this is one branch per state, merged: each branch
+/// can walk an `(…, state, id)` index in id order, where a single
+/// `state = ANY(…)` scan would fall back to the primary key and read every
+/// row when few jobs match.
+fn push_page_ids(
+    qb: &mut QueryBuilder<'_, Postgres>,
+    filter: &JobFilter,
+    before: Option<i64>,
+    limit: u32,
+) {
+    if filter.states.len() <= 1 {
+        qb.push("SELECT id FROM offload_jobs");
+        push_where(qb, filter, filter.states.first().copied(), before);
+        qb.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(limit));
+        return;
+    }
+    qb.push("SELECT id FROM (");
+    for (i, state) in filter.states.iter().enumerate() {
+        if i > 0 {
+            qb.push(" UNION ALL ");
+        }
+        qb.push("(SELECT id FROM offload_jobs");
+        push_where(qb, filter, Some(*state), before);
+        qb.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(limit))
+            .push(")");
+    }
+    qb.push(") branches ORDER BY id DESC LIMIT ")
+        .push_bind(i64::from(limit));
+}
+
+/// Appends `WHERE ...` for `filter` with `state` in place of its states
+/// (and the keyset cursor).
+fn push_where(
+    qb: &mut QueryBuilder<'_, Postgres>,
+    filter: &JobFilter,
+    state: Option<JobState>,
+    before: Option<i64>,
+) {
     qb.push(" WHERE true");
-    if !filter.states.is_empty() {
-        let states: Vec<&'static str> = filter.states.iter().map(|s| s.as_str()).collect();
-        qb.push(" AND state = ANY(").push_bind(states).push(")");
+    if let Some(state) = state {
+        qb.push(" AND state = ").push_bind(state.as_str());
     }
     if let Some(queue) = &filter.queue {
         qb.push(" AND queue = ").push_bind(queue.clone());
@@ -109,10 +148,12 @@ SELECT cancelled.id, cancelled.was_running FROM cancelled, signalled ORDER BY ca
 impl AdminBackend for Postgres {
     async fn list_jobs(pool: &PgPool, filter: &JobFilter, page: &Page) -> Result<Vec<JobSummary>> {
         let columns = SUMMARY_COLUMNS.replace("$PREVIEW", &ARGS_PREVIEW_LEN.to_string());
-        let mut qb = QueryBuilder::new(format!("SELECT {columns} FROM offload_jobs"));
-        push_where(&mut qb, filter, page.before);
-        qb.push(" ORDER BY id DESC LIMIT ")
-            .push_bind(i64::from(page.limit));
+        // Ids first (index-only where possible), then the rows of the page.
+        let mut qb = QueryBuilder::new("WITH page AS MATERIALIZED (");
+        push_page_ids(&mut qb, filter, page.before, page.limit);
+        qb.push(format!(
+            ") SELECT {columns} FROM offload_jobs JOIN page USING (id) ORDER BY id DESC"
+        ));
         let rows = qb.build().fetch_all(pool).await?;
         rows.iter().map(summary).collect()
     }
@@ -123,31 +164,42 @@ impl AdminBackend for Postgres {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<i64>> {
-        let mut qb = QueryBuilder::new("SELECT id FROM offload_jobs");
-        push_where(&mut qb, filter, before);
-        qb.push(" ORDER BY id DESC LIMIT ")
-            .push_bind(i64::from(limit));
+        let mut qb = QueryBuilder::new("");
+        push_page_ids(&mut qb, filter, before, limit);
         Ok(qb.build_query_scalar().fetch_all(pool).await?)
     }
 
     async fn count_jobs(pool: &PgPool, filter: &JobFilter) -> Result<i64> {
         let mut qb = QueryBuilder::new("SELECT count(*) FROM offload_jobs");
-        push_where(&mut qb, filter, None);
+        push_where(&mut qb, filter, None, None);
+        if !filter.states.is_empty() {
+            let states: Vec<&'static str> = filter.states.iter().map(|s| s.as_str()).collect();
+            qb.push(" AND state = ANY(").push_bind(states).push(")");
+        }
         Ok(qb.build_query_scalar().fetch_one(pool).await?)
     }
 
     async fn queue_state_counts(pool: &PgPool) -> Result<Vec<QueueStateCount>> {
-        let rows: Vec<(String, String, i64, Option<DateTime<Utc>>)> = sqlx::query_as(
-            "SELECT queue, state, count(*), min(run_at) FILTER (WHERE state = 'available') \
-             FROM offload_jobs GROUP BY queue, state",
+        let counts: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT queue, state, count(*) FROM offload_jobs GROUP BY queue, state")
+                .fetch_all(pool)
+                .await?;
+        // Separate, so it reads only available rows (the claim index).
+        let oldest: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT queue, min(run_at) FROM offload_jobs WHERE state = 'available' GROUP BY queue",
         )
         .fetch_all(pool)
         .await?;
-        rows.into_iter()
-            .map(|(queue, state, count, oldest_run_at)| {
+        counts
+            .into_iter()
+            .map(|(queue, state, count)| {
+                let state = parse_state(&state)?;
+                let oldest_run_at = (state == JobState::Available)
+                    .then(|| oldest.iter().find(|(q, _)| *q == queue).map(|(_, at)| *at))
+                    .flatten();
                 Ok(QueueStateCount {
                     queue,
-                    state: parse_state(&state)?,
+                    state,
                     count,
                     oldest_run_at,
                 })

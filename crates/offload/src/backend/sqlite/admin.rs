@@ -14,16 +14,55 @@ use crate::Result;
 
 const MINUTE_MICROS: i64 = 60_000_000;
 
-/// Appends `WHERE ...` for `filter` (and the keyset cursor).
-fn push_where(qb: &mut QueryBuilder<'_, Sqlite>, filter: &JobFilter, before: Option<i64>) {
-    qb.push(" WHERE 1");
-    if !filter.states.is_empty() {
-        qb.push(" AND state IN (");
-        let mut states = qb.separated(", ");
-        for state in &filter.states {
-            states.push_bind(state.as_str());
+/// Appends the ids of one page of jobs matching `filter`, newest first.
+///
+/// With several states, or a queue and no state, this is one branch per
+/// state, merged: each branch walks the `(queue, state, id)` or
+/// `(state, id)` index in id order instead of sorting a whole queue.
+fn push_page_ids(
+    qb: &mut QueryBuilder<'_, Sqlite>,
+    filter: &JobFilter,
+    before: Option<i64>,
+    limit: u32,
+) {
+    let states: &[JobState] = if filter.states.is_empty() && filter.queue.is_some() {
+        &JobState::ALL
+    } else {
+        &filter.states
+    };
+    if states.len() <= 1 {
+        qb.push("SELECT id FROM offload_jobs");
+        push_where(qb, filter, states.first().copied(), before);
+        qb.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(limit));
+        return;
+    }
+    qb.push("SELECT id FROM (");
+    for (i, state) in states.iter().enumerate() {
+        if i > 0 {
+            qb.push(" UNION ALL ");
         }
-        qb.push(")");
+        qb.push("SELECT id FROM (SELECT id FROM offload_jobs");
+        push_where(qb, filter, Some(*state), before);
+        qb.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(limit))
+            .push(")");
+    }
+    qb.push(") ORDER BY id DESC LIMIT ")
+        .push_bind(i64::from(limit));
+}
+
+/// Appends `WHERE ...` for `filter` with `state` in place of its states
+/// (and the keyset cursor).
+fn push_where(
+    qb: &mut QueryBuilder<'_, Sqlite>,
+    filter: &JobFilter,
+    state: Option<JobState>,
+    before: Option<i64>,
+) {
+    qb.push(" WHERE 1");
+    if let Some(state) = state {
+        qb.push(" AND state = ").push_bind(state.as_str());
     }
     if let Some(queue) = &filter.queue {
         qb.push(" AND queue = ").push_bind(queue.clone());
@@ -88,14 +127,14 @@ impl AdminBackend for Sqlite {
         filter: &JobFilter,
         page: &Page,
     ) -> Result<Vec<JobSummary>> {
-        let mut qb = QueryBuilder::new(format!(
-            "SELECT id, kind, queue, state, priority, attempt, max_attempts, tags, \
+        let mut qb = QueryBuilder::new("WITH page AS (");
+        push_page_ids(&mut qb, filter, page.before, page.limit);
+        qb.push(format!(
+            ") SELECT id, kind, queue, state, priority, attempt, max_attempts, tags, \
              substr(args, 1, {ARGS_PREVIEW_LEN}), errors ->> '$[#-1].error', created_at, run_at, \
-             attempted_at, finalized_at FROM offload_jobs"
+             attempted_at, finalized_at FROM offload_jobs WHERE id IN (SELECT id FROM page) \
+             ORDER BY id DESC"
         ));
-        push_where(&mut qb, filter, page.before);
-        qb.push(" ORDER BY id DESC LIMIT ")
-            .push_bind(i64::from(page.limit));
         let rows = qb.build().fetch_all(pool).await?;
         rows.iter().map(summary).collect()
     }
@@ -106,33 +145,54 @@ impl AdminBackend for Sqlite {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<i64>> {
-        let mut qb = QueryBuilder::new("SELECT id FROM offload_jobs");
-        push_where(&mut qb, filter, before);
-        qb.push(" ORDER BY id DESC LIMIT ")
-            .push_bind(i64::from(limit));
+        let mut qb = QueryBuilder::new("");
+        push_page_ids(&mut qb, filter, before, limit);
         Ok(qb.build_query_scalar().fetch_all(pool).await?)
     }
 
     async fn count_jobs(pool: &SqlitePool, filter: &JobFilter) -> Result<i64> {
         let mut qb = QueryBuilder::new("SELECT count(*) FROM offload_jobs");
-        push_where(&mut qb, filter, None);
+        push_where(&mut qb, filter, None, None);
+        if !filter.states.is_empty() {
+            qb.push(" AND state IN (");
+            let mut states = qb.separated(", ");
+            for state in &filter.states {
+                states.push_bind(state.as_str());
+            }
+            qb.push(")");
+        }
         Ok(qb.build_query_scalar().fetch_one(pool).await?)
     }
 
     async fn queue_state_counts(pool: &SqlitePool) -> Result<Vec<QueueStateCount>> {
-        let rows: Vec<(String, String, i64, Option<i64>)> = sqlx::query_as(
-            "SELECT queue, state, count(*), CASE WHEN state = 'available' THEN min(run_at) END \
-             FROM offload_jobs GROUP BY queue, state",
+        // A scan of the (queue, state, id) index alone.
+        let counts: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT queue, state, count(*) FROM offload_jobs GROUP BY queue, state")
+                .fetch_all(pool)
+                .await?;
+        // Separate, so it reads only available rows (the claim index).
+        let oldest: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT queue, min(run_at) FROM offload_jobs WHERE state = 'available' GROUP BY queue",
         )
         .fetch_all(pool)
         .await?;
-        rows.into_iter()
-            .map(|(queue, state, count, oldest)| {
+        counts
+            .into_iter()
+            .map(|(queue, state, count)| {
+                let state = parse_state(&state)?;
+                let oldest_run_at = (state == JobState::Available)
+                    .then(|| {
+                        oldest
+                            .iter()
+                            .find(|(q, _)| *q == queue)
+                            .map(|(_, at)| from_micros(*at))
+                    })
+                    .flatten();
                 Ok(QueueStateCount {
                     queue,
-                    state: parse_state(&state)?,
+                    state,
                     count,
-                    oldest_run_at: oldest.map(from_micros),
+                    oldest_run_at,
                 })
             })
             .collect()
@@ -142,9 +202,12 @@ impl AdminBackend for Sqlite {
         pool: &SqlitePool,
         since: DateTime<Utc>,
     ) -> Result<Vec<(String, i64)>> {
+        // Repeating the partial index's own WHERE term lets SQLite use
+        // offload_jobs_finalized; `+queue` keeps it from grouping by another index.
         Ok(sqlx::query_as(
             "SELECT queue, count(*) FROM offload_jobs \
-             WHERE state = 'completed' AND finalized_at >= ?1 GROUP BY queue",
+             WHERE state IN ('completed', 'discarded', 'cancelled') \
+             AND state = 'completed' AND finalized_at >= ?1 GROUP BY +queue",
         )
         .bind(micros(since))
         .fetch_all(pool)
@@ -166,7 +229,8 @@ impl AdminBackend for Sqlite {
     ) -> Result<Vec<(DateTime<Utc>, JobState, i64)>> {
         let rows: Vec<(i64, String, i64)> = sqlx::query_as(
             "SELECT (finalized_at / ?3) * ?3 AS minute, state, count(*) FROM offload_jobs \
-             WHERE state IN ('completed', 'discarded') AND finalized_at >= ?1 \
+             WHERE state IN ('completed', 'discarded', 'cancelled') \
+               AND state IN ('completed', 'discarded') AND finalized_at >= ?1 \
                AND (?2 IS NULL OR queue = ?2) \
              GROUP BY minute, state",
         )
