@@ -23,7 +23,7 @@
   function refresh() {
     if (busy || document.hidden || (toggle && !toggle.checked)) return;
     // Do not pull content from under a focused control.
-    if (live.contains(document.activeElement) && document.activeElement.matches("input, select, textarea, button")) return;
+    if (live.contains(document.activeElement) && document.activeElement.matches("a, input, select, textarea, button, pre")) return;
     busy = true;
     fetch(window.location.href, { credentials: "same-origin", headers: { "X-Offload-Refresh": "1" } })
       .then(function (response) { return response.ok ? response.text() : null; })

@@ -57,7 +57,7 @@ pub enum ConfigError {
 pub const MIN_TOKEN_LEN: usize = 12;
 
 impl DashboardConfig {
-    /// No token, title "offload", refresh every 3 seconds, one hour of
+    /// No token, title "offload", refresh every 5 seconds, one hour of
     /// throughput.
     pub fn new() -> Self {
         Self {
@@ -65,7 +65,7 @@ impl DashboardConfig {
             token: None,
             require_token: false,
             database: None,
-            refresh: Duration::from_secs(3),
+            refresh: Duration::from_secs(5),
             throughput_minutes: 60,
         }
     }
