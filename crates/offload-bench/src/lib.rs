@@ -174,7 +174,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
                 .await
                 .context("creating the scratch database (needs CREATEDB and a free connection)")?;
             let name = scratch.name().to_owned();
-            let result = run_on::<Postgres>(scratch.url(), &name, &args, 20, 16).await;
+            let result =
+                until_interrupted(run_on::<Postgres>(scratch.url(), &name, &args, 20, 16)).await;
             let dropped = scratch.drop().await;
             let report = result?;
             dropped.context("dropping the scratch database")?;
@@ -183,7 +184,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         BackendKind::Sqlite => {
             let scratch = ScratchFile::new(url.as_deref())?;
             let name = scratch.path().display().to_string();
-            let result = run_on::<Sqlite>(scratch.url(), &name, &args, 8, 2).await;
+            let result =
+                until_interrupted(run_on::<Sqlite>(scratch.url(), &name, &args, 8, 2)).await;
             let removed = scratch.remove();
             let report = result?;
             removed.context("removing the scratch file")?;
@@ -262,6 +264,17 @@ async fn run_on<DB: BenchStore>(
     }
     pool.close().await;
     Ok(report)
+}
+
+/// Runs `bench` until it ends or Ctrl-C arrives, so that the scratch
+/// database is removed either way.
+async fn until_interrupted(
+    bench: impl std::future::Future<Output = anyhow::Result<Report>>,
+) -> anyhow::Result<Report> {
+    tokio::select! {
+        result = bench => result,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    }
 }
 
 fn backend_name<DB: Backend>() -> &'static str {
