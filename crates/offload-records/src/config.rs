@@ -56,6 +56,14 @@ pub struct Config {
     /// Seconds shutdown waits for running jobs before handing them back.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
     pub shutdown_timeout_secs: u64,
+    /// Token the dashboard at `/dashboard` asks for. Required when
+    /// listening beyond loopback; at least 12 characters.
+    #[arg(long, env = "OFFLOAD_DASHBOARD_TOKEN", hide_env_values = true)]
+    pub dashboard_token: Option<String>,
+    /// OTLP endpoint (gRPC, e.g. `http://127.0.0.1:4317`) to export spans
+    /// to. Needs the `otel` feature; without it, the flag is refused.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Config {
@@ -81,6 +89,21 @@ impl Config {
             hash_rounds: self.hash_rounds,
             delay_ms: self.job_delay_ms,
         }
+    }
+
+    /// The dashboard's settings for serving on `listen`: refused when the
+    /// address is reachable from other hosts and no token is set.
+    pub fn dashboard(
+        &self,
+        listen: std::net::SocketAddr,
+    ) -> Result<offload_dashboard::DashboardConfig, offload_dashboard::ConfigError> {
+        let mut dashboard = offload_dashboard::DashboardConfig::new()
+            .title("offload-records")
+            .database(&self.database_url);
+        if let Some(token) = &self.dashboard_token {
+            dashboard = dashboard.token(token.clone());
+        }
+        dashboard.for_listener(listen)
     }
 
     /// How long shutdown waits for running jobs.

@@ -9,6 +9,7 @@ pub mod api;
 pub mod config;
 pub mod intake;
 pub mod job;
+pub mod metrics;
 pub mod openapi;
 pub mod server;
 pub mod store;

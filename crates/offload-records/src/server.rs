@@ -49,6 +49,11 @@ pub async fn serve<DB: RecordStore>(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let backend = offload::BackendKind::from_url(&config.database_url)?;
+    let dashboard = config.dashboard(listener.local_addr()?).context(
+        "the dashboard at /dashboard would be unprotected: set --dashboard-token \
+         (OFFLOAD_DASHBOARD_TOKEN), at least 12 characters",
+    )?;
+    crate::metrics::prometheus()?;
     let pool = DB::connect(&config.database_url, config.max_connections(backend))
         .await
         .context("could not connect to the database")?;
@@ -80,7 +85,7 @@ pub async fn serve<DB: RecordStore>(
         config.job_settings(),
         config.group_commit_writers(backend),
     );
-    let app = api::router(state, config.body_limit);
+    let app = api::router_with_dashboard(state, config.body_limit, dashboard);
     tracing::info!(
         listen = %listener.local_addr()?,
         backend = <DB as sqlx::Database>::NAME,

@@ -10,6 +10,7 @@ use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
 use offload::{Backend, Client, Registry, Worker, WorkerConfig};
+use offload_dashboard::DashboardConfig;
 use offload_records::api::{self, AppState, JobSettings};
 use offload_records::job::{iterated_sha256, ProcessRecord, RECORDS_QUEUE};
 use offload_records::store::RecordStore;
@@ -186,6 +187,130 @@ async fn wait_until_done(app: &Router, id: i64) -> Value {
 }
 
 // --- scenarios -----------------------------------------------------------
+
+async fn dashboard_is_mounted_and_guarded_by_its_token<DB: TestDb>(pool: Pool<DB>) {
+    let open = app(&pool, 0, api::DEFAULT_BODY_LIMIT).await;
+    create(&open, "shown", "on the dashboard").await;
+    let page = send(&open, get("/dashboard")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    assert!(
+        page.content_type.starts_with("text/html"),
+        "{}",
+        page.content_type
+    );
+    // minijinja escapes `/` in attributes as `&#x2f;`.
+    let html = page.text.replace("&#x2f;", "/");
+    assert!(
+        html.contains("href=\"/dashboard/jobs"),
+        "links under the mount point: {html}"
+    );
+    let slash = send(&open, get("/dashboard/")).await;
+    assert_eq!(slash.status, StatusCode::PERMANENT_REDIRECT);
+    let overview = send(&open, get("/dashboard/api/overview")).await;
+    assert_eq!(overview.status, StatusCode::OK, "{}", overview.text);
+    assert_eq!(overview.json["totals"]["available"], 1, "{}", overview.text);
+
+    let token = "a-long-enough-dashboard-token";
+    let guarded = api::router_with_dashboard(
+        AppState::new(Client::new(pool.clone()), JobSettings::default(), 0),
+        api::DEFAULT_BODY_LIMIT,
+        DashboardConfig::new()
+            .token(token)
+            .for_listener("0.0.0.0:3000".parse().expect("addr"))
+            .expect("config with token"),
+    );
+    let refused = send(&guarded, get("/dashboard/api/overview")).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.text);
+    let allowed = send(
+        &guarded,
+        Request::get("/dashboard/api/overview")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(allowed.status, StatusCode::OK, "{}", allowed.text);
+    // The records API itself is not behind the dashboard's token.
+    assert_eq!(send(&guarded, get("/stats")).await.status, StatusCode::OK);
+}
+
+/// The value of the series `name{labels}` in a Prometheus text rendering.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|line| line.starts_with(&format!("{name}{{")))
+        .find(|line| {
+            labels
+                .iter()
+                .all(|(key, value)| line.contains(&format!("{key}=\"{value}\"")))
+        })
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
+
+async fn metrics_show_outcomes_queue_depth_and_requests<DB: TestDb>(pool: Pool<DB>) {
+    let app = app(&pool, 1, api::DEFAULT_BODY_LIMIT).await;
+    let id = create(&app, "counted", "in metrics").await["id"]
+        .as_i64()
+        .expect("id");
+    let worker = start_worker(&pool).await;
+    wait_until_done(&app, id).await;
+    stop_worker(worker).await;
+    // Parked on a queue of this backend's own: the recorder is shared by
+    // every test in this process.
+    let queue = format!("metrics-{}", <DB as sqlx::Database>::NAME);
+    let client = Client::new(pool.clone());
+    for _ in 0..2 {
+        let job = ProcessRecord {
+            record_id: id,
+            hash_rounds: 1,
+            delay_ms: 0,
+        };
+        let options = offload::EnqueueOptions::new().queue(queue.clone());
+        client.enqueue_with(job, options).await.expect("enqueue");
+    }
+
+    let reply = send(&app, get("/metrics")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert!(
+        reply.content_type.starts_with("text/plain"),
+        "{}",
+        reply.content_type
+    );
+    let text = &reply.text;
+    let completed = [
+        ("kind", "process_record"),
+        ("queue", RECORDS_QUEUE),
+        ("outcome", "completed"),
+    ];
+    assert!(
+        sample(text, "offload_jobs_total", &completed).is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    let depth = |state| {
+        sample(
+            text,
+            "offload_queue_jobs",
+            &[("queue", &queue), ("state", state)],
+        )
+    };
+    assert_eq!(depth("available"), Some(2.0), "{text}");
+    assert_eq!(depth("running"), Some(0.0), "{text}");
+    assert!(text.contains("offload_job_run_seconds_bucket"), "{text}");
+    let created = [("method", "POST"), ("route", "/records"), ("status", "201")];
+    assert!(
+        sample(text, "offload_records_http_requests_total", &created).is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    assert!(
+        sample(
+            text,
+            "offload_records_http_request_duration_seconds_count",
+            &created
+        )
+        .is_some(),
+        "{text}"
+    );
+}
 
 async fn create_returns_201_with_location_and_queued_job<DB: TestDb>(pool: Pool<DB>) {
     for writers in WRITE_MODES {
@@ -623,4 +748,6 @@ on_both_backends!(
     list_paginates_newest_first_and_filters_by_status,
     stats_count_records_by_status_and_queue_depth,
     openapi_document_and_offline_docs_are_served,
+    dashboard_is_mounted_and_guarded_by_its_token,
+    metrics_show_outcomes_queue_depth_and_requests,
 );

@@ -6,16 +6,18 @@ pub mod stats;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::Router;
 use offload::Client;
 use offload_axum::{Problem, TxLayer};
+use offload_dashboard::DashboardConfig;
 use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::intake::Intake;
+use crate::metrics::{self, MetricsState};
 use crate::openapi::ApiDoc;
 use crate::store::RecordStore;
 
@@ -82,9 +84,21 @@ impl<DB: RecordStore> AppState<DB> {
 }
 
 /// The service's whole router: the API, `/openapi.json`, the docs page at
-/// `/docs` (assets served from the binary, no CDN) and problem-details
+/// `/docs` (assets served from the binary, no CDN), Prometheus metrics at
+/// `/metrics`, the jobs dashboard at `/dashboard` (without a token: check
+/// it with [`DashboardConfig::for_listener`] before serving beyond
+/// loopback, as [`router_with_dashboard`] callers do) and problem-details
 /// fallbacks.
 pub fn router<DB: RecordStore>(state: AppState<DB>, body_limit: usize) -> Router {
+    router_with_dashboard(state, body_limit, DashboardConfig::new())
+}
+
+/// [`router`] with the dashboard configured by `dashboard` (title, token).
+pub fn router_with_dashboard<DB: RecordStore>(
+    state: AppState<DB>,
+    body_limit: usize,
+    dashboard: DashboardConfig,
+) -> Router {
     let pool = state.pool().clone();
     let api = Router::new()
         .route(
@@ -94,13 +108,32 @@ pub fn router<DB: RecordStore>(state: AppState<DB>, body_limit: usize) -> Router
         .route("/records/{id}", get(records::get_record::<DB>))
         .route("/stats", get(stats::stats::<DB>))
         .with_state(state);
-    Router::new()
+    let mut app = Router::new()
         .merge(api)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
-        // ---------------------------------------------------------------
-        // DASHBOARD MOUNT POINT: the offload-dashboard crate is mounted
-        // here, e.g. `.nest("/dashboard", offload_dashboard::router(pool.clone()))`.
-        // ---------------------------------------------------------------
+        .nest(
+            "/dashboard",
+            offload_dashboard::router(pool.clone(), dashboard),
+        )
+        // The dashboard's home link is `/dashboard/`; a nested `/` only
+        // answers `/dashboard`.
+        .route(
+            "/dashboard/",
+            get(|| async { Redirect::permanent("/dashboard") }),
+        );
+    match metrics::prometheus() {
+        Ok(handle) => {
+            app = app.route(
+                "/metrics",
+                get(metrics::render::<DB>).with_state(MetricsState::new(pool.clone(), handle)),
+            );
+        }
+        Err(error) => tracing::error!(%error, "serving without /metrics"),
+    }
+    app
+        // Routes only: the matched route is the label, and unknown paths
+        // would add a series each.
+        .route_layer(axum::middleware::from_fn(metrics::track_http))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
