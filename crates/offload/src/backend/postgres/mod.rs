@@ -49,8 +49,9 @@ WITH picked AS (
 )
 UPDATE offload_jobs j
 SET state = 'running', attempt = j.attempt + 1, attempted_at = now(), worker_id = $3
-FROM picked
-WHERE j.id = picked.id
+-- An id array probes the primary key; a join to the CTE plans as a hash
+-- join over a scan of the whole table.
+WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
 RETURNING j.id, j.kind, j.queue, j.args::text, j.attempt, j.max_attempts, j.run_at
 "#;
 
@@ -58,13 +59,15 @@ const COMPLETE_MANY: &str = r#"
 UPDATE offload_jobs j
 SET state = 'completed', finalized_at = now(), worker_id = NULL
 FROM unnest($1::int8[], $2::int4[]) AS d(id, attempt)
-WHERE j.id = d.id AND j.attempt = d.attempt AND j.state = 'running'
+-- `IS TRUE` keeps the planner from picking a plan by the (often stale)
+-- estimate of running rows: one primary-key probe per completion.
+WHERE j.id = d.id AND j.attempt = d.attempt AND (j.state = 'running') IS TRUE
 "#;
 
 const DELETE_MANY: &str = r#"
 DELETE FROM offload_jobs j
 USING unnest($1::int8[], $2::int4[]) AS d(id, attempt)
-WHERE j.id = d.id AND j.attempt = d.attempt AND j.state = 'running'
+WHERE j.id = d.id AND j.attempt = d.attempt AND (j.state = 'running') IS TRUE
 "#;
 
 const COMPLETE_ONE: &str = "UPDATE offload_jobs SET state = 'completed', finalized_at = now(), \
@@ -103,8 +106,7 @@ SET state = CASE WHEN j.attempt >= j.max_attempts THEN 'discarded' ELSE 'availab
         'attempt', j.attempt, 'at', now(),
         'error', 'rescued: worker ' || COALESCE(j.worker_id, '?') || ' stopped heartbeating')),
     worker_id = NULL
-FROM lost
-WHERE j.id = lost.id
+WHERE j.id = ANY(ARRAY(SELECT id FROM lost))
 RETURNING j.queue
 "#;
 
@@ -117,8 +119,7 @@ WITH due AS (
     FOR UPDATE SKIP LOCKED
 )
 UPDATE offload_jobs j SET state = 'available'
-FROM due
-WHERE j.id = due.id
+WHERE j.id = ANY(ARRAY(SELECT id FROM due))
 RETURNING j.queue
 "#;
 
