@@ -258,7 +258,23 @@ async fn cancel_and_delete_change_only_jobs_they_apply_to<DB: AdminBackend>(pool
 
 async fn cancelling_a_running_job_stops_it_and_rolls_it_back<DB: AdminBackend>(pool: Pool<DB>) {
     let client = Client::new(pool.clone());
+    // offload tracks this process's running jobs by id alone, so the
+    // sleeper gets an id no concurrent test (on either backend) uses.
+    let padding = if <DB as sqlx::Database>::NAME == "PostgreSQL" {
+        1000
+    } else {
+        2000
+    };
+    let filler: Vec<offload::NewJob> = (0..padding)
+        .map(|_| {
+            let mut job = offload::NewJob::new("filler", "{}");
+            job.queue = "filler".to_owned();
+            job
+        })
+        .collect();
+    client.insert(&filler).await.expect("insert filler");
     let id = client.enqueue(Sleeper).await.expect("enqueue");
+    assert!(id > padding, "sleeper id {id} is past the filler");
     let worker = start_worker(&pool, &["default"]).await;
     wait_for_state(&pool, id, JobState::Running).await;
     let app = app(&pool);
