@@ -9,17 +9,23 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 static QUEUES: LazyLock<Mutex<HashMap<String, Arc<Notify>>>> = LazyLock::new(Default::default);
-/// Cancellation signals of the jobs running in this process, by job id.
-static RUNNING: LazyLock<Mutex<HashMap<i64, CancellationToken>>> = LazyLock::new(Default::default);
+/// A running job: its database's identity and its id (ids repeat across
+/// databases served by one process).
+type RunningKey = (Arc<str>, i64);
+
+/// Cancellation signals of the jobs running in this process.
+static RUNNING: LazyLock<Mutex<HashMap<RunningKey, CancellationToken>>> =
+    LazyLock::new(Default::default);
 
 /// Registers a running job's signal until the guard drops.
-pub(crate) fn track_running(id: i64, token: CancellationToken) -> RunningGuard {
-    lock(&RUNNING).insert(id, token);
-    RunningGuard(id)
+pub(crate) fn track_running(database: Arc<str>, id: i64, token: CancellationToken) -> RunningGuard {
+    let key = (database, id);
+    lock(&RUNNING).insert(key.clone(), token);
+    RunningGuard(key)
 }
 
 /// Removes a job from the running set when its attempt ends.
-pub(crate) struct RunningGuard(i64);
+pub(crate) struct RunningGuard(RunningKey);
 
 impl Drop for RunningGuard {
     fn drop(&mut self) {
@@ -27,12 +33,13 @@ impl Drop for RunningGuard {
     }
 }
 
-/// Signals cancellation to jobs of `ids` running in this process. Their
-/// rows must already be `cancelled`, so that their transactions roll back.
-pub(crate) fn cancel_running(ids: &[i64]) {
+/// Signals cancellation to jobs of `ids` on `database` running in this
+/// process. Their rows must already be `cancelled`, so that their
+/// transactions roll back.
+pub(crate) fn cancel_running(database: &str, ids: &[i64]) {
     let running = lock(&RUNNING);
     for id in ids {
-        if let Some(token) = running.get(id) {
+        if let Some(token) = running.get(&(Arc::from(database), *id)) {
             token.cancel();
         }
     }

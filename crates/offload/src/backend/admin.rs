@@ -762,7 +762,7 @@ impl<DB: AdminBackend> Admin<DB> {
                     .collect();
                 // Jobs running in this process stop at once; other processes
                 // hear it through `offload_cancel` (PostgreSQL).
-                wake::cancel_running(&running);
+                wake::cancel_running(&DB::identity(&self.pool), &running);
                 cancelled.len()
             }
             JobAction::Delete => DB::delete_jobs(&self.pool, ids).await?.len(),

@@ -34,6 +34,11 @@ pub trait Backend: sqlx::Database + Sized {
     /// Applies offload's migrations that have not run yet.
     fn migrate(pool: &Pool<Self>) -> impl Future<Output = Result<()>> + Send;
 
+    /// Names the database `pool` talks to (host, port and name, or file), so
+    /// that in-process signals meant for one database never reach jobs of
+    /// another. Never includes credentials.
+    fn identity(pool: &Pool<Self>) -> String;
+
     /// Begins the transaction a job writes in.
     fn begin_job_tx(
         pool: &Pool<Self>,
@@ -215,8 +220,8 @@ pub struct Leader {
 pub struct Signals {
     /// New jobs on a queue.
     pub wake: fn(&str),
-    /// Running jobs were cancelled.
-    pub cancel: fn(&[i64]),
+    /// Running jobs were cancelled: the database's identity and the ids.
+    pub cancel: fn(&str, &[i64]),
 }
 
 /// A job ready to insert. Build one with [`Client::new_job`](crate::Client::new_job)

@@ -41,7 +41,7 @@ pub(crate) async fn execute<DB: Backend>(shared: Arc<Shared<DB>>, mut job: Claim
         let started = std::time::Instant::now();
         let args = std::mem::take(&mut job.args);
         let cancel = shared.cancel_jobs.child_token();
-        let _tracked = crate::wake::track_running(key.id, cancel.clone());
+        let _tracked = crate::wake::track_running(shared.database.clone(), key.id, cancel.clone());
         let mut ctx = JobContext::new(job, shared.pool.clone(), cancel);
 
         let run = AssertUnwindSafe(handler.run(&args, &mut ctx)).catch_unwind();

@@ -99,6 +99,7 @@ impl<DB: Backend> Worker<DB> {
             registry: self.registry,
             config,
             worker: info.clone(),
+            database: Arc::from(DB::identity(&self.pool)),
             completions,
             cancel_jobs: cancel_jobs.clone(),
             stop_maintenance: stop_maintenance.clone(),
@@ -213,6 +214,8 @@ pub(crate) struct Shared<DB: Backend> {
     pub registry: Registry<DB>,
     pub config: WorkerConfig,
     pub worker: WorkerInfo,
+    /// [`Backend::identity`] of the pool, shared by every job's signal.
+    pub database: Arc<str>,
     pub completions: mpsc::Sender<Attempt>,
     /// Cancelled when shutdown gives up waiting for running jobs.
     pub cancel_jobs: CancellationToken,

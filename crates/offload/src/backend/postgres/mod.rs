@@ -215,6 +215,12 @@ impl Backend for Postgres {
         Ok(())
     }
 
+    fn identity(pool: &PgPool) -> String {
+        let options = pool.connect_options();
+        let database = options.get_database().unwrap_or_default();
+        format!("postgres://{}:{}/{database}", options.get_host(), options.get_port())
+    }
+
     async fn begin_job_tx(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
         pool.begin().await
     }
@@ -370,7 +376,7 @@ impl Backend for Postgres {
             let notification = listener.recv().await?;
             if notification.channel() == CANCEL_CHANNEL {
                 if let Ok(id) = notification.payload().parse::<i64>() {
-                    (signals.cancel)(&[id]);
+                    (signals.cancel)(&Self::identity(pool), &[id]);
                 }
             } else {
                 (signals.wake)(notification.payload());

@@ -229,6 +229,10 @@ impl Backend for Sqlite {
         Ok(())
     }
 
+    fn identity(pool: &SqlitePool) -> String {
+        format!("sqlite://{}", pool.connect_options().get_filename().display())
+    }
+
     async fn begin_job_tx(pool: &SqlitePool) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
         // A deferred transaction that reads and then writes can fail with
         // SQLITE_BUSY without waiting; IMMEDIATE waits for the write lock.
