@@ -218,7 +218,11 @@ impl Backend for Postgres {
     fn identity(pool: &PgPool) -> String {
         let options = pool.connect_options();
         let database = options.get_database().unwrap_or_default();
-        format!("postgres://{}:{}/{database}", options.get_host(), options.get_port())
+        format!(
+            "postgres://{}:{}/{database}",
+            options.get_host(),
+            options.get_port()
+        )
     }
 
     async fn begin_job_tx(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {

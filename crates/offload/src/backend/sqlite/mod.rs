@@ -230,7 +230,10 @@ impl Backend for Sqlite {
     }
 
     fn identity(pool: &SqlitePool) -> String {
-        format!("sqlite://{}", pool.connect_options().get_filename().display())
+        format!(
+            "sqlite://{}",
+            pool.connect_options().get_filename().display()
+        )
     }
 
     async fn begin_job_tx(pool: &SqlitePool) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
