@@ -121,7 +121,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             fail: (enqueued + n) % 5 == 0,
             payload: "x".repeat(64),
         });
-        enqueued += client.enqueue_many(jobs).await?.len() as u64;
+        match client.enqueue_many(jobs).await {
+            Ok(ids) => enqueued += ids.len() as u64,
+            Err(error) => eprintln!("enqueue failed (database restarting?): {error}"),
+        }
         if start.elapsed() >= next_report {
             next_report += Duration::from_secs(60);
             println!(
