@@ -1,6 +1,6 @@
 //! `/records`: create, read and list.
 
-use axum::extract::State;
+use axum::extract::{FromRequest, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use offload_axum::{BeginTx, Json, Path, Problem, Query};
@@ -23,11 +23,16 @@ pub const MAX_PAGE: i64 = 500;
 #[serde(deny_unknown_fields)]
 pub struct CreateRecord {
     /// A label: 1 to 200 characters, no control characters.
-    #[schema(min_length = 1, max_length = 200, example = "invoice-42")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        example = "invoice-42",
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$"
+    )]
     #[serde(default)]
     pub name: Option<String>,
     /// The data to process: any text without NUL characters.
-    #[schema(example = "hello world")]
+    #[schema(example = "hello world", pattern = r"^[^\x00]*$")]
     #[serde(default)]
     pub payload: Option<String>,
 }
@@ -66,6 +71,30 @@ impl CreateRecord {
         }
         Ok(NewRecord { name, payload })
     }
+}
+
+/// Decodes and validates a `POST /records` body exactly as the handler
+/// does (the same [`Json`] extractor, then [`CreateRecord::validate`]),
+/// without HTTP or a database: for fuzzing and tests. The body-size limit
+/// is applied by the router, not here.
+///
+/// ```
+/// use offload_records::api::records::parse_new_record;
+/// let record = parse_new_record(br#"{"name": "invoice-42", "payload": "hi"}"#).unwrap();
+/// assert_eq!(record.name, "invoice-42");
+/// assert_eq!(parse_new_record(b"{").unwrap_err().status(), 400);
+/// assert_eq!(parse_new_record(br#"{"name": ""}"#).unwrap_err().status(), 422);
+/// ```
+pub fn parse_new_record(body: &[u8]) -> Result<NewRecord, Problem> {
+    let request = axum::http::Request::post("/records")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(axum::body::Body::from(body.to_vec()))
+        .map_err(|_| Problem::new(StatusCode::BAD_REQUEST))?;
+    // A body already in memory: the extractor completes without waiting,
+    // so no runtime is needed.
+    let Json(create) =
+        futures::executor::block_on(Json::<CreateRecord>::from_request(request, &()))?;
+    create.validate()
 }
 
 /// Creates a record and enqueues its processing job in the same

@@ -89,7 +89,7 @@ pub struct Record {
 }
 
 /// A validated record to insert.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewRecord {
     /// See [`Record::name`].
     pub name: String,
