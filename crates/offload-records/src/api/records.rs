@@ -27,12 +27,20 @@ pub struct CreateRecord {
         min_length = 1,
         max_length = 200,
         example = "invoice-42",
+        required = true,
+        nullable = false,
         pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$"
     )]
     #[serde(default)]
     pub name: Option<String>,
     /// The data to process: any text without NUL characters.
-    #[schema(example = "hello world", pattern = r"^[^\x00]*$")]
+    // Optional in Rust only so a missing field gets this API's own 422.
+    #[schema(
+        example = "hello world",
+        required = true,
+        nullable = false,
+        pattern = r"^[^\x00]*$"
+    )]
     #[serde(default)]
     pub payload: Option<String>,
 }
