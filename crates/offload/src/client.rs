@@ -3,7 +3,11 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use std::sync::Arc;
+
 use sqlx::Pool;
+
+use crate::notifier::{distinct_queues, Notifier};
 
 use crate::backend::{Backend, JobRecord, Leader, NewJob};
 use crate::job::Job;
@@ -117,12 +121,14 @@ impl EnqueueOptions {
 /// ```
 pub struct Client<DB: Backend> {
     pool: Pool<DB>,
+    notifier: Arc<Notifier>,
 }
 
 impl<DB: Backend> Clone for Client<DB> {
     fn clone(&self) -> Self {
         Self {
             pool: self.pool.clone(),
+            notifier: self.notifier.clone(),
         }
     }
 }
@@ -130,7 +136,10 @@ impl<DB: Backend> Clone for Client<DB> {
 impl<DB: Backend> Client<DB> {
     /// A client on `pool`.
     pub fn new(pool: Pool<DB>) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            notifier: Arc::default(),
+        }
     }
 
     /// The pool it uses.
@@ -260,15 +269,22 @@ impl<DB: Backend> Client<DB> {
                 let id = if job.unique.is_some() {
                     insert_unique::<DB>(conn, job).await?.id
                 } else {
-                    first_id(DB::insert_jobs(conn, std::slice::from_ref(job)).await?)?
+                    first_id(DB::insert_jobs(conn, std::slice::from_ref(job), true).await?)?
                 };
                 ids.push(id);
             }
             wake::wake_all(jobs.iter().map(|job| job.queue.as_str()));
             return Ok(ids);
         }
-        let ids = DB::insert_jobs(conn, jobs).await?;
-        wake::wake_all(jobs.iter().map(|job| job.queue.as_str()));
+        let queues = distinct_queues(jobs);
+        let notify_now = self.notifier.take_slot(&queues);
+        let ids = DB::insert_jobs(conn, jobs, notify_now).await?;
+        if !notify_now {
+            self.notifier
+                .clone()
+                .notify_later(self.pool.clone(), queues.clone());
+        }
+        wake::wake_all(queues.iter().map(String::as_str));
         Ok(ids)
     }
 
@@ -334,7 +350,7 @@ pub(crate) async fn insert_unique<DB: Backend>(
     job: &NewJob,
 ) -> Result<EnqueueResult> {
     let Some(unique) = &job.unique else {
-        let id = first_id(DB::insert_jobs(conn, std::slice::from_ref(job)).await?)?;
+        let id = first_id(DB::insert_jobs(conn, std::slice::from_ref(job), true).await?)?;
         return Ok(EnqueueResult {
             id,
             duplicate: false,

@@ -10,6 +10,7 @@ mod job;
 mod leader;
 mod maintenance;
 pub mod metrics;
+mod notifier;
 mod periodic;
 mod registry;
 mod state;

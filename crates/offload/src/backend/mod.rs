@@ -45,11 +45,19 @@ pub trait Backend: sqlx::Database + Sized {
     ) -> impl Future<Output = Result<Transaction<'static, Self>, sqlx::Error>> + Send;
 
     /// Inserts jobs on `conn` (inside the caller's transaction if it has one).
-    /// Returns their ids in input order.
+    /// Returns their ids in input order. With `notify`, workers in other
+    /// processes are woken when the insert commits.
     fn insert_jobs(
         conn: &mut Self::Connection,
         jobs: &[NewJob],
+        notify: bool,
     ) -> impl Future<Output = Result<Vec<i64>>> + Send;
+
+    /// Whether workers in other processes can be woken ([`Backend::notify`]).
+    const CROSS_PROCESS_WAKE: bool;
+
+    /// Wakes workers of `queues` in every process, outside any transaction.
+    fn notify(pool: &Pool<Self>, queues: &[String]) -> impl Future<Output = Result<()>> + Send;
 
     /// Claims up to `limit` available jobs of `queue` for `worker_id`.
     fn claim(

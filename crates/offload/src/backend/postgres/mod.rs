@@ -34,6 +34,7 @@ WITH ins AS (
 ), woke AS (
     SELECT count(pg_notify('offload_jobs', q)) AS n
     FROM (SELECT DISTINCT queue AS q FROM ins WHERE state = 'available') s
+    WHERE $8
 )
 SELECT ins.id FROM ins, woke ORDER BY ins.id
 "#;
@@ -229,7 +230,13 @@ impl Backend for Postgres {
         pool.begin().await
     }
 
-    async fn insert_jobs(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<Vec<i64>> {
+    const CROSS_PROCESS_WAKE: bool = true;
+
+    async fn notify(pool: &PgPool, queues: &[String]) -> Result<()> {
+        notify(pool, queues).await
+    }
+
+    async fn insert_jobs(conn: &mut PgConnection, jobs: &[NewJob], wake: bool) -> Result<Vec<i64>> {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
@@ -257,6 +264,7 @@ impl Backend for Postgres {
             .bind(&max_attempts)
             .bind(&run_ats)
             .bind(&tags)
+            .bind(wake)
             .fetch_all(conn)
             .await?)
     }

@@ -242,7 +242,17 @@ impl Backend for Sqlite {
         pool.begin_with("BEGIN IMMEDIATE").await
     }
 
-    async fn insert_jobs(conn: &mut SqliteConnection, jobs: &[NewJob]) -> Result<Vec<i64>> {
+    const CROSS_PROCESS_WAKE: bool = false;
+
+    async fn notify(_pool: &SqlitePool, _queues: &[String]) -> Result<()> {
+        Ok(())
+    }
+
+    async fn insert_jobs(
+        conn: &mut SqliteConnection,
+        jobs: &[NewJob],
+        _notify: bool,
+    ) -> Result<Vec<i64>> {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
