@@ -203,6 +203,7 @@ async fn get_job<DB: AdminBackend>(
         (status = 400, description = "Unknown action or bad id", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The job's state does not allow the action", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Actions need `Content-Type: application/json`", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn job_action<DB: AdminBackend>(
@@ -255,6 +256,7 @@ pub(crate) fn not_applicable(action: JobAction, state: JobState, id: i64) -> Api
     responses(
         (status = 200, description = "Done", body = ActionOutcomeBody),
         (status = 400, description = "Invalid filter, or an empty filter without `all`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Actions need `Content-Type: application/json`", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn bulk_action<DB: AdminBackend>(
@@ -320,6 +322,7 @@ async fn list_queues<DB: AdminBackend>(
     responses(
         (status = 200, description = "Done", body = QueuePausedBody),
         (status = 400, description = "Unknown action or bad name", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Actions need `Content-Type: application/json`", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn queue_action<DB: AdminBackend>(
