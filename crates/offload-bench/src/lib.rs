@@ -160,8 +160,12 @@ impl BenchArgs {
 
 /// Runs the phases `args` selects and returns their figures. Progress bars
 /// go to stderr. The scratch database is removed at the end, also when a
-/// phase fails.
+/// phase fails. Runs in one process wait for each other.
 pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
+    // The bench jobs count in process-wide statics, so runs in one process
+    // take turns.
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = ONE_AT_A_TIME.lock().await;
     let url = args.database_url.clone();
     let kind = match url.as_deref() {
         Some(url) => BackendKind::from_url(url)?,

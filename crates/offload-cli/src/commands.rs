@@ -329,7 +329,18 @@ async fn serve_dashboard<DB: AdminBackend>(
         "offload dashboard on http://{address}/ (database {})",
         redact_url(url)
     );
-    let app = offload_dashboard::router(pool, config);
+    // Prometheus scrapes /metrics: queue depth by state, read per scrape.
+    let handle = offload_dashboard::metrics::prometheus()?;
+    let metrics = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(offload_dashboard::metrics::render::<DB>),
+        )
+        .with_state(offload_dashboard::metrics::MetricsState::new(
+            pool.clone(),
+            handle,
+        ));
+    let app = offload_dashboard::router(pool, config).merge(metrics);
     axum::serve(listener, app)
         .with_graceful_shutdown(offload::shutdown_signal())
         .await?;

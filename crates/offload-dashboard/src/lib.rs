@@ -29,6 +29,7 @@ mod api;
 mod assets;
 mod chart;
 mod config;
+pub mod metrics;
 mod pages;
 mod security;
 mod state;

@@ -1,0 +1,116 @@
+//! Prometheus metrics at `/metrics`: offload's own (jobs by outcome, wait
+//! and run time, worker load) and the jobs table's depth by queue and state,
+//! read fresh on every scrape. Used by `offload dashboard` and the reference
+//! service.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use offload::{AdminBackend, JobState};
+use sqlx::Pool;
+
+/// Why the Prometheus recorder is unavailable.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("could not install the Prometheus recorder: {0}")]
+pub struct RecorderError(String);
+
+/// The process's Prometheus recorder, installed on first call. Only one
+/// global recorder may exist per process, so every router shares it.
+///
+/// ```
+/// let first = offload_dashboard::metrics::prometheus().unwrap();
+/// let again = offload_dashboard::metrics::prometheus().unwrap();
+/// metrics::counter!("example_total").increment(1);
+/// assert!(again.render().contains("example_total"));
+/// # drop(first);
+/// ```
+pub fn prometheus() -> Result<PrometheusHandle, RecorderError> {
+    static HANDLE: OnceLock<Result<PrometheusHandle, RecorderError>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets(offload::metrics::SECONDS_BUCKETS)
+                .and_then(PrometheusBuilder::install_recorder)
+                .map_err(|error| RecorderError(error.to_string()))
+        })
+        .clone()
+}
+
+/// What the `/metrics` handler needs.
+pub struct MetricsState<DB: AdminBackend> {
+    pool: Pool<DB>,
+    handle: PrometheusHandle,
+    /// Queues seen so far: a queue whose jobs are all gone is reported as
+    /// zeros rather than keeping its last counts.
+    queues: Arc<Mutex<BTreeSet<String>>>,
+}
+
+impl<DB: AdminBackend> Clone for MetricsState<DB> {
+    fn clone(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            handle: self.handle.clone(),
+            queues: self.queues.clone(),
+        }
+    }
+}
+
+impl<DB: AdminBackend> MetricsState<DB> {
+    /// State for the jobs in `pool`, rendered through `handle`.
+    pub fn new(pool: Pool<DB>, handle: PrometheusHandle) -> Self {
+        Self {
+            pool,
+            handle,
+            queues: Arc::default(),
+        }
+    }
+}
+
+/// `GET /metrics`: refreshes queue depth by state, then renders every
+/// metric in the Prometheus text format.
+pub async fn render<DB: AdminBackend>(State(state): State<MetricsState<DB>>) -> Response {
+    match refresh_queue_depth(&state).await {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            state.handle.render(),
+        )
+            .into_response(),
+        Err(error) => {
+            tracing::error!(%error, "could not read queue depth for /metrics");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response()
+        }
+    }
+}
+
+async fn refresh_queue_depth<DB: AdminBackend>(state: &MetricsState<DB>) -> offload::Result<()> {
+    let rows = DB::queue_state_counts(&state.pool).await?;
+    let queues: Vec<String> = {
+        let mut seen = state
+            .queues
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        seen.extend(rows.iter().map(|row| row.queue.clone()));
+        seen.iter().cloned().collect()
+    };
+    // Every state of every known queue, so a state that emptied reads 0.
+    let depth = queues.iter().flat_map(|queue| {
+        let rows = &rows;
+        JobState::ALL.into_iter().map(move |state| {
+            let count = rows
+                .iter()
+                .filter(|row| row.queue == *queue && row.state == state)
+                .map(|row| row.count)
+                .sum();
+            (queue.as_str(), state, count)
+        })
+    });
+    offload::metrics::record_queue_depth(depth);
+    Ok(())
+}
