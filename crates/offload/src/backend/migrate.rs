@@ -32,6 +32,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "cluster",
         sql: include_str!("../../migrations/postgres/0004_cluster.sql"),
     },
+    Migration {
+        version: 5,
+        name: "lean indexes",
+        sql: include_str!("../../migrations/postgres/0005_lean_indexes.sql"),
+    },
 ];
 
 pub(crate) const SQLITE: &[Migration] = &[
