@@ -99,10 +99,14 @@ impl RecordStore for Postgres {
     async fn attach_jobs(conn: &mut PgConnection, links: &[(i64, i64)]) -> Result<(), sqlx::Error> {
         let (records, jobs): (Vec<i64>, Vec<i64>) = links.iter().copied().unzip();
         sqlx::query(
+            // Planned for each batch, with `id = ANY($1)`, to probe the
+            // primary key: a cached plan made while the table was small
+            // would scan all of it.
             "UPDATE records SET job_id = link.job_id \
              FROM unnest($1::bigint[], $2::bigint[]) AS link(record_id, job_id) \
-             WHERE records.id = link.record_id",
+             WHERE records.id = link.record_id AND records.id = ANY($1)",
         )
+        .persistent(false)
         .bind(records)
         .bind(jobs)
         .execute(conn)
