@@ -56,6 +56,10 @@ pub trait Backend: sqlx::Database + Sized {
     /// Whether workers in other processes can be woken ([`Backend::notify`]).
     const CROSS_PROCESS_WAKE: bool;
 
+    /// Completion batches written at once: the database works on one
+    /// while the next forms. One where the database admits one writer.
+    const COMPLETION_WRITERS: usize;
+
     /// Wakes workers of `queues` in every process, outside any transaction.
     fn notify(pool: &Pool<Self>, queues: &[String]) -> impl Future<Output = Result<()>> + Send;
 

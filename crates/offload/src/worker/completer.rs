@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use sqlx::Pool;
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::{next_delay, sleep_or_stop};
@@ -19,27 +20,39 @@ pub(crate) async fn run<DB: Backend>(
     delete: bool,
     give_up: CancellationToken,
 ) {
-    let mut pending = Vec::with_capacity(batch);
-    while completions.recv_many(&mut pending, batch).await > 0 {
-        let mut delay = Duration::from_millis(50);
-        loop {
-            match DB::complete_many(&pool, &pending, delete).await {
-                Ok(_) => break,
-                Err(error) => {
-                    tracing::warn!(%error, jobs = pending.len(), "could not record completions; retrying");
-                    // Past shutdown the jobs stay `running`, and the rescuer
-                    // runs them again once this worker's lease expires.
-                    if sleep_or_stop(delay, &give_up).await {
-                        tracing::error!(
-                            jobs = pending.len(),
-                            "gave up recording completions at shutdown"
-                        );
-                        break;
-                    }
-                    delay = next_delay(delay);
-                }
-            }
+    let mut writing = JoinSet::new();
+    loop {
+        while writing.len() >= DB::COMPLETION_WRITERS {
+            writing.join_next().await;
         }
-        pending.clear();
+        let mut pending = Vec::with_capacity(batch);
+        if completions.recv_many(&mut pending, batch).await == 0 {
+            break;
+        }
+        writing.spawn(write::<DB>(pool.clone(), pending, delete, give_up.clone()));
+    }
+    while writing.join_next().await.is_some() {}
+}
+
+/// Writes one batch, retrying until it succeeds or shutdown gives up.
+async fn write<DB: Backend>(
+    pool: Pool<DB>,
+    pending: Vec<Attempt>,
+    delete: bool,
+    give_up: CancellationToken,
+) {
+    let mut delay = Duration::from_millis(50);
+    while let Err(error) = DB::complete_many(&pool, &pending, delete).await {
+        tracing::warn!(%error, jobs = pending.len(), "could not record completions; retrying");
+        // Past shutdown the jobs stay `running`, and the rescuer runs them
+        // again once this worker's lease expires.
+        if sleep_or_stop(delay, &give_up).await {
+            tracing::error!(
+                jobs = pending.len(),
+                "gave up recording completions at shutdown"
+            );
+            return;
+        }
+        delay = next_delay(delay);
     }
 }

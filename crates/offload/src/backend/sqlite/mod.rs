@@ -244,6 +244,8 @@ impl Backend for Sqlite {
 
     const CROSS_PROCESS_WAKE: bool = false;
 
+    const COMPLETION_WRITERS: usize = 1;
+
     async fn notify(_pool: &SqlitePool, _queues: &[String]) -> Result<()> {
         Ok(())
     }
