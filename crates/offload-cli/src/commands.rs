@@ -312,8 +312,9 @@ async fn serve_dashboard<DB: AdminBackend>(
     args: DashboardArgs,
 ) -> anyhow::Result<()> {
     let mut config = DashboardConfig::new().database(url);
-    if let Some(token) = args.token.filter(|t| !t.is_empty()) {
-        config = config.token(token);
+    let token = args.token.filter(|t| !t.is_empty());
+    if let Some(token) = &token {
+        config = config.token(token.clone());
     }
     let config = config
         .for_listener(args.listen)
@@ -329,17 +330,19 @@ async fn serve_dashboard<DB: AdminBackend>(
         "offload dashboard on http://{address}/ (database {})",
         redact_url(url)
     );
-    // Prometheus scrapes /metrics: queue depth by state, read per scrape.
+    // Prometheus scrapes /metrics: queue depth by state, read per scrape;
+    // behind the dashboard's token when it has one.
     let handle = offload_dashboard::metrics::prometheus()?;
+    let mut metrics_state = offload_dashboard::metrics::MetricsState::new(pool.clone(), handle);
+    if let Some(token) = token {
+        metrics_state = metrics_state.token(token);
+    }
     let metrics = axum::Router::new()
         .route(
             "/metrics",
             axum::routing::get(offload_dashboard::metrics::render::<DB>),
         )
-        .with_state(offload_dashboard::metrics::MetricsState::new(
-            pool.clone(),
-            handle,
-        ));
+        .with_state(metrics_state);
     let app = offload_dashboard::router(pool, config).merge(metrics);
     axum::serve(listener, app)
         .with_graceful_shutdown(offload::shutdown_signal())

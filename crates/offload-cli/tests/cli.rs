@@ -196,10 +196,15 @@ async fn queues_pause_resume_and_list_on_postgres(pool: PgPool) {
 }
 
 async fn http_get(port: u16, path: &str) -> Option<String> {
+    http_get_with(port, path, "").await
+}
+
+/// GET with `extra` header lines (each ending in `\r\n`).
+async fn http_get_with(port: u16, path: &str, extra: &str) -> Option<String> {
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .ok()?;
-    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n{extra}\r\n");
     stream.write_all(request.as_bytes()).await.ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await.ok()?;
@@ -246,6 +251,48 @@ async fn dashboard_serves_pages_without_showing_the_password(pool: PgPool) {
         "{logs}"
     );
     assert!(!logs.contains("s3cr3t-pw"), "{logs}");
+}
+
+#[sqlx::test(migrations = false)]
+async fn dashboard_metrics_need_the_token_when_one_is_set(pool: PgPool) {
+    let url = pg_url(&pool);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let token = "scrape-token-0123456789";
+    let _server = tokio::process::Command::new(BIN)
+        .args(["dashboard", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--token", token])
+        .env("DATABASE_URL", &url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let refused = loop {
+        if let Some(response) = http_get(port, "/metrics").await {
+            break response;
+        }
+        assert!(Instant::now() < deadline, "dashboard did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(refused.contains(" 401 "), "{refused}");
+    assert!(!refused.contains("offload_queue_jobs"), "{refused}");
+    let wrong = http_get_with(port, "/metrics", "Authorization: Bearer nope\r\n")
+        .await
+        .unwrap();
+    assert!(wrong.contains(" 401 "), "{wrong}");
+    let served = http_get_with(
+        port,
+        "/metrics",
+        &format!("Authorization: Bearer {token}\r\n"),
+    )
+    .await
+    .unwrap();
+    assert!(served.contains(" 200 "), "{served}");
 }
 
 #[test]

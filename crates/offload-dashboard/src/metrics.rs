@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use offload::{AdminBackend, JobState};
@@ -47,6 +47,8 @@ pub struct MetricsState<DB: AdminBackend> {
     /// Queues seen so far: a queue whose jobs are all gone is reported as
     /// zeros rather than keeping its last counts.
     queues: Arc<Mutex<BTreeSet<String>>>,
+    /// Bearer token a scrape must send, if any.
+    token: Option<Arc<str>>,
 }
 
 impl<DB: AdminBackend> Clone for MetricsState<DB> {
@@ -55,6 +57,7 @@ impl<DB: AdminBackend> Clone for MetricsState<DB> {
             pool: self.pool.clone(),
             handle: self.handle.clone(),
             queues: self.queues.clone(),
+            token: self.token.clone(),
         }
     }
 }
@@ -66,13 +69,48 @@ impl<DB: AdminBackend> MetricsState<DB> {
             pool,
             handle,
             queues: Arc::default(),
+            token: None,
         }
+    }
+
+    /// Refuses scrapes that do not send `Authorization: Bearer <token>`
+    /// (Prometheus: `authorization: { credentials: <token> }`).
+    ///
+    /// ```
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = sqlx::SqlitePool::connect("sqlite::memory:").await?;
+    /// let handle = offload_dashboard::metrics::prometheus()?;
+    /// let state = offload_dashboard::metrics::MetricsState::new(pool, handle)
+    ///     .token("a-long-scrape-token");
+    /// let app: axum::Router = axum::Router::new()
+    ///     .route("/metrics", axum::routing::get(offload_dashboard::metrics::render))
+    ///     .with_state(state);
+    /// # drop(app);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(Arc::from(token.into()));
+        self
     }
 }
 
 /// `GET /metrics`: refreshes queue depth by state, then renders every
 /// metric in the Prometheus text format.
-pub async fn render<DB: AdminBackend>(State(state): State<MetricsState<DB>>) -> Response {
+pub async fn render<DB: AdminBackend>(
+    State(state): State<MetricsState<DB>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(token) = &state.token {
+        if !crate::security::bearer_matches(&headers, token) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer realm=\"offload\"")],
+                "send `Authorization: Bearer <token>`\n",
+            )
+                .into_response();
+        }
+    }
     match refresh_queue_depth(&state).await {
         Ok(()) => (
             [(

@@ -177,15 +177,20 @@ fn is_json(headers: &HeaderMap) -> bool {
 }
 
 fn authorized(headers: &HeaderMap, token: &str, session: &str) -> bool {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if let Some(given) = bearer {
-        return constant_time_eq(given.trim().as_bytes(), token.as_bytes());
+    if headers.contains_key(header::AUTHORIZATION) {
+        return bearer_matches(headers, token);
     }
     cookie(headers, SESSION_COOKIE)
         .is_some_and(|value| constant_time_eq(value.as_bytes(), session.as_bytes()))
+}
+
+/// Whether the request sends `Authorization: Bearer <token>`.
+pub(crate) fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|given| constant_time_eq(given.trim().as_bytes(), token.as_bytes()))
 }
 
 /// Whether the form's token is this browser's.
