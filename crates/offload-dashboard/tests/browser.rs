@@ -1,6 +1,6 @@
 //! A real headless Chromium, driven through chromedriver: the overview,
 //! filtering to discarded jobs, retrying one and watching it run, and args
-//! holding `<script>` shown as text. Saves screenshots to `docs/`.
+//! holding `<script>` shown as text. Saves screenshots (see `docs_dir`).
 //!
 //! Needs Debian's `chromium` and `chromium-driver`; without them this test
 //! fails with a message saying so.
@@ -115,8 +115,15 @@ async fn start_browser(port: u16, profile: &Path, chromium: &Path) -> Browser {
         .expect("a chromedriver session")
 }
 
+/// Where screenshots go: `OFFLOAD_SCREENSHOTS` (`docs` refreshes the
+/// README's), else the build's scratch directory, so a test run leaves the
+/// work tree clean.
 fn docs_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs")
+    match std::env::var_os("OFFLOAD_SCREENSHOTS") {
+        Some(dir) if dir == "docs" => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs"),
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env!("CARGO_TARGET_TMPDIR")),
+    }
 }
 
 async fn text_of(browser: &Browser, css: &str) -> String {
