@@ -15,6 +15,8 @@
 #   PG_URL=postgres://postgres@127.0.0.1:5432   server for the PostgreSQL runs
 #                          (a fresh database is created and dropped)
 #   WORKERS=16 HASH_ROUNDS=1000 JOB_DELAY_MS=20   service tuning
+#   GROUP_COMMIT_WRITERS=0   one transaction per request instead of group
+#                          commit (read by the service itself)
 #   OFFLOAD_RECORDS_BIN=…  use this binary instead of building one
 set -euo pipefail
 
@@ -135,6 +137,11 @@ throughput() { # backend
         local out
         out=$(wrk -t"$threads" -c"$c" -d"${DURATION}s" --timeout 5s -s "$LUA" "$BASE" | grep '^RESULT')
         echo "$out" >&2
+        # Every request must succeed: a failed one fails the run.
+        case "$out" in
+        *" non2xx=0 socket_errors=0"*) ;;
+        *) echo "$1: requests failed at concurrency $c" >&2; FAILED=1 ;;
+        esac
         SUMMARY+=("$(printf '%-9s c=%-3s %s loadavg_before=%s' "$1" "$c" "${out#RESULT }" "$before")")
     done
     stop_service TERM
@@ -162,7 +169,7 @@ crash() { # backend signal
     stop_service TERM
 }
 
-echo "offload-records load test: $(nproc) cores, wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}'), workers=$WORKERS hash_rounds=$HASH_ROUNDS job_delay_ms=$JOB_DELAY_MS" >&2
+echo "offload-records load test: $(nproc) cores, wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}'), workers=$WORKERS hash_rounds=$HASH_ROUNDS job_delay_ms=$JOB_DELAY_MS group_commit_writers=${GROUP_COMMIT_WRITERS:-default}" >&2
 for backend in "${BACKENDS[@]}"; do
     case "$backend" in
     sqlite | postgres) ;;

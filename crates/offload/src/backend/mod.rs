@@ -27,8 +27,10 @@ pub trait Backend: sqlx::Database + Sized {
     /// How often an idle producer polls when no wake-up arrives.
     const DEFAULT_POLL_INTERVAL: Duration;
 
-    /// Opens a pool with the settings offload relies on (WAL and a busy
-    /// timeout on SQLite).
+    /// Opens a pool with the settings offload relies on. On SQLite: WAL, a
+    /// busy timeout, and a release hook that rolls back a transaction left
+    /// open by a cancelled `BEGIN` (an sqlx 0.8 gap), which would otherwise
+    /// make every later `BEGIN IMMEDIATE` on that connection fail.
     fn connect(url: &str, max_connections: u32) -> impl Future<Output = Result<Pool<Self>>> + Send;
 
     /// Applies offload's migrations that have not run yet.

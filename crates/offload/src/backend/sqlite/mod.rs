@@ -10,7 +10,10 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Executor, Row, Sqlite, SqliteConnection, SqlitePool, Transaction};
+use sqlx::{
+    Connection, Database, Executor, Row, Sqlite, SqliteConnection, SqlitePool, Transaction,
+    TransactionManager,
+};
 
 use super::{
     decode_errors, decode_tags, migrate, Attempt, Backend, ClaimedJob, JobRecord, Leader, NewJob,
@@ -188,6 +191,7 @@ impl Backend for Sqlite {
         Ok(SqlitePoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(30))
+            .after_release(|conn, _| Box::pin(close_abandoned_transaction(conn)))
             .connect_with(options)
             .await?)
     }
@@ -634,4 +638,25 @@ fn job_record(row: &SqliteRow) -> Result<JobRecord> {
         finalized_at: finalized_at.map(from_micros),
         worker_id: row.try_get(14)?,
     })
+}
+
+/// Rolls back a transaction left open on a connection going back to the
+/// pool. sqlx 0.8's `begin_with` counts the transaction as begun and then
+/// awaits the connection's handle; when its future is dropped there (a
+/// request cancelled by a disconnecting client), no `Transaction` exists to
+/// roll it back, and every later `BEGIN IMMEDIATE` on the connection fails.
+async fn close_abandoned_transaction(conn: &mut SqliteConnection) -> sqlx::Result<bool> {
+    type Manager = <Sqlite as Database>::TransactionManager;
+    if Manager::get_transaction_depth(conn) == 0 {
+        return Ok(true);
+    }
+    // A dropped `Transaction` queues its rollback; let it run first.
+    conn.ping().await?;
+    if Manager::get_transaction_depth(conn) > 0 {
+        tracing::warn!("rolling back a transaction whose BEGIN was cancelled");
+        while Manager::get_transaction_depth(conn) > 0 {
+            Manager::rollback(conn).await?;
+        }
+    }
+    Ok(true)
 }
