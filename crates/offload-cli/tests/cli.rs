@@ -211,30 +211,40 @@ async fn http_get_with(port: u16, path: &str, extra: &str) -> Option<String> {
     Some(response)
 }
 
-#[sqlx::test(migrations = false)]
-async fn dashboard_serves_pages_without_showing_the_password(pool: PgPool) {
-    let url = pg_url(&pool);
+/// Starts `offload dashboard` on a free port with `extra` arguments, and
+/// returns it with the port and the first response to GET `path`.
+async fn start_dashboard(
+    url: &str,
+    extra: &[&str],
+    path: &str,
+) -> (tokio::process::Child, u16, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let mut server = tokio::process::Command::new(BIN)
+    let server = tokio::process::Command::new(BIN)
         .args(["dashboard", "--listen", &format!("127.0.0.1:{port}")])
-        .env("DATABASE_URL", &url)
+        .args(extra)
+        .env("DATABASE_URL", url)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    let page = loop {
-        if let Some(page) = http_get(port, "/").await {
-            break page;
+    loop {
+        if let Some(response) = http_get(port, path).await {
+            return (server, port, response);
         }
         assert!(Instant::now() < deadline, "dashboard did not start");
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    }
+}
+
+#[sqlx::test(migrations = false)]
+async fn dashboard_serves_pages_without_showing_the_password(pool: PgPool) {
+    let (mut server, port, page) = start_dashboard(&pg_url(&pool), &[], "/").await;
     assert!(
         page.starts_with("HTTP/1.0 200") || page.starts_with("HTTP/1.1 200"),
         "{page}"
@@ -255,30 +265,9 @@ async fn dashboard_serves_pages_without_showing_the_password(pool: PgPool) {
 
 #[sqlx::test(migrations = false)]
 async fn dashboard_metrics_need_the_token_when_one_is_set(pool: PgPool) {
-    let url = pg_url(&pool);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let token = "scrape-token-0123456789";
-    let _server = tokio::process::Command::new(BIN)
-        .args(["dashboard", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--token", token])
-        .env("DATABASE_URL", &url)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let refused = loop {
-        if let Some(response) = http_get(port, "/metrics").await {
-            break response;
-        }
-        assert!(Instant::now() < deadline, "dashboard did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let (_server, port, refused) =
+        start_dashboard(&pg_url(&pool), &["--token", token], "/metrics").await;
     assert!(refused.contains(" 401 "), "{refused}");
     assert!(!refused.contains("offload_queue_jobs"), "{refused}");
     let wrong = http_get_with(port, "/metrics", "Authorization: Bearer nope\r\n")
