@@ -431,4 +431,13 @@ fn openapi_document_describes_every_route() {
             "{schema} missing"
         );
     }
+    // Every `$ref` names a schema the document defines.
+    let text = doc.to_string();
+    for reference in text.split("\"#/components/schemas/").skip(1) {
+        let name = &reference[..reference.find('"').unwrap()];
+        assert!(
+            doc["components"]["schemas"][name].is_object(),
+            "$ref to undefined schema {name}"
+        );
+    }
 }

@@ -38,6 +38,8 @@ pub use types::*;
         throughput,
         openapi_json
     ),
+    // Path parameters' schemas are not collected by themselves.
+    components(schemas(QueueActionName)),
     tags(
         (name = "jobs", description = "Jobs and actions on them"),
         (name = "queues", description = "Queue summaries and pause switches"),
@@ -317,7 +319,7 @@ async fn list_queues<DB: AdminBackend>(
     tag = "queues",
     params(
         ("name" = String, Path, description = "Queue name"),
-        ("action" = String, Path, description = "pause or resume"),
+        ("action" = QueueActionName, Path, description = "pause or resume"),
     ),
     responses(
         (status = 200, description = "Done", body = QueuePausedBody),

@@ -257,6 +257,16 @@ impl From<ActionName> for JobAction {
     }
 }
 
+/// An action on a queue.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueActionName {
+    /// Workers stop claiming the queue's jobs; running jobs finish.
+    Pause,
+    /// Workers claim the queue's jobs again.
+    Resume,
+}
+
 /// An action on every job matching a filter.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct BulkRequest {
