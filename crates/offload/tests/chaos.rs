@@ -21,12 +21,18 @@ fn drain_jobs() -> usize {
         .unwrap_or(100_000)
 }
 
+/// Pool size of each chaos worker process. Three of them, the test's own
+/// pool and a killed process's closing connections must stay under the
+/// server's `max_connections` (100): past it, the rescuer itself waits for
+/// a connection.
+const WORKER_CONNECTIONS: u32 = 20;
+
 fn chaos_config() -> WorkerConfig {
     WorkerConfig {
         fetch_batch: 200,
         ..fast_config()
     }
-    .queue("default", 32)
+    .queue("default", 16)
 }
 
 /// Not a test on its own: a worker process the chaos tests kill.
@@ -38,7 +44,9 @@ fn chaos_worker_process() {
     };
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async move {
-        let pool = Postgres::connect(&url, 40).await.expect("child connects");
+        let pool = Postgres::connect(&url, WORKER_CONNECTIONS)
+            .await
+            .expect("child connects");
         let _worker = Worker::new(pool, registry::<Postgres>(), chaos_config())
             .start()
             .await
@@ -48,6 +56,18 @@ fn chaos_worker_process() {
 }
 
 use offload::Backend as _;
+
+/// Worker processes, killed when the test ends, failed or not.
+struct Workers(Vec<Child>);
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for worker in &mut self.0 {
+            worker.kill().ok();
+            worker.wait().ok();
+        }
+    }
+}
 
 fn spawn_worker(url: &str) -> Child {
     Command::new(std::env::current_exe().expect("test binary"))
@@ -97,7 +117,7 @@ async fn repeated_sigkill_during_a_large_drain_loses_nothing() {
         .unwrap();
 
     let started = Instant::now();
-    let mut workers: Vec<Child> = (0..3).map(|_| spawn_worker(&db.url)).collect();
+    let mut workers = Workers((0..3).map(|_| spawn_worker(&db.url)).collect());
     let mut kills = 0;
     let mut rescue_times = Vec::new();
     let mut next_kill = Instant::now() + Duration::from_secs(2);
@@ -113,13 +133,13 @@ async fn repeated_sigkill_during_a_large_drain_loses_nothing() {
             "drain stalled at {done}/{jobs}"
         );
         if Instant::now() >= next_kill && done < jobs as i64 * 9 / 10 {
-            let victim = kills % workers.len();
-            let pid = workers[victim].id();
-            workers[victim].kill().expect("SIGKILL");
-            workers[victim].wait().expect("reap");
+            let victim = kills % workers.0.len();
+            let pid = workers.0[victim].id();
+            workers.0[victim].kill().expect("SIGKILL");
+            workers.0[victim].wait().expect("reap");
             let killed_at = Instant::now();
             kills += 1;
-            workers[victim] = spawn_worker(&db.url);
+            workers.0[victim] = spawn_worker(&db.url);
             // Time until none of the dead process's jobs is still running.
             while Postgres::running_of_pid(&db.pool, pid).await.unwrap_or(1) > 0 {
                 assert!(
@@ -138,7 +158,7 @@ async fn repeated_sigkill_during_a_large_drain_loses_nothing() {
         try_count(&db.client, JobState::Discarded).await == Some(60)
     })
     .await;
-    for worker in &mut workers {
+    for worker in &mut workers.0 {
         assert!(
             worker.try_wait().expect("poll child").is_none(),
             "workers still running at the end"
@@ -196,7 +216,9 @@ async fn workers_reconnect_after_postgres_restarts_mid_drain() {
         .enqueue_many((0..jobs).map(|_| RecordEffect))
         .await
         .unwrap();
-    let worker_pool = Postgres::connect(&db.url, 40).await.unwrap();
+    let worker_pool = Postgres::connect(&db.url, WORKER_CONNECTIONS)
+        .await
+        .unwrap();
     let worker = Worker::new(worker_pool, registry::<Postgres>(), chaos_config())
         .start()
         .await
