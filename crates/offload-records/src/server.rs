@@ -16,6 +16,8 @@ use crate::store::RecordStore;
 
 /// Beyond the shutdown timeout: the worker's cancel grace and final writes.
 const WORKER_STOP_MARGIN: Duration = Duration::from_secs(5);
+/// How long shutdown waits for the last database connections to close.
+const POOL_CLOSE_BOUND: Duration = Duration::from_secs(5);
 
 /// Picks the backend from the URL and runs until `shutdown` resolves.
 pub async fn run_from_url(
@@ -118,6 +120,13 @@ pub async fn serve<DB: RecordStore>(
             waited = ?worker_bound,
             "worker did not stop in time; exiting, its jobs will be rescued"
         );
+    }
+    // Closing the pool lets SQLite fold its WAL back into the database file.
+    if tokio::time::timeout(POOL_CLOSE_BOUND, pool.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("database connections still in use at exit");
     }
     served.context("HTTP server failed")
 }
