@@ -207,7 +207,7 @@ impl<DB: Backend> BeginTx<DB> {
         };
         let tx = match existing {
             Some(tx) => tx,
-            None => match DB::begin_job_tx(&slot.pool).await {
+            None => match DB::begin_write(&slot.pool).await {
                 Ok(tx) => tx,
                 Err(error) => {
                     *slot.lock() = SlotState::Idle;

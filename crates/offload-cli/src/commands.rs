@@ -6,7 +6,8 @@ use std::io::{IsTerminal, Write};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use offload::{
-    Admin, AdminBackend, AdminError, BackendKind, FilterParams, JobAction, JobFilter, JobState,
+    admin::{Admin, AdminError, FilterParams, JobAction, JobFilter},
+    Backend, BackendKind, JobState,
 };
 use offload_dashboard::{redact_url, DashboardConfig};
 use serde_json::json;
@@ -50,7 +51,7 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
-async fn with_pool<DB: AdminBackend>(url: &str, command: Command) -> anyhow::Result<()> {
+async fn with_pool<DB: Backend>(url: &str, command: Command) -> anyhow::Result<()> {
     let connections = if matches!(command, Command::Dashboard(_)) {
         8
     } else {
@@ -86,7 +87,7 @@ fn filter_params(filter: &FilterArgs) -> FilterParams {
     }
 }
 
-async fn run_jobs<DB: AdminBackend>(admin: Admin<DB>, command: JobsCommand) -> anyhow::Result<()> {
+async fn run_jobs<DB: Backend>(admin: Admin<DB>, command: JobsCommand) -> anyhow::Result<()> {
     match command {
         JobsCommand::List {
             filter,
@@ -131,7 +132,7 @@ fn past_tense(action: JobAction) -> &'static str {
     }
 }
 
-async fn act<DB: AdminBackend>(
+async fn act<DB: Backend>(
     admin: Admin<DB>,
     action: JobAction,
     args: ActionArgs,
@@ -158,7 +159,7 @@ async fn act<DB: AdminBackend>(
     act_on_filter(&admin, action, &filter, &args).await
 }
 
-async fn act_on_ids<DB: AdminBackend>(
+async fn act_on_ids<DB: Backend>(
     admin: &Admin<DB>,
     action: JobAction,
     ids: &[i64],
@@ -204,7 +205,7 @@ async fn act_on_ids<DB: AdminBackend>(
     Ok(())
 }
 
-async fn act_on_filter<DB: AdminBackend>(
+async fn act_on_filter<DB: Backend>(
     admin: &Admin<DB>,
     action: JobAction,
     filter: &JobFilter,
@@ -279,10 +280,7 @@ fn capitalize(word: &str) -> String {
         .unwrap_or_default()
 }
 
-async fn run_queues<DB: AdminBackend>(
-    admin: Admin<DB>,
-    command: QueuesCommand,
-) -> anyhow::Result<()> {
+async fn run_queues<DB: Backend>(admin: Admin<DB>, command: QueuesCommand) -> anyhow::Result<()> {
     match command {
         QueuesCommand::List { json, .. } => {
             let overview = admin.overview(std::time::Duration::from_secs(3600)).await?;
@@ -306,7 +304,7 @@ async fn run_queues<DB: AdminBackend>(
     }
 }
 
-async fn serve_dashboard<DB: AdminBackend>(
+async fn serve_dashboard<DB: Backend>(
     pool: Pool<DB>,
     url: &str,
     args: DashboardArgs,

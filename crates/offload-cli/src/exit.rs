@@ -30,12 +30,11 @@ impl Failure {
             .or_else(|| {
                 error
                     .chain()
-                    .find_map(|e| e.downcast_ref::<offload::AdminError>())
+                    .find_map(|e| e.downcast_ref::<offload::admin::AdminError>())
                     .and_then(|e| match e {
-                        offload::AdminError::Filter(_) | offload::AdminError::BadQueueName(_) => {
-                            Some(USAGE)
-                        }
-                        offload::AdminError::JobNotFound(_) => Some(NOT_FOUND),
+                        offload::admin::AdminError::Filter(_)
+                        | offload::admin::AdminError::BadQueueName(_) => Some(USAGE),
+                        offload::admin::AdminError::JobNotFound(_) => Some(NOT_FOUND),
                         _ => None,
                     })
             })

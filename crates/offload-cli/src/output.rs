@@ -2,7 +2,10 @@
 
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{Cell, CellAlignment, ContentArrangement, Table};
-use offload::{JobPage, JobRecord, JobState, QueueSummary};
+use offload::{
+    admin::{JobPage, QueueSummary},
+    JobRecord, JobState,
+};
 
 pub(crate) fn table(header: &[&str]) -> Table {
     let mut table = Table::new();

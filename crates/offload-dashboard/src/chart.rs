@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use offload::ThroughputPoint;
+use offload::admin::ThroughputPoint;
 
 const WIDTH: f64 = 760.0;
 const HEIGHT: f64 = 180.0;

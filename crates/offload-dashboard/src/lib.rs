@@ -37,7 +37,7 @@ mod templates;
 
 use axum::routing::{get, post};
 use axum::Router;
-use offload::AdminBackend;
+use offload::Backend;
 use sqlx::Pool;
 
 pub use api::ApiDoc;
@@ -45,7 +45,7 @@ pub use config::{redact_url, ConfigError, DashboardConfig, MIN_TOKEN_LEN};
 
 /// The dashboard and admin API for the jobs in `pool`, ready to serve or
 /// to [`nest`](Router::nest) under any path.
-pub fn router<DB: AdminBackend>(pool: Pool<DB>, config: DashboardConfig) -> Router {
+pub fn router<DB: Backend>(pool: Pool<DB>, config: DashboardConfig) -> Router {
     let state = state::AppState::<DB>::new(pool, config);
     Router::new()
         .route("/", get(pages::overview::<DB>))

@@ -10,7 +10,8 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use offload::{AdminBackend, JobState};
+use offload::admin::{Admin, AdminError};
+use offload::{Backend, JobState};
 use sqlx::Pool;
 
 /// Why the Prometheus recorder is unavailable.
@@ -41,7 +42,7 @@ pub fn prometheus() -> Result<PrometheusHandle, RecorderError> {
 }
 
 /// What the `/metrics` handler needs.
-pub struct MetricsState<DB: AdminBackend> {
+pub struct MetricsState<DB: Backend> {
     pool: Pool<DB>,
     handle: PrometheusHandle,
     /// Queues seen so far: a queue whose jobs are all gone is reported as
@@ -51,7 +52,7 @@ pub struct MetricsState<DB: AdminBackend> {
     token: Option<Arc<str>>,
 }
 
-impl<DB: AdminBackend> Clone for MetricsState<DB> {
+impl<DB: Backend> Clone for MetricsState<DB> {
     fn clone(&self) -> Self {
         Self {
             pool: self.pool.clone(),
@@ -62,7 +63,7 @@ impl<DB: AdminBackend> Clone for MetricsState<DB> {
     }
 }
 
-impl<DB: AdminBackend> MetricsState<DB> {
+impl<DB: Backend> MetricsState<DB> {
     /// State for the jobs in `pool`, rendered through `handle`.
     pub fn new(pool: Pool<DB>, handle: PrometheusHandle) -> Self {
         Self {
@@ -97,7 +98,7 @@ impl<DB: AdminBackend> MetricsState<DB> {
 
 /// `GET /metrics`: refreshes queue depth by state, then renders every
 /// metric in the Prometheus text format.
-pub async fn render<DB: AdminBackend>(
+pub async fn render<DB: Backend>(
     State(state): State<MetricsState<DB>>,
     headers: HeaderMap,
 ) -> Response {
@@ -127,14 +128,14 @@ pub async fn render<DB: AdminBackend>(
     }
 }
 
-async fn refresh_queue_depth<DB: AdminBackend>(state: &MetricsState<DB>) -> offload::Result<()> {
-    let rows = DB::queue_state_counts(&state.pool).await?;
+async fn refresh_queue_depth<DB: Backend>(state: &MetricsState<DB>) -> Result<(), AdminError> {
+    let rows = Admin::new(state.pool.clone()).queue_depths().await?;
     let queues: Vec<String> = {
         let mut seen = state
             .queues
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        seen.extend(rows.iter().map(|row| row.queue.clone()));
+        seen.extend(rows.iter().map(|row| row.0.clone()));
         seen.iter().cloned().collect()
     };
     // Every state of every known queue, so a state that emptied reads 0.
@@ -143,8 +144,8 @@ async fn refresh_queue_depth<DB: AdminBackend>(state: &MetricsState<DB>) -> offl
         JobState::ALL.into_iter().map(move |state| {
             let count = rows
                 .iter()
-                .filter(|row| row.queue == *queue && row.state == state)
-                .map(|row| row.count)
+                .filter(|row| row.0 == *queue && row.1 == state)
+                .map(|row| row.2)
                 .sum();
             (queue.as_str(), state, count)
         })

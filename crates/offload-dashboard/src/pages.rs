@@ -7,7 +7,10 @@ use axum::extract::{Extension, Form, Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use minijinja::{context, Value};
-use offload::{AdminBackend, AdminError, FilterParams, JobAction, JobFilter, JobState};
+use offload::{
+    admin::{AdminError, FilterParams, JobAction, JobFilter},
+    Backend, JobState,
+};
 use serde::Deserialize;
 
 use crate::api::{parse_action, parse_id, parse_pause, ApiError, JobQuery};
@@ -16,13 +19,13 @@ use crate::security::{csrf_matches, safe_next, session_cookie, urlencode, BasePa
 use crate::state::AppState;
 
 /// What every page's layout needs.
-struct Page<'a, DB: AdminBackend> {
+struct Page<'a, DB: Backend> {
     state: &'a AppState<DB>,
     base: &'a str,
     csrf: &'a str,
 }
 
-impl<DB: AdminBackend> Page<'_, DB> {
+impl<DB: Backend> Page<'_, DB> {
     fn render(&self, status: StatusCode, template: &str, page: Value) -> Response {
         let config = &self.state.config;
         let layout = context! {
@@ -90,7 +93,7 @@ fn window(state_minutes: u32) -> Duration {
     Duration::from_secs(u64::from(state_minutes) * 60)
 }
 
-pub(crate) async fn overview<DB: AdminBackend>(
+pub(crate) async fn overview<DB: Backend>(
     State(state): State<AppState<DB>>,
     Extension(BasePath(base)): Extension<BasePath>,
     Extension(CsrfToken(csrf)): Extension<CsrfToken>,
@@ -152,7 +155,7 @@ fn filter_query(filter: &JobFilter) -> String {
     .join("&")
 }
 
-pub(crate) async fn job_list<DB: AdminBackend>(
+pub(crate) async fn job_list<DB: Backend>(
     State(state): State<AppState<DB>>,
     Extension(BasePath(base)): Extension<BasePath>,
     Extension(CsrfToken(csrf)): Extension<CsrfToken>,
@@ -228,7 +231,7 @@ pub(crate) async fn job_list<DB: AdminBackend>(
     )
 }
 
-pub(crate) async fn job_detail<DB: AdminBackend>(
+pub(crate) async fn job_detail<DB: Backend>(
     State(state): State<AppState<DB>>,
     Extension(BasePath(base)): Extension<BasePath>,
     Extension(CsrfToken(csrf)): Extension<CsrfToken>,
@@ -302,7 +305,7 @@ fn see_other(location: &str) -> Response {
     Redirect::to(location).into_response()
 }
 
-pub(crate) async fn job_action<DB: AdminBackend>(
+pub(crate) async fn job_action<DB: Backend>(
     State(state): State<AppState<DB>>,
     Extension(BasePath(base)): Extension<BasePath>,
     Extension(csrf): Extension<CsrfToken>,
@@ -346,7 +349,7 @@ impl HasCsrf for BulkForm {
     }
 }
 
-pub(crate) async fn bulk_action<DB: AdminBackend>(
+pub(crate) async fn bulk_action<DB: Backend>(
     State(state): State<AppState<DB>>,
     Extension(BasePath(base)): Extension<BasePath>,
     Extension(csrf): Extension<CsrfToken>,
@@ -383,7 +386,7 @@ pub(crate) async fn bulk_action<DB: AdminBackend>(
     }
 }
 
-pub(crate) async fn queue_action<DB: AdminBackend>(
+pub(crate) async fn queue_action<DB: Backend>(
     State(state): State<AppState<DB>>,
     Extension(BasePath(base)): Extension<BasePath>,
     Extension(csrf): Extension<CsrfToken>,
@@ -419,7 +422,7 @@ pub(crate) struct LoginQuery {
     next: Option<String>,
 }
 
-pub(crate) async fn login_form<DB: AdminBackend>(
+pub(crate) async fn login_form<DB: Backend>(
     State(state): State<AppState<DB>>,
     Extension(BasePath(base)): Extension<BasePath>,
     Extension(CsrfToken(csrf)): Extension<CsrfToken>,
@@ -452,7 +455,7 @@ impl HasCsrf for LoginForm {
     }
 }
 
-pub(crate) async fn login<DB: AdminBackend>(
+pub(crate) async fn login<DB: Backend>(
     State(state): State<AppState<DB>>,
     Extension(BasePath(base)): Extension<BasePath>,
     Extension(csrf): Extension<CsrfToken>,

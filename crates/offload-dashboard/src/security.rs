@@ -6,7 +6,7 @@ use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
-use offload::AdminBackend;
+use offload::Backend;
 use rand::RngCore;
 
 use crate::api::ApiError;
@@ -29,7 +29,7 @@ pub(crate) struct CsrfToken(pub String);
 #[derive(Debug, Clone)]
 pub(crate) struct BasePath(pub String);
 
-pub(crate) async fn guard<DB: AdminBackend>(
+pub(crate) async fn guard<DB: Backend>(
     State(state): State<AppState<DB>>,
     mut request: Request,
     next: Next,

@@ -2,14 +2,14 @@
 
 use std::sync::Arc;
 
-use offload::{Admin, AdminBackend};
+use offload::{admin::Admin, Backend};
 use sha2::{Digest, Sha256};
 use sqlx::Pool;
 
 use crate::config::DashboardConfig;
 use crate::templates::Templates;
 
-pub(crate) struct AppState<DB: AdminBackend> {
+pub(crate) struct AppState<DB: Backend> {
     pub admin: Admin<DB>,
     pub config: Arc<DashboardConfig>,
     pub templates: Arc<Templates>,
@@ -17,7 +17,7 @@ pub(crate) struct AppState<DB: AdminBackend> {
     pub session: Option<Arc<str>>,
 }
 
-impl<DB: AdminBackend> Clone for AppState<DB> {
+impl<DB: Backend> Clone for AppState<DB> {
     fn clone(&self) -> Self {
         Self {
             admin: self.admin.clone(),
@@ -28,7 +28,7 @@ impl<DB: AdminBackend> Clone for AppState<DB> {
     }
 }
 
-impl<DB: AdminBackend> AppState<DB> {
+impl<DB: Backend> AppState<DB> {
     pub fn new(pool: Pool<DB>, config: DashboardConfig) -> Self {
         let session = config.token.as_deref().map(session_value);
         Self {

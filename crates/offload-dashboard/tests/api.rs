@@ -4,13 +4,13 @@ mod support;
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
-use offload::{AdminBackend, Client, JobState};
+use offload::{Backend, Client, JobState};
 use offload_dashboard::DashboardConfig;
 use serde_json::json;
 use sqlx::Pool;
 use support::*;
 
-fn app<DB: AdminBackend>(pool: &Pool<DB>) -> axum::Router {
+fn app<DB: Backend>(pool: &Pool<DB>) -> axum::Router {
     offload_dashboard::router(pool.clone(), DashboardConfig::new())
 }
 
@@ -24,13 +24,13 @@ fn ids(reply: &Reply) -> Vec<i64> {
 }
 
 /// Runs the flaky jobs to the end: failing ones end discarded.
-async fn run_all<DB: AdminBackend>(pool: &Pool<DB>, queues: &[&str]) {
+async fn run_all<DB: Backend>(pool: &Pool<DB>, queues: &[&str]) {
     let worker = start_worker(pool, queues).await;
     wait_idle(pool).await;
     worker.shutdown().await;
 }
 
-async fn pages_follow_the_keyset_cursor_newest_first<DB: AdminBackend>(pool: Pool<DB>) {
+async fn pages_follow_the_keyset_cursor_newest_first<DB: Backend>(pool: Pool<DB>) {
     let mut inserted = insert(&pool, &[("default", false, &[][..]); 7]).await;
     inserted.extend(insert(&pool, &[("other", false, &[][..]); 2]).await);
     let app = app(&pool);
@@ -72,7 +72,7 @@ async fn pages_follow_the_keyset_cursor_newest_first<DB: AdminBackend>(pool: Poo
     );
 }
 
-async fn filters_select_by_state_queue_kind_tag_text_and_time<DB: AdminBackend>(pool: Pool<DB>) {
+async fn filters_select_by_state_queue_kind_tag_text_and_time<DB: Backend>(pool: Pool<DB>) {
     let mail = insert(&pool, &[("mail", true, &["signup"]), ("mail", false, &[])]).await;
     let default = insert(&pool, &[("default", false, &["signup", "vip"])]).await;
     run_all(&pool, &["mail", "default"]).await;
@@ -107,7 +107,7 @@ async fn filters_select_by_state_queue_kind_tag_text_and_time<DB: AdminBackend>(
     assert!(ids(&get(&app, "/api/jobs?since=2999-01-01").await).is_empty());
 }
 
-async fn bad_filters_are_clear_400s_never_sql_errors<DB: AdminBackend>(pool: Pool<DB>) {
+async fn bad_filters_are_clear_400s_never_sql_errors<DB: Backend>(pool: Pool<DB>) {
     insert(&pool, &[("default", false, &[])]).await;
     let app = app(&pool);
     let cases = [
@@ -188,7 +188,7 @@ async fn bad_filters_are_clear_400s_never_sql_errors<DB: AdminBackend>(pool: Poo
     );
 }
 
-async fn job_detail_has_args_errors_and_timestamps<DB: AdminBackend>(pool: Pool<DB>) {
+async fn job_detail_has_args_errors_and_timestamps<DB: Backend>(pool: Pool<DB>) {
     let id = insert(&pool, &[("default", true, &["x"])]).await[0];
     run_all(&pool, &["default"]).await;
     let app = app(&pool);
@@ -203,9 +203,7 @@ async fn job_detail_has_args_errors_and_timestamps<DB: AdminBackend>(pool: Pool<
     assert_eq!(missing.content_type, "application/problem+json");
 }
 
-async fn retry_makes_a_discarded_job_run_again_with_one_more_attempt<DB: AdminBackend>(
-    pool: Pool<DB>,
-) {
+async fn retry_makes_a_discarded_job_run_again_with_one_more_attempt<DB: Backend>(pool: Pool<DB>) {
     let id = insert(&pool, &[("default", true, &[])]).await[0];
     run_all(&pool, &["default"]).await;
     let app = app(&pool);
@@ -235,7 +233,7 @@ async fn retry_makes_a_discarded_job_run_again_with_one_more_attempt<DB: AdminBa
         .contains("completed"));
 }
 
-async fn cancel_and_delete_change_only_jobs_they_apply_to<DB: AdminBackend>(pool: Pool<DB>) {
+async fn cancel_and_delete_change_only_jobs_they_apply_to<DB: Backend>(pool: Pool<DB>) {
     let ids = insert(&pool, &[("default", false, &[]), ("default", false, &[])]).await;
     let app = app(&pool);
     let reply = post_json(&app, &format!("/api/jobs/{}/cancel", ids[0]), json!({})).await;
@@ -256,7 +254,7 @@ async fn cancel_and_delete_change_only_jobs_they_apply_to<DB: AdminBackend>(pool
     assert_eq!(gone.status, StatusCode::NOT_FOUND);
 }
 
-async fn cancelling_a_running_job_stops_it_and_rolls_it_back<DB: AdminBackend>(pool: Pool<DB>) {
+async fn cancelling_a_running_job_stops_it_and_rolls_it_back<DB: Backend>(pool: Pool<DB>) {
     let client = Client::new(pool.clone());
     // offload tracks this process's running jobs by id alone, so the
     // sleeper gets an id no concurrent test (on either backend) uses.
@@ -291,7 +289,7 @@ async fn cancelling_a_running_job_stops_it_and_rolls_it_back<DB: AdminBackend>(p
         .any(|e| e.error.contains("cancelled by an operator")));
 }
 
-async fn bulk_actions_apply_to_every_matching_job<DB: AdminBackend>(pool: Pool<DB>) {
+async fn bulk_actions_apply_to_every_matching_job<DB: Backend>(pool: Pool<DB>) {
     let failing: Vec<(&str, bool, &[&str])> = (0..12).map(|_| ("bulk", true, &[][..])).collect();
     insert(&pool, &failing).await;
     let keep = insert(&pool, &[("bulk", false, &[])]).await[0];
@@ -330,7 +328,7 @@ async fn bulk_actions_apply_to_every_matching_job<DB: AdminBackend>(pool: Pool<D
     assert!(ids(&get(&app, "/api/jobs").await).is_empty());
 }
 
-async fn queues_show_counts_throughput_age_and_pause<DB: AdminBackend>(pool: Pool<DB>) {
+async fn queues_show_counts_throughput_age_and_pause<DB: Backend>(pool: Pool<DB>) {
     insert(&pool, &[("mail", false, &[]), ("mail", true, &[])]).await;
     run_all(&pool, &["mail"]).await;
     insert(&pool, &[("reports", false, &[]), ("reports", false, &[])]).await;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use crate::api::JobSettings;
+use crate::api::{DatabaseError, JobSettings};
 use crate::job::ProcessRecord;
 use crate::store::{NewRecord, Record, RecordStore};
 
@@ -118,15 +118,14 @@ async fn write_batch<DB: RecordStore>(
     client: &Client<DB>,
     jobs: JobSettings,
     records: &[NewRecord],
-) -> Result<Vec<Record>, offload::Error> {
-    let mut tx = DB::begin_job_tx(client.pool()).await?;
+) -> Result<Vec<Record>, DatabaseError> {
+    let mut tx = DB::begin_write(client.pool()).await?;
     let mut written = DB::insert_records(&mut tx, records).await?;
     if written.len() != records.len() {
-        return Err(offload::Error::Database(sqlx::Error::Protocol(format!(
-            "inserted {} records for {} requests",
-            written.len(),
-            records.len()
-        ))));
+        return Err(DatabaseError::RecordCountMismatch {
+            inserted: written.len(),
+            requested: records.len(),
+        });
     }
     let job_rows = written
         .iter()
@@ -140,7 +139,7 @@ async fn write_batch<DB: RecordStore>(
                 EnqueueOptions::default(),
             )
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, offload::Error>>()?;
     let job_ids = client.insert_tx(&mut tx, &job_rows).await?;
     let links: Vec<(i64, i64)> = written
         .iter()

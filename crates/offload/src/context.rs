@@ -7,8 +7,8 @@ use std::future::Future;
 
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use crate::backend::{Backend, ClaimedJob};
 use crate::job::JobError;
+use crate::storage::{Backend, ClaimedJob};
 
 /// A running job's own view of the world: its transaction, its identity and
 /// its cancellation signal. It never holds the enqueuing request's session.
@@ -66,7 +66,7 @@ impl<DB: Backend> JobContext<DB> {
     pub async fn tx(&mut self) -> Result<&mut DB::Connection, sqlx::Error> {
         let tx = match self.tx.take() {
             Some(tx) => tx,
-            None => DB::begin_job_tx(&self.pool).await?,
+            None => DB::begin_write(&self.pool).await?,
         };
         Ok(&mut **self.tx.insert(tx))
     }
@@ -126,10 +126,7 @@ impl<DB: Backend> JobContext<DB> {
         async move {
             task.await.map_err(|error| {
                 if error.is_panic() {
-                    JobError::failed(format!(
-                        "blocking work panicked: {}",
-                        crate::worker::panic_message(error.into_panic().as_ref())
-                    ))
+                    JobError::from_panic("blocking work panicked", error.into_panic().as_ref())
                 } else {
                     JobError::failed("blocking work was cancelled")
                 }

@@ -23,6 +23,25 @@ pub enum Error {
     /// A configuration value is out of range.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A row read back from offload's tables holds a value offload never
+    /// writes (a state name, say): the table was changed by hand.
+    #[error("corrupt row in {table}: {detail}")]
+    CorruptRow {
+        /// The table read.
+        table: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+    /// An insert returned fewer ids than rows it was given.
+    #[error("the database returned no id for an inserted job")]
+    MissingInsertId,
+    /// A unique key changed hands on every try: each time the insert found
+    /// the key held, the holder had finished before it could be read.
+    #[error("unique key `{key}` kept changing hands; try the enqueue again")]
+    UniqueKeyContended {
+        /// The contended key.
+        key: String,
+    },
     /// A migration failed; the schema was left at the previous version.
     #[error("migration {version} ({name}) failed: {source}")]
     Migration {

@@ -7,13 +7,9 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::backend::Backend;
 use crate::context::JobContext;
-
-/// The queue jobs go to unless they name another.
-pub const DEFAULT_QUEUE: &str = "default";
-/// Attempts a job gets unless it asks for another number.
-pub const DEFAULT_MAX_ATTEMPTS: i32 = 20;
+use crate::defaults::{DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE};
+use crate::storage::Backend;
 
 /// A kind of background work: its args are the struct's fields, stored as
 /// JSON, and [`run`](Job::run) does the work on database `DB`.
@@ -114,6 +110,21 @@ impl JobError {
     /// Stop for good, as `discarded`.
     pub fn discard(reason: impl fmt::Display) -> Self {
         JobError::Discard(reason.to_string())
+    }
+}
+
+impl JobError {
+    /// A failure made of a caught panic's payload, so a panic is recorded
+    /// with its message.
+    pub(crate) fn from_panic(context: &str, payload: &(dyn std::any::Any + Send)) -> Self {
+        let message = if let Some(message) = payload.downcast_ref::<&str>() {
+            (*message).to_owned()
+        } else if let Some(message) = payload.downcast_ref::<String>() {
+            message.clone()
+        } else {
+            "panic with a non-string payload".to_owned()
+        };
+        JobError::failed(format!("{context}: {message}"))
     }
 }
 

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-use crate::backend::Backend;
 use crate::context::JobContext;
 use crate::job::{Job, JobError};
+use crate::storage::Backend;
 
 /// The job kinds a worker can run.
 ///

@@ -15,7 +15,10 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use offload::{Admin, JobAction, JobState, UniqueOptions, Worker, WorkerHandle};
+use offload::{
+    admin::{Admin, JobAction},
+    JobState, UniqueOptions, Worker, WorkerHandle,
+};
 use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, Sqlite};
 use support::cluster::{
@@ -241,7 +244,7 @@ async fn two_leaders_enqueuing_the_same_ticks_insert_each_once<DB: ClusterDb>(
         tasks.spawn(async move {
             let mut won = 0;
             for (n, job) in (0..TICKS).zip(rows) {
-                if DB::enqueue_tick(&pool, "handover", tick_at(n), &job)
+                if offload::storage::ops::enqueue_tick::<DB>(&pool, "handover", tick_at(n), &job)
                     .await
                     .expect("enqueue tick")
                     .is_some()
@@ -276,7 +279,7 @@ async fn a_new_leader_enqueues_only_the_latest_missed_tick<DB: ClusterDb>(db: &T
         run_at: Some(last),
         ..offload::NewJob::new("tick", "null")
     };
-    DB::enqueue_tick(&db.pool, "every_minute", last, &old)
+    offload::storage::ops::enqueue_tick::<DB>(&db.pool, "every_minute", last, &old)
         .await
         .unwrap()
         .expect("first tick");
@@ -619,9 +622,7 @@ async fn global_limit_of_two_is_never_exceeded_by_three_workers_sqlite() {
 
 const PAUSED_JOBS: usize = 30;
 
-async fn pause_holds_and_resume_drains<DB: ClusterDb + offload::AdminBackend>(
-    db: &TestDatabase<DB>,
-) {
+async fn pause_holds_and_resume_drains<DB: ClusterDb + offload::Backend>(db: &TestDatabase<DB>) {
     let admin = Admin::new(db.pool.clone());
     admin.pause_queue("default").await.unwrap();
     db.client

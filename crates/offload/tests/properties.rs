@@ -7,8 +7,8 @@ mod support;
 use std::time::Duration;
 
 use chrono::Utc;
-use offload::backend::{Attempt, Outcome};
-use offload::{Backend, JobState, NewJob};
+use offload::storage::{Attempt, Driver, Outcome};
+use offload::{JobState, NewJob};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use sqlx::Sqlite;
@@ -82,7 +82,7 @@ async fn run_steps(db: &TestDatabase<Sqlite>, case: u64, max_attempts: i32, step
 
     for step in steps {
         if model.state.is_final() {
-            let claimed = Sqlite::claim(&db.pool, &queue, 10, "w").await.unwrap();
+            let claimed = Sqlite::job_claim(&db.pool, &queue, 10, "w").await.unwrap();
             assert!(
                 claimed.is_empty(),
                 "a {} job was claimed again",
@@ -91,9 +91,9 @@ async fn run_steps(db: &TestDatabase<Sqlite>, case: u64, max_attempts: i32, step
             continue;
         }
         if matches!(model.state, JobState::Scheduled | JobState::Retryable) {
-            Sqlite::promote(&db.pool, 100).await.unwrap();
+            Sqlite::job_promote(&db.pool, 100).await.unwrap();
         }
-        let claimed = Sqlite::claim(&db.pool, &queue, 10, "w").await.unwrap();
+        let claimed = Sqlite::job_claim(&db.pool, &queue, 10, "w").await.unwrap();
         assert_eq!(claimed.len(), 1, "a {} job must be claimable", model.state);
         model.attempt += 1;
         assert_eq!(
@@ -120,7 +120,7 @@ async fn run_steps(db: &TestDatabase<Sqlite>, case: u64, max_attempts: i32, step
         match &outcome {
             None => {
                 assert_eq!(
-                    Sqlite::complete_many(&db.pool, &[key], false)
+                    Sqlite::job_complete_many(&db.pool, &[key], false)
                         .await
                         .unwrap(),
                     1
@@ -128,7 +128,7 @@ async fn run_steps(db: &TestDatabase<Sqlite>, case: u64, max_attempts: i32, step
                 model.state = JobState::Completed;
             }
             Some(outcome) => {
-                assert!(Sqlite::record_outcome(&db.pool, key, outcome)
+                assert!(Sqlite::job_record_outcome(&db.pool, key, outcome)
                     .await
                     .unwrap());
                 let change = outcome.change();
@@ -141,9 +141,11 @@ async fn run_steps(db: &TestDatabase<Sqlite>, case: u64, max_attempts: i32, step
         let stale = Outcome::Discard {
             error: "stale".into(),
         };
-        assert!(!Sqlite::record_outcome(&db.pool, key, &stale).await.unwrap());
+        assert!(!Sqlite::job_record_outcome(&db.pool, key, &stale)
+            .await
+            .unwrap());
         assert_eq!(
-            Sqlite::complete_many(&db.pool, &[key], false)
+            Sqlite::job_complete_many(&db.pool, &[key], false)
                 .await
                 .unwrap(),
             0

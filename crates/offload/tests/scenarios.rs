@@ -297,7 +297,7 @@ async fn rescuer_recovers_jobs_of_a_worker_that_stopped_heartbeating<DB: TestDb>
 ) {
     let id = db.client.enqueue(ApplyEffect).await.unwrap();
     // A worker that claimed the job and then died without a trace.
-    let claimed = DB::claim(&db.pool, "default", 10, "dead-worker")
+    let claimed = DB::job_claim(&db.pool, "default", 10, "dead-worker")
         .await
         .unwrap();
     assert_eq!(claimed.len(), 1);

@@ -18,7 +18,7 @@ async fn cancelled_begin_leaves_no_transaction_open() {
     let pool = <Sqlite as Backend>::connect(&url, 1).await.unwrap();
     let mut cancelled = 0;
     for i in 0..2_000u64 {
-        let begin = <Sqlite as Backend>::begin_job_tx(&pool);
+        let begin = <Sqlite as Backend>::begin_write(&pool);
         match tokio::time::timeout(Duration::from_micros(i % 150), begin).await {
             Ok(tx) => tx.unwrap().commit().await.unwrap(),
             Err(_) => cancelled += 1,
@@ -30,7 +30,7 @@ async fn cancelled_begin_leaves_no_transaction_open() {
     );
     let mut tx = tokio::time::timeout(
         Duration::from_secs(10),
-        <Sqlite as Backend>::begin_job_tx(&pool),
+        <Sqlite as Backend>::begin_write(&pool),
     )
     .await
     .expect("begin timed out")

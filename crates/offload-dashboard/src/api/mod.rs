@@ -8,7 +8,10 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use offload::{AdminBackend, AdminError, FilterParams, JobAction, JobState};
+use offload::{
+    admin::{AdminError, FilterParams, JobAction},
+    Backend, JobState,
+};
 use utoipa::OpenApi;
 
 use crate::state::AppState;
@@ -47,7 +50,7 @@ pub use types::*;
 )]
 pub struct ApiDoc;
 
-pub(crate) fn routes<DB: AdminBackend>() -> Router<AppState<DB>> {
+pub(crate) fn routes<DB: Backend>() -> Router<AppState<DB>> {
     Router::new()
         .route("/api/jobs", get(list_jobs::<DB>))
         .route("/api/jobs/bulk", post(bulk_action::<DB>))
@@ -153,7 +156,7 @@ fn path_error(rejection: PathRejection) -> ApiError {
         (status = 400, description = "A filter is invalid", body = Problem, content_type = "application/problem+json"),
     )
 )]
-async fn list_jobs<DB: AdminBackend>(
+async fn list_jobs<DB: Backend>(
     State(state): State<AppState<DB>>,
     query: Result<Query<JobQuery>, QueryRejection>,
 ) -> Result<Json<JobPageBody>, ApiError> {
@@ -176,7 +179,7 @@ async fn list_jobs<DB: AdminBackend>(
         (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
     )
 )]
-async fn get_job<DB: AdminBackend>(
+async fn get_job<DB: Backend>(
     State(state): State<AppState<DB>>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<JobBody>, ApiError> {
@@ -208,7 +211,7 @@ async fn get_job<DB: AdminBackend>(
         (status = 415, description = "Actions need `Content-Type: application/json`", body = Problem, content_type = "application/problem+json"),
     )
 )]
-async fn job_action<DB: AdminBackend>(
+async fn job_action<DB: Backend>(
     State(state): State<AppState<DB>>,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Json<JobActionBody>, ApiError> {
@@ -261,7 +264,7 @@ pub(crate) fn not_applicable(action: JobAction, state: JobState, id: i64) -> Api
         (status = 415, description = "Actions need `Content-Type: application/json`", body = Problem, content_type = "application/problem+json"),
     )
 )]
-async fn bulk_action<DB: AdminBackend>(
+async fn bulk_action<DB: Backend>(
     State(state): State<AppState<DB>>,
     body: Result<Json<BulkRequest>, JsonRejection>,
 ) -> Result<Json<ActionOutcomeBody>, ApiError> {
@@ -289,7 +292,7 @@ async fn bulk_action<DB: AdminBackend>(
     tag = "queues",
     responses((status = 200, description = "The overview", body = OverviewBody))
 )]
-async fn overview<DB: AdminBackend>(
+async fn overview<DB: Backend>(
     State(state): State<AppState<DB>>,
 ) -> Result<Json<OverviewBody>, ApiError> {
     let window = std::time::Duration::from_secs(u64::from(state.config.throughput_minutes) * 60);
@@ -304,7 +307,7 @@ async fn overview<DB: AdminBackend>(
     tag = "queues",
     responses((status = 200, description = "Queues by name", body = Vec<QueueBody>))
 )]
-async fn list_queues<DB: AdminBackend>(
+async fn list_queues<DB: Backend>(
     State(state): State<AppState<DB>>,
 ) -> Result<Json<Vec<QueueBody>>, ApiError> {
     let window = std::time::Duration::from_secs(u64::from(state.config.throughput_minutes) * 60);
@@ -327,7 +330,7 @@ async fn list_queues<DB: AdminBackend>(
         (status = 415, description = "Actions need `Content-Type: application/json`", body = Problem, content_type = "application/problem+json"),
     )
 )]
-async fn queue_action<DB: AdminBackend>(
+async fn queue_action<DB: Backend>(
     State(state): State<AppState<DB>>,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Json<QueuePausedBody>, ApiError> {
@@ -362,7 +365,7 @@ pub(crate) fn parse_pause(action: &str) -> Result<bool, ApiError> {
         (status = 400, description = "Bad parameters", body = Problem, content_type = "application/problem+json"),
     )
 )]
-async fn throughput<DB: AdminBackend>(
+async fn throughput<DB: Backend>(
     State(state): State<AppState<DB>>,
     query: Result<Query<ThroughputQuery>, QueryRejection>,
 ) -> Result<Json<Vec<ThroughputBody>>, ApiError> {

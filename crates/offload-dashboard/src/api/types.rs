@@ -3,8 +3,11 @@
 
 use chrono::{DateTime, Utc};
 use offload::{
-    ActionOutcome, AttemptError, FilterParams, JobAction, JobPage, JobRecord, JobState, JobSummary,
-    Overview, QueueSummary, StateCounts, ThroughputPoint,
+    admin::{
+        ActionOutcome, FilterParams, JobAction, JobPage, JobSummary, Overview, QueueSummary,
+        StateCounts, ThroughputPoint,
+    },
+    AttemptError, JobRecord, JobState,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};

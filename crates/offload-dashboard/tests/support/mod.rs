@@ -10,8 +10,8 @@ use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
 use offload::{
-    AdminBackend, Backend, Client, Job, JobContext, JobError, JobState, NewJob, Registry, Worker,
-    WorkerConfig, WorkerHandle,
+    Backend, Client, Job, JobContext, JobError, JobState, NewJob, Registry, Worker, WorkerConfig,
+    WorkerHandle,
 };
 use serde::{Deserialize, Serialize};
 use sqlx::{Pool, Sqlite};
@@ -85,7 +85,7 @@ impl<DB: Backend> Job<DB> for Sleeper {
     }
 }
 
-pub async fn start_worker<DB: AdminBackend>(pool: &Pool<DB>, queues: &[&str]) -> WorkerHandle {
+pub async fn start_worker<DB: Backend>(pool: &Pool<DB>, queues: &[&str]) -> WorkerHandle {
     let registry = Registry::new().register::<Flaky>().register::<Sleeper>();
     let mut config = WorkerConfig {
         poll_interval: Some(Duration::from_millis(50)),
@@ -101,7 +101,7 @@ pub async fn start_worker<DB: AdminBackend>(pool: &Pool<DB>, queues: &[&str]) ->
 }
 
 /// Waits until no job is available, scheduled-due, retryable or running.
-pub async fn wait_idle<DB: AdminBackend>(pool: &Pool<DB>) {
+pub async fn wait_idle<DB: Backend>(pool: &Pool<DB>) {
     let client = Client::new(pool.clone());
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -125,7 +125,7 @@ pub async fn wait_idle<DB: AdminBackend>(pool: &Pool<DB>) {
 }
 
 /// Waits until job `id` is in `state`.
-pub async fn wait_for_state<DB: AdminBackend>(pool: &Pool<DB>, id: i64, state: JobState) {
+pub async fn wait_for_state<DB: Backend>(pool: &Pool<DB>, id: i64, state: JobState) {
     let client = Client::new(pool.clone());
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -143,7 +143,7 @@ pub async fn wait_for_state<DB: AdminBackend>(pool: &Pool<DB>, id: i64, state: J
 }
 
 /// Inserts jobs of kind `flaky` with the given queue, failure flag and tags.
-pub async fn insert<DB: AdminBackend>(pool: &Pool<DB>, jobs: &[(&str, bool, &[&str])]) -> Vec<i64> {
+pub async fn insert<DB: Backend>(pool: &Pool<DB>, jobs: &[(&str, bool, &[&str])]) -> Vec<i64> {
     let rows: Vec<NewJob> = jobs
         .iter()
         .map(|(queue, fail, tags)| {

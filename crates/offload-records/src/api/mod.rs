@@ -161,26 +161,33 @@ fn panic_response(_panic: Box<dyn std::any::Any + Send>) -> Response {
 /// unreachable, 500 otherwise, never the error's text.
 pub(crate) fn database_problem(error: impl Into<DatabaseError>) -> Problem {
     let error = error.into();
-    tracing::error!(error = %error.0, "database error");
-    match error.0 {
-        offload::Error::Database(
+    tracing::error!(%error, "database error");
+    match error {
+        DatabaseError::Offload(offload::Error::Database(
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_),
-        ) => Problem::unavailable(),
+        )) => Problem::unavailable(),
         _ => Problem::internal(),
     }
 }
 
-/// Either kind of database error a handler meets.
-pub(crate) struct DatabaseError(offload::Error);
+/// What can go wrong writing records.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DatabaseError {
+    /// offload or the database failed.
+    #[error(transparent)]
+    Offload(#[from] offload::Error),
+    /// A batch insert returned another number of rows than it was given.
+    #[error("inserted {inserted} records for {requested} requests")]
+    RecordCountMismatch {
+        /// Rows the insert returned.
+        inserted: usize,
+        /// Records it was given.
+        requested: usize,
+    },
+}
 
 impl From<sqlx::Error> for DatabaseError {
     fn from(error: sqlx::Error) -> Self {
-        Self(offload::Error::Database(error))
-    }
-}
-
-impl From<offload::Error> for DatabaseError {
-    fn from(error: offload::Error) -> Self {
-        Self(error)
+        Self::Offload(offload::Error::Database(error))
     }
 }

@@ -7,7 +7,7 @@ pub mod sqlite;
 use std::future::Future;
 
 use chrono::{DateTime, Utc};
-use offload::AdminBackend;
+use offload::Backend;
 use serde::{Deserialize, Serialize};
 use sqlx::Pool;
 use utoipa::ToSchema;
@@ -110,7 +110,7 @@ pub struct ListFilter {
 
 /// The records table on one database: implemented for [`sqlx::Postgres`]
 /// and [`sqlx::Sqlite`].
-pub trait RecordStore: AdminBackend {
+pub trait RecordStore: Backend {
     /// Applies this crate's migrations that have not run yet, tracked in
     /// [`MIGRATIONS_TABLE`].
     fn migrate_records(pool: &Pool<Self>) -> impl Future<Output = Result<(), sqlx::Error>> + Send;

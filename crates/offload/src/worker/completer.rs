@@ -8,7 +8,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::{next_delay, sleep_or_stop};
-use crate::backend::{Attempt, Backend};
+use crate::storage::{Attempt, Backend};
 
 /// Drains `completions` until every sender is gone. Batches form by
 /// themselves: whatever arrived while the last batch was being written goes
@@ -42,7 +42,7 @@ async fn write<DB: Backend>(
     give_up: CancellationToken,
 ) {
     let mut delay = Duration::from_millis(50);
-    while let Err(error) = DB::complete_many(&pool, &pending, delete).await {
+    while let Err(error) = DB::job_complete_many(&pool, &pending, delete).await {
         tracing::warn!(%error, jobs = pending.len(), "could not record completions; retrying");
         // Past shutdown the jobs stay `running`, and the rescuer runs them
         // again once this worker's lease expires.

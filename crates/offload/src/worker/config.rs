@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use crate::backend::Backend;
-use crate::periodic::{Periodic, PeriodicJob};
+use super::Periodic;
+use crate::defaults::DEFAULT_QUEUE;
 use crate::Error;
 
 /// One queue a worker serves, and how many of its jobs run at once.
@@ -147,8 +147,8 @@ impl WorkerConfig {
     }
 
     /// Adds a periodic job (replacing one of the same name).
-    pub fn periodic<DB: Backend>(mut self, job: PeriodicJob<DB>) -> Self {
-        let job = Periodic::from(job);
+    pub fn periodic(mut self, job: impl Into<Periodic>) -> Self {
+        let job = job.into();
         self.periodic.retain(|other| other.name() != job.name());
         self.periodic.push(job);
         self
@@ -156,7 +156,7 @@ impl WorkerConfig {
 
     pub(crate) fn validated(mut self) -> Result<Self, Error> {
         if self.queues.is_empty() {
-            self = self.queue(crate::DEFAULT_QUEUE, 10);
+            self = self.queue(DEFAULT_QUEUE, 10);
         }
         if let Some(queue) = self
             .queues

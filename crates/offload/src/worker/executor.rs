@@ -9,10 +9,10 @@ use chrono::Utc;
 use futures::FutureExt;
 use tracing::Instrument;
 
-use super::{next_delay, panic_message, sleep_or_stop, Shared};
-use crate::backend::{Attempt, Backend, ClaimedJob, Outcome};
+use super::{metrics, next_delay, running, sleep_or_stop, Shared};
 use crate::context::JobContext;
 use crate::job::JobError;
+use crate::storage::{Attempt, Backend, ClaimedJob, Outcome};
 
 pub(crate) async fn execute<DB: Backend>(shared: Arc<Shared<DB>>, mut job: ClaimedJob) {
     let span = tracing::info_span!(
@@ -30,18 +30,18 @@ pub(crate) async fn execute<DB: Backend>(shared: Arc<Shared<DB>>, mut job: Claim
                 job.kind, shared.worker.id
             );
             tracing::error!(%error, "job discarded");
-            crate::metrics::job_finished(&job.kind, &job.queue, "discarded", Duration::ZERO);
+            metrics::job_finished(&job.kind, &job.queue, "discarded", Duration::ZERO);
             record(&shared, key, Outcome::Discard { error }).await;
             return;
         };
         let max_attempts = job.max_attempts;
         let (kind, queue) = (job.kind.clone(), job.queue.clone());
         let waited = (Utc::now() - job.run_at).to_std().unwrap_or_default();
-        crate::metrics::job_started(&queue, waited);
+        metrics::job_started(&queue, waited);
         let started = std::time::Instant::now();
         let args = std::mem::take(&mut job.args);
         let cancel = shared.cancel_jobs.child_token();
-        let _tracked = crate::wake::track_running(shared.database.clone(), key.id, cancel.clone());
+        let _tracked = running::track(shared.database.clone(), key.id, cancel.clone());
         let mut ctx = JobContext::new(job, shared.pool.clone(), cancel);
 
         let run = AssertUnwindSafe(handler.run(&args, &mut ctx)).catch_unwind();
@@ -51,17 +51,13 @@ pub(crate) async fn execute<DB: Backend>(shared: Arc<Shared<DB>>, mut job: Claim
             }),
             None => run.await,
         };
-        let result = result.unwrap_or_else(|panic| {
-            Err(JobError::failed(format!(
-                "panicked: {}",
-                panic_message(panic.as_ref())
-            )))
-        });
+        let result =
+            result.unwrap_or_else(|panic| Err(JobError::from_panic("panicked", panic.as_ref())));
 
         match result {
             Ok(()) => {
                 let outcome = succeed(&shared, key, &mut ctx).await;
-                crate::metrics::job_finished(&kind, &queue, outcome, started.elapsed());
+                metrics::job_finished(&kind, &queue, outcome, started.elapsed());
             }
             Err(error) => {
                 if let Some(tx) = ctx.take_tx() {
@@ -72,8 +68,8 @@ pub(crate) async fn execute<DB: Backend>(shared: Arc<Shared<DB>>, mut job: Claim
                 let outcome = outcome_for(&shared, key, max_attempts, error, |attempt| {
                     handler.backoff(attempt)
                 });
-                let label = crate::metrics::outcome_label(&outcome);
-                crate::metrics::job_finished(&kind, &queue, label, started.elapsed());
+                let label = metrics::outcome_label(&outcome);
+                metrics::job_finished(&kind, &queue, label, started.elapsed());
                 record(&shared, key, outcome).await;
             }
         }
@@ -96,7 +92,7 @@ async fn succeed<DB: Backend>(
         }
         return "completed";
     };
-    let error = match DB::complete_in_tx(&mut tx, key, delete).await {
+    let error = match DB::job_complete_in_tx(&mut tx, key, delete).await {
         Ok(true) => match tx.commit().await {
             Ok(()) => return "completed",
             Err(error) => format!("commit of the job's transaction failed: {error}"),
@@ -120,7 +116,7 @@ async fn succeed<DB: Backend>(
         JobError::failed(error),
         crate::backoff::exponential,
     );
-    let label = crate::metrics::outcome_label(&outcome);
+    let label = metrics::outcome_label(&outcome);
     record(shared, key, outcome).await;
     label
 }
@@ -176,7 +172,7 @@ fn outcome_for<DB: Backend>(
 pub(crate) async fn record<DB: Backend>(shared: &Shared<DB>, key: Attempt, outcome: Outcome) {
     let mut delay = Duration::from_millis(50);
     loop {
-        match DB::record_outcome(&shared.pool, key, &outcome).await {
+        match DB::job_record_outcome(&shared.pool, key, &outcome).await {
             Ok(_) => return,
             Err(error) => {
                 tracing::warn!(%error, "could not record the job's outcome; retrying");

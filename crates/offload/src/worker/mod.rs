@@ -1,13 +1,19 @@
 //! The worker runtime: producers claim jobs per queue, executors run each in
 //! its own task and transaction, the completer writes completions in
-//! batches, and maintenance tasks heartbeat, rescue, promote and prune.
+//! batches, the leader (elected among the workers on a database) runs the
+//! maintenance services and the periodic jobs, and wake-ups connect them.
 
 mod completer;
 mod config;
 mod executor;
+pub(crate) mod leader;
+mod maintenance;
+pub mod metrics;
+mod periodic;
 mod producer;
+pub(crate) mod running;
+pub(crate) mod wake;
 
-use std::any::Any;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,9 +24,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{QueueConfig, Retention, WorkerConfig};
+pub use periodic::{Periodic, Schedule};
 
-use crate::backend::{Attempt, Backend, WorkerInfo};
-use crate::{maintenance, Registry, Result};
+use crate::registry::Registry;
+use crate::storage::{Attempt, Backend, WorkerInfo};
+use crate::Result;
 
 /// Runs jobs from the database until shut down.
 ///
@@ -71,10 +79,10 @@ impl<DB: Backend> Worker<DB> {
                 .collect::<Vec<_>>()
                 .join(","),
         };
-        DB::heartbeat(&self.pool, &info).await?;
+        DB::worker_heartbeat(&self.pool, &info).await?;
         for queue in &config.queues {
             if let Some(limit) = queue.global_limit {
-                DB::set_global_limit(&self.pool, &queue.name, Some(limit)).await?;
+                DB::queue_set_global_limit(&self.pool, &queue.name, Some(limit)).await?;
             }
         }
         let worker_id = info.id.clone();
@@ -87,7 +95,7 @@ impl<DB: Backend> Worker<DB> {
         let (leading_tx, leading) = watch::channel(false);
         // Resigns as soon as shutdown begins, so another worker takes over
         // maintenance while this one drains.
-        let campaign = tokio::spawn(crate::leader::campaign(
+        let campaign = tokio::spawn(leader::campaign(
             self.pool.clone(),
             info.id.clone(),
             config.leader_ttl,
@@ -99,7 +107,7 @@ impl<DB: Backend> Worker<DB> {
             registry: self.registry,
             config,
             worker: info.clone(),
-            database: Arc::from(DB::identity(&self.pool)),
+            database: Arc::from(DB::pool_identity(&self.pool)),
             completions,
             cancel_jobs: cancel_jobs.clone(),
             stop_maintenance: stop_maintenance.clone(),
@@ -141,7 +149,7 @@ impl<DB: Backend> Worker<DB> {
                 give_up_completions.cancel();
                 let _ = completer.await;
             }
-            if let Err(error) = DB::deregister(&self.pool, &info.id).await {
+            if let Err(error) = DB::worker_deregister(&self.pool, &info.id).await {
                 tracing::warn!(%error, "could not deregister worker; its row expires with its lease");
             }
             tracing::info!(worker = %info.id, "worker stopped");
@@ -214,14 +222,15 @@ pub(crate) struct Shared<DB: Backend> {
     pub registry: Registry<DB>,
     pub config: WorkerConfig,
     pub worker: WorkerInfo,
-    /// [`Backend::identity`] of the pool, shared by every job's signal.
+    /// The pool's identity (see `Driver::pool_identity`), shared by every
+    /// job's signal.
     pub database: Arc<str>,
     pub completions: mpsc::Sender<Attempt>,
     /// Cancelled when shutdown gives up waiting for running jobs.
     pub cancel_jobs: CancellationToken,
     /// Cancelled when the worker's last job has ended.
     pub stop_maintenance: CancellationToken,
-    /// Whether this worker leads; see [`crate::leader`].
+    /// Whether this worker leads; see [`leader`].
     pub leading: watch::Receiver<bool>,
 }
 
@@ -259,17 +268,6 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-/// The message of a caught panic.
-pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
-    if let Some(message) = panic.downcast_ref::<&str>() {
-        (*message).to_owned()
-    } else if let Some(message) = panic.downcast_ref::<String>() {
-        message.clone()
-    } else {
-        "panic with a non-string payload".to_owned()
     }
 }
 

@@ -11,9 +11,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::executor::{execute, record};
-use super::{next_delay, sleep_or_stop, QueueConfig, Shared};
-use crate::backend::{Attempt, Backend, Outcome};
-use crate::wake;
+use super::{metrics, next_delay, sleep_or_stop, wake, QueueConfig, Shared};
+use crate::storage::{Attempt, Backend, Outcome};
 
 pub(crate) async fn run<DB: Backend>(
     shared: Arc<Shared<DB>>,
@@ -40,9 +39,9 @@ pub(crate) async fn run<DB: Backend>(
         if free > 0 && (woken || (draining && free >= refill)) {
             let want = free.min(batch);
             let claimed = if global_limit.applies(&shared, &queue).await {
-                DB::claim_limited(&shared.pool, &queue.name, want, &shared.worker.id).await
+                DB::job_claim_limited(&shared.pool, &queue.name, want, &shared.worker.id).await
             } else {
-                DB::claim(&shared.pool, &queue.name, want, &shared.worker.id).await
+                DB::job_claim(&shared.pool, &queue.name, want, &shared.worker.id).await
             };
             match claimed {
                 Ok(jobs) => {
@@ -68,7 +67,7 @@ pub(crate) async fn run<DB: Backend>(
             }
         }
 
-        crate::metrics::worker_load(&queue.name, running.len(), queue.concurrency);
+        metrics::worker_load(&queue.name, running.len(), queue.concurrency);
         tokio::select! {
             () = stop.cancelled() => break,
             Some(()) = running.join_next() => {}
@@ -107,7 +106,7 @@ impl GlobalLimit {
             .checked_at
             .is_none_or(|at| at.elapsed() >= Self::RECHECK)
         {
-            match DB::global_limit(&shared.pool, &queue.name).await {
+            match DB::queue_global_limit(&shared.pool, &queue.name).await {
                 Ok(limit) => self.in_database = limit.is_some(),
                 Err(error) => {
                     tracing::warn!(%error, queue = %queue.name, "could not read the queue's global limit")

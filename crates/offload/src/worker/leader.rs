@@ -15,8 +15,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::Backend;
-use crate::worker::sleep_or_stop;
+use super::sleep_or_stop;
+use crate::storage::Backend;
 
 /// The name of the leadership that runs maintenance and periodic jobs.
 pub(crate) const LEADERSHIP: &str = "offload";
@@ -36,7 +36,7 @@ pub(crate) async fn campaign<DB: Backend>(
     loop {
         let attempted_at = Instant::now();
         let result = tokio::select! {
-            result = DB::try_lead(&pool, LEADERSHIP, &candidate, ttl) => result,
+            result = DB::leader_attempt_elect(&pool, LEADERSHIP, &candidate, ttl) => result,
             () = stop.cancelled() => break,
         };
         let leads = match result {
@@ -74,7 +74,7 @@ pub(crate) async fn campaign<DB: Backend>(
     }
     if *leading.borrow() {
         leading.send_replace(false);
-        match DB::resign(&pool, LEADERSHIP, &candidate).await {
+        match DB::leader_resign(&pool, LEADERSHIP, &candidate).await {
             Ok(()) => tracing::info!(worker = %candidate, "resigned leadership"),
             Err(error) => {
                 tracing::warn!(%error, "could not resign leadership; it expires with its TTL")

@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use crate::backend::Outcome;
+use crate::storage::Outcome;
 
 /// Counter of finished attempts.
 pub const JOBS_TOTAL: &str = "offload_jobs_total";

@@ -1,101 +1,21 @@
 //! Putting jobs in the queue.
 
-use std::time::Duration;
+mod notifier;
 
-use chrono::{DateTime, Utc};
 use std::sync::Arc;
 
 use sqlx::Pool;
 
-use crate::notifier::{distinct_queues, Notifier};
+use notifier::{distinct_queues, Notifier};
 
-use crate::backend::{Backend, JobRecord, Leader, NewJob};
 use crate::job::Job;
+use crate::options::{new_job_row, EnqueueOptions};
 use crate::state::JobState;
+use crate::storage::ops::{first_id, insert_unique};
+use crate::storage::{Backend, JobRecord, Leader, NewJob};
 use crate::unique::{EnqueueResult, UniqueOptions};
-use crate::{wake, Error, Result};
-
-/// Per-enqueue overrides of a job kind's defaults.
-///
-/// ```
-/// use std::time::Duration;
-/// let options = offload::EnqueueOptions::new()
-///     .queue("mail")
-///     .priority(-1)
-///     .delay(Duration::from_secs(60))
-///     .tag("signup");
-/// assert_eq!(options.queue.as_deref(), Some("mail"));
-/// ```
-#[derive(Debug, Clone, Default)]
-pub struct EnqueueOptions {
-    /// Queue to run on.
-    pub queue: Option<String>,
-    /// Lower runs first.
-    pub priority: Option<i16>,
-    /// Attempts before discarding.
-    pub max_attempts: Option<i32>,
-    /// Earliest start.
-    pub run_at: Option<DateTime<Utc>>,
-    /// Labels for filtering.
-    pub tags: Vec<String>,
-    /// Makes the job unique; see [`UniqueOptions`].
-    pub unique: Option<UniqueOptions>,
-}
-
-impl EnqueueOptions {
-    /// No overrides.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Runs on `queue`.
-    pub fn queue(mut self, queue: impl Into<String>) -> Self {
-        self.queue = Some(queue.into());
-        self
-    }
-
-    /// Sets the priority; lower runs first.
-    pub fn priority(mut self, priority: i16) -> Self {
-        self.priority = Some(priority);
-        self
-    }
-
-    /// Sets the number of attempts.
-    pub fn max_attempts(mut self, attempts: i32) -> Self {
-        self.max_attempts = Some(attempts);
-        self
-    }
-
-    /// Starts no earlier than `at`.
-    pub fn run_at(mut self, at: DateTime<Utc>) -> Self {
-        self.run_at = Some(at);
-        self
-    }
-
-    /// Starts no earlier than `delay` from now.
-    pub fn delay(mut self, delay: Duration) -> Self {
-        let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-        self.run_at = Some(
-            Utc::now()
-                .checked_add_signed(delay)
-                .unwrap_or(DateTime::<Utc>::MAX_UTC),
-        );
-        self
-    }
-
-    /// Adds a label.
-    pub fn tag(mut self, tag: impl Into<String>) -> Self {
-        self.tags.push(tag.into());
-        self
-    }
-
-    /// Enqueues the job only if no job holds the same unique key; otherwise
-    /// the enqueue returns the id of the job that does.
-    pub fn unique(mut self, unique: UniqueOptions) -> Self {
-        self.unique = Some(unique);
-        self
-    }
-}
+use crate::worker::{leader, wake};
+use crate::{Error, Result};
 
 /// Enqueues jobs and looks them up. Cheap to clone.
 ///
@@ -212,7 +132,9 @@ impl<DB: Backend> Client<DB> {
     ) -> Result<EnqueueResult> {
         let row = self.new_job(&job, EnqueueOptions::new().unique(unique))?;
         let mut conn = self.pool.acquire().await?;
-        insert_unique::<DB>(&mut conn, &row).await
+        let result = insert_unique::<DB>(&mut conn, &row).await?;
+        wake_if_new(&row, result);
+        Ok(result)
     }
 
     /// [`enqueue_unique`](Self::enqueue_unique) inside the caller's
@@ -225,7 +147,9 @@ impl<DB: Backend> Client<DB> {
         unique: UniqueOptions,
     ) -> Result<EnqueueResult> {
         let row = self.new_job(&job, options.unique(unique))?;
-        insert_unique::<DB>(conn, &row).await
+        let result = insert_unique::<DB>(conn, &row).await?;
+        wake_if_new(&row, result);
+        Ok(result)
     }
 
     /// Enqueues many jobs of one kind in one statement. Returns their ids in
@@ -269,7 +193,7 @@ impl<DB: Backend> Client<DB> {
                 let id = if job.unique.is_some() {
                     insert_unique::<DB>(conn, job).await?.id
                 } else {
-                    first_id(DB::insert_jobs(conn, std::slice::from_ref(job), true).await?)?
+                    first_id(DB::job_insert_many(conn, std::slice::from_ref(job), true).await?)?
                 };
                 ids.push(id);
             }
@@ -278,7 +202,7 @@ impl<DB: Backend> Client<DB> {
         }
         let queues = distinct_queues(jobs);
         let notify_now = self.notifier.take_slot(&queues);
-        let ids = DB::insert_jobs(conn, jobs, notify_now).await?;
+        let ids = DB::job_insert_many(conn, jobs, notify_now).await?;
         if !notify_now {
             self.notifier
                 .clone()
@@ -291,7 +215,7 @@ impl<DB: Backend> Client<DB> {
     /// The worker currently leading the cluster (running maintenance and
     /// periodic jobs), if any.
     pub async fn leader(&self) -> Result<Option<Leader>> {
-        DB::leader(&self.pool, crate::leader::LEADERSHIP).await
+        DB::leader_get(&self.pool, leader::LEADERSHIP).await
     }
 
     /// Sets the most jobs of `queue` that may run at once over all workers,
@@ -302,81 +226,26 @@ impl<DB: Backend> Client<DB> {
         if limit == Some(0) {
             return Err(Error::Config("a global limit must be at least 1".into()));
         }
-        DB::set_global_limit(&self.pool, queue, limit).await?;
+        DB::queue_set_global_limit(&self.pool, queue, limit).await?;
         wake::wake(queue);
         Ok(())
     }
 
     /// One job, whole, or `None` if there is no such id.
     pub async fn job(&self, id: i64) -> Result<Option<JobRecord>> {
-        DB::fetch_job(&self.pool, id).await
+        DB::job_get(&self.pool, id).await
     }
 
     /// How many jobs are in each state, optionally for one queue.
     pub async fn count_by_state(&self, queue: Option<&str>) -> Result<Vec<(JobState, i64)>> {
-        DB::count_by_state(&self.pool, queue).await
+        DB::job_count_by_state(&self.pool, queue).await
     }
 }
 
-/// Builds the row for `job` of backend `DB`.
-pub(crate) fn new_job_row<DB: Backend, J: Job<DB>>(
-    job: &J,
-    options: EnqueueOptions,
-) -> Result<NewJob> {
-    let args = serde_json::to_string(job).map_err(|source| Error::EncodeArgs {
-        kind: J::KIND.to_owned(),
-        source,
-    })?;
-    let unique = options
-        .unique
-        .map(|unique| unique.key_for(J::KIND, &args, Utc::now()))
-        .transpose()?;
-    Ok(NewJob {
-        kind: J::KIND.to_owned(),
-        queue: options.queue.unwrap_or_else(|| J::QUEUE.to_owned()),
-        args,
-        priority: options.priority.unwrap_or(J::PRIORITY),
-        max_attempts: options.max_attempts.unwrap_or(J::MAX_ATTEMPTS),
-        run_at: options.run_at,
-        tags: options.tags,
-        unique,
-    })
-}
-
-/// Inserts a unique row, or finds the job holding its key. Retries when the
-/// holder finished between the two statements.
-pub(crate) async fn insert_unique<DB: Backend>(
-    conn: &mut DB::Connection,
-    job: &NewJob,
-) -> Result<EnqueueResult> {
-    let Some(unique) = &job.unique else {
-        let id = first_id(DB::insert_jobs(conn, std::slice::from_ref(job), true).await?)?;
-        return Ok(EnqueueResult {
-            id,
-            duplicate: false,
-        });
-    };
-    for _ in 0..5 {
-        if let Some(id) = DB::insert_unique(conn, job).await? {
-            wake::wake(&job.queue);
-            return Ok(EnqueueResult {
-                id,
-                duplicate: false,
-            });
-        }
-        if let Some(id) = DB::find_unique(conn, &unique.key).await? {
-            return Ok(EnqueueResult {
-                id,
-                duplicate: true,
-            });
-        }
+/// Wakes this process's producers of a unique job's queue when it was
+/// inserted (other processes hear the insert's `NOTIFY`).
+fn wake_if_new(row: &NewJob, result: EnqueueResult) {
+    if !result.duplicate {
+        wake::wake(&row.queue);
     }
-    // The key kept changing hands: a holder finished each time we looked.
-    Err(Error::Database(sqlx::Error::RowNotFound))
-}
-
-fn first_id(ids: Vec<i64>) -> Result<i64> {
-    ids.into_iter()
-        .next()
-        .ok_or_else(|| Error::Database(sqlx::Error::RowNotFound))
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use sqlx::Pool;
 use tokio::time::Instant;
 
-use crate::backend::Backend;
+use crate::storage::{Backend, NewJob};
 
 /// One notification per queue per window, plus one trailing.
 pub(crate) const WINDOW: Duration = Duration::from_millis(10);
@@ -86,7 +86,7 @@ impl Notifier {
                     }
                 }
             }
-            if let Err(error) = DB::notify(&pool, &due).await {
+            if let Err(error) = DB::queue_notify(&pool, &due).await {
                 tracing::debug!(%error, "trailing wake-up failed; workers will poll");
             }
         });
@@ -94,7 +94,7 @@ impl Notifier {
 }
 
 /// The distinct queues of `jobs`, in first-seen order.
-pub(crate) fn distinct_queues(jobs: &[crate::NewJob]) -> Vec<String> {
+pub(crate) fn distinct_queues(jobs: &[NewJob]) -> Vec<String> {
     let mut queues: Vec<String> = Vec::new();
     for job in jobs {
         if !queues.iter().any(|q| q == &job.queue) {

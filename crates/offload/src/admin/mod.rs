@@ -1,0 +1,298 @@
+//! The operator layer: job lists with filters and keyset pagination, queue
+//! summaries, throughput, and retry / cancel / delete / pause. The
+//! dashboard and the `offload` CLI share it. Storage runs the SQL; this
+//! layer validates input and tells workers what changed.
+
+mod filter;
+mod views;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::Pool;
+
+pub use filter::{parse_time, FilterError, FilterParams, MAX_NAME_LEN, MAX_TEXT_LEN};
+pub use views::{
+    ActionOutcome, JobAction, JobPage, Overview, QueueSummary, StateCounts, ThroughputPoint,
+};
+
+pub use crate::storage::{
+    JobFilter, JobRecord, JobSummary, Page, ARGS_PREVIEW_LEN, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE,
+};
+
+use crate::state::JobState;
+use crate::storage::Backend;
+use crate::worker::{running, wake};
+
+/// How many jobs a bulk action changes per statement.
+pub const BULK_BATCH: u32 = 500;
+
+/// Why an admin operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The request's filter is unusable; nothing was queried.
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+    /// No job has this id.
+    #[error("job {0} not found")]
+    JobNotFound(i64),
+    /// A queue name that is empty, too long or holds control characters.
+    #[error("invalid queue name: {0}")]
+    BadQueueName(String),
+    /// The database failed.
+    #[error(transparent)]
+    Offload(#[from] crate::Error),
+}
+
+/// Operator access to the jobs of one database. Cheap to clone.
+///
+/// ```no_run
+/// # async fn example(pool: sqlx::SqlitePool) -> Result<(), offload::admin::AdminError> {
+/// use offload::admin::{Admin, FilterParams, JobAction};
+/// let admin = Admin::new(pool);
+/// let params = FilterParams { state: Some("discarded".into()), ..Default::default() };
+/// let (filter, page) = params.parse()?;
+/// let first = admin.list(&filter, page).await?;
+/// let outcome = admin.bulk(JobAction::Retry, &filter, |_done| {}).await?;
+/// println!("{} listed, {} retried", first.jobs.len(), outcome.changed);
+/// # Ok(()) }
+/// ```
+pub struct Admin<DB: Backend> {
+    pool: Pool<DB>,
+}
+
+impl<DB: Backend> Clone for Admin<DB> {
+    fn clone(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+        }
+    }
+}
+
+impl<DB: Backend> Admin<DB> {
+    /// Admin access on `pool`.
+    pub fn new(pool: Pool<DB>) -> Self {
+        Self { pool }
+    }
+
+    /// The pool it uses.
+    pub fn pool(&self) -> &Pool<DB> {
+        &self.pool
+    }
+
+    /// One page of jobs matching `filter`, newest first.
+    pub async fn list(&self, filter: &JobFilter, page: Page) -> Result<JobPage, AdminError> {
+        let limit = page.limit.clamp(1, MAX_PAGE_SIZE);
+        let page = Page { limit, ..page };
+        let jobs = DB::job_list(&self.pool, filter, &page).await?;
+        let next_before = (jobs.len() == limit as usize)
+            .then(|| jobs.last().map(|job| job.id))
+            .flatten();
+        Ok(JobPage { jobs, next_before })
+    }
+
+    /// How many jobs match `filter`.
+    pub async fn count(&self, filter: &JobFilter) -> Result<i64, AdminError> {
+        Ok(DB::job_count(&self.pool, filter).await?)
+    }
+
+    /// One job, whole.
+    pub async fn job(&self, id: i64) -> Result<JobRecord, AdminError> {
+        DB::job_get(&self.pool, id)
+            .await?
+            .ok_or(AdminError::JobNotFound(id))
+    }
+
+    /// Counts per state and per queue, with throughput over the last
+    /// `window` (at least one minute).
+    pub async fn overview(&self, window: Duration) -> Result<Overview, AdminError> {
+        let window_minutes = u32::try_from(window.as_secs() / 60)
+            .unwrap_or(u32::MAX)
+            .max(1);
+        let now = Utc::now();
+        let since = now - chrono::Duration::minutes(i64::from(window_minutes));
+        let counts = DB::queue_state_counts(&self.pool).await?;
+        let oldest = DB::queue_oldest_available(&self.pool).await?;
+        let completed = DB::queue_completed_since(&self.pool, since).await?;
+        let flags = DB::queue_paused_flags(&self.pool).await?;
+
+        let mut queues: BTreeMap<String, QueueSummary> = BTreeMap::new();
+        let mut totals = StateCounts::default();
+        for (name, state, count) in counts {
+            totals.add(state, count);
+            queue_entry(&mut queues, &name).counts.add(state, count);
+        }
+        for (name, oldest_run_at) in oldest {
+            let age = (now - oldest_run_at).num_milliseconds().max(0) as f64 / 1000.0;
+            queue_entry(&mut queues, &name).oldest_available_secs = Some(age);
+        }
+        for (name, n) in completed {
+            queue_entry(&mut queues, &name).completed_per_minute =
+                n as f64 / f64::from(window_minutes);
+        }
+        for (name, paused) in flags {
+            queue_entry(&mut queues, &name).paused = paused;
+        }
+        Ok(Overview {
+            totals,
+            queues: queues.into_values().collect(),
+            window_minutes,
+        })
+    }
+
+    /// Jobs per queue and state, as `(queue, state, count)`: the queue
+    /// depth a metrics exporter reports.
+    pub async fn queue_depths(&self) -> Result<Vec<(String, JobState, i64)>, AdminError> {
+        Ok(DB::queue_state_counts(&self.pool).await?)
+    }
+
+    /// Completed and discarded jobs per minute over the last `minutes`
+    /// minutes (1 to 1440), oldest first, with empty minutes as zeros.
+    pub async fn throughput(
+        &self,
+        minutes: u32,
+        queue: Option<&str>,
+    ) -> Result<Vec<ThroughputPoint>, AdminError> {
+        let minutes = minutes.clamp(1, 1440);
+        let now = Utc::now();
+        let current_minute = now.timestamp() - now.timestamp().rem_euclid(60);
+        let first = current_minute - 60 * (i64::from(minutes) - 1);
+        let since = DateTime::from_timestamp(first, 0).unwrap_or(now);
+        let rows = DB::job_finished_per_minute(&self.pool, since, queue).await?;
+        let mut points: Vec<ThroughputPoint> = (0..i64::from(minutes))
+            .map(|i| ThroughputPoint {
+                minute: DateTime::from_timestamp(first + 60 * i, 0).unwrap_or(now),
+                completed: 0,
+                discarded: 0,
+            })
+            .collect();
+        for (minute, state, n) in rows {
+            let index = (minute.timestamp() - first).div_euclid(60);
+            if let Some(point) = usize::try_from(index).ok().and_then(|i| points.get_mut(i)) {
+                match state {
+                    JobState::Completed => point.completed += n,
+                    JobState::Discarded => point.discarded += n,
+                    _ => {}
+                }
+            }
+        }
+        Ok(points)
+    }
+
+    /// Applies `action` to the jobs of `ids`. Jobs it does not apply to are
+    /// left alone; see [`JobAction`].
+    pub async fn act(&self, action: JobAction, ids: &[i64]) -> Result<ActionOutcome, AdminError> {
+        let changed = match action {
+            JobAction::Retry => {
+                let retried = DB::job_retry_many(&self.pool, ids).await?;
+                wake::wake_all(retried.iter().map(|(_, queue)| queue.as_str()));
+                retried.len()
+            }
+            JobAction::Cancel => {
+                let cancelled = DB::job_cancel_many(&self.pool, ids).await?;
+                let running: Vec<i64> = cancelled
+                    .iter()
+                    .filter(|(_, was_running)| *was_running)
+                    .map(|(id, _)| *id)
+                    .collect();
+                // Jobs running in this process stop at once; other processes
+                // hear it through `offload_cancel` (PostgreSQL).
+                running::cancel(&DB::pool_identity(&self.pool), &running);
+                cancelled.len()
+            }
+            JobAction::Delete => DB::job_delete_many(&self.pool, ids).await?.len(),
+        };
+        Ok(ActionOutcome {
+            matched: ids.len() as u64,
+            changed: changed as u64,
+        })
+    }
+
+    /// Applies `action` to one job. Fails with
+    /// [`AdminError::JobNotFound`] when there is no such job; returns
+    /// `false` when the job's state does not allow the action.
+    pub async fn act_on_job(&self, action: JobAction, id: i64) -> Result<bool, AdminError> {
+        let outcome = self.act(action, &[id]).await?;
+        if outcome.changed == 1 {
+            return Ok(true);
+        }
+        self.job(id).await?;
+        Ok(false)
+    }
+
+    /// Applies `action` to every job matching `filter`, [`BULK_BATCH`] at a
+    /// time, newest first. `progress` gets the outcome so far after each
+    /// batch.
+    pub async fn bulk(
+        &self,
+        action: JobAction,
+        filter: &JobFilter,
+        mut progress: impl FnMut(&ActionOutcome) + Send,
+    ) -> Result<ActionOutcome, AdminError> {
+        let mut total = ActionOutcome::default();
+        let mut before = None;
+        loop {
+            let ids = DB::job_list_ids(&self.pool, filter, before, BULK_BATCH).await?;
+            let Some(last) = ids.last().copied() else {
+                break;
+            };
+            let outcome = self.act(action, &ids).await?;
+            total.matched += outcome.matched;
+            total.changed += outcome.changed;
+            progress(&total);
+            if ids.len() < BULK_BATCH as usize {
+                break;
+            }
+            before = Some(last);
+        }
+        Ok(total)
+    }
+
+    /// Stops workers on every host from claiming jobs of `queue`. Running
+    /// jobs finish.
+    pub async fn pause_queue(&self, queue: &str) -> Result<(), AdminError> {
+        check_queue_name(queue)?;
+        Ok(DB::queue_set_paused(&self.pool, queue, true).await?)
+    }
+
+    /// Lets workers claim jobs of `queue` again.
+    pub async fn resume_queue(&self, queue: &str) -> Result<(), AdminError> {
+        check_queue_name(queue)?;
+        DB::queue_set_paused(&self.pool, queue, false).await?;
+        wake::wake(queue);
+        Ok(())
+    }
+}
+
+fn queue_entry<'a>(
+    queues: &'a mut BTreeMap<String, QueueSummary>,
+    name: &str,
+) -> &'a mut QueueSummary {
+    queues
+        .entry(name.to_owned())
+        .or_insert_with(|| QueueSummary {
+            name: name.to_owned(),
+            paused: false,
+            counts: StateCounts::default(),
+            oldest_available_secs: None,
+            completed_per_minute: 0.0,
+        })
+}
+
+fn check_queue_name(queue: &str) -> Result<(), AdminError> {
+    if queue.trim().is_empty() {
+        return Err(AdminError::BadQueueName("it is empty".into()));
+    }
+    if queue.chars().count() > MAX_NAME_LEN {
+        return Err(AdminError::BadQueueName(format!(
+            "longer than {MAX_NAME_LEN} characters"
+        )));
+    }
+    if queue.chars().any(char::is_control) {
+        return Err(AdminError::BadQueueName(
+            "it contains control characters".into(),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,168 @@
+//! What operators see: pages, counts per state and queue, throughput, and
+//! the actions they can take.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::filter::shorten;
+use crate::state::JobState;
+use crate::storage::JobSummary;
+
+/// One page of jobs.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobPage {
+    /// Newest first.
+    pub jobs: Vec<JobSummary>,
+    /// Pass as [`Page::before`] for the next page; `None` on the last page.
+    pub next_before: Option<i64>,
+}
+
+/// Jobs in each state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StateCounts {
+    /// Waiting for their `run_at`.
+    pub scheduled: i64,
+    /// Ready to run.
+    pub available: i64,
+    /// Running now.
+    pub running: i64,
+    /// Waiting for their next attempt.
+    pub retryable: i64,
+    /// Done.
+    pub completed: i64,
+    /// Failed for good.
+    pub discarded: i64,
+    /// Cancelled.
+    pub cancelled: i64,
+}
+
+impl StateCounts {
+    /// The count for `state`.
+    pub fn get(&self, state: JobState) -> i64 {
+        match state {
+            JobState::Scheduled => self.scheduled,
+            JobState::Available => self.available,
+            JobState::Running => self.running,
+            JobState::Retryable => self.retryable,
+            JobState::Completed => self.completed,
+            JobState::Discarded => self.discarded,
+            JobState::Cancelled => self.cancelled,
+        }
+    }
+
+    pub(super) fn add(&mut self, state: JobState, n: i64) {
+        let slot = match state {
+            JobState::Scheduled => &mut self.scheduled,
+            JobState::Available => &mut self.available,
+            JobState::Running => &mut self.running,
+            JobState::Retryable => &mut self.retryable,
+            JobState::Completed => &mut self.completed,
+            JobState::Discarded => &mut self.discarded,
+            JobState::Cancelled => &mut self.cancelled,
+        };
+        *slot += n;
+    }
+
+    /// All jobs.
+    pub fn total(&self) -> i64 {
+        JobState::ALL.iter().map(|s| self.get(*s)).sum()
+    }
+}
+
+/// A queue at a glance.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueSummary {
+    /// Queue name.
+    pub name: String,
+    /// Whether workers skip it.
+    pub paused: bool,
+    /// Jobs per state.
+    pub counts: StateCounts,
+    /// Seconds the oldest available job has been waiting.
+    pub oldest_available_secs: Option<f64>,
+    /// Jobs completed over the summary's window, per minute.
+    pub completed_per_minute: f64,
+}
+
+/// Everything the overview shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Overview {
+    /// Jobs per state over all queues.
+    pub totals: StateCounts,
+    /// Each queue, by name.
+    pub queues: Vec<QueueSummary>,
+    /// Minutes the throughput covers.
+    pub window_minutes: u32,
+}
+
+/// Jobs that finished in one minute.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ThroughputPoint {
+    /// Start of the minute.
+    pub minute: DateTime<Utc>,
+    /// Jobs completed in it.
+    pub completed: i64,
+    /// Jobs discarded in it.
+    pub discarded: i64,
+}
+
+/// What an action did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ActionOutcome {
+    /// Jobs the action looked at.
+    pub matched: u64,
+    /// Jobs it changed (or deleted). Jobs in a state the action does not
+    /// apply to are left alone.
+    pub changed: u64,
+}
+
+/// An action on jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobAction {
+    /// Discarded, cancelled or retryable → available now.
+    Retry,
+    /// Scheduled, available, retryable or running → cancelled.
+    Cancel,
+    /// Removes jobs that are not running.
+    Delete,
+}
+
+impl JobAction {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobAction::Retry => "retry",
+            JobAction::Cancel => "cancel",
+            JobAction::Delete => "delete",
+        }
+    }
+
+    /// Whether this action changes a job in `state`.
+    pub fn applies_to(self, state: JobState) -> bool {
+        match self {
+            JobAction::Retry => matches!(
+                state,
+                JobState::Discarded | JobState::Cancelled | JobState::Retryable
+            ),
+            JobAction::Cancel => !state.is_final(),
+            JobAction::Delete => state != JobState::Running,
+        }
+    }
+}
+
+impl std::str::FromStr for JobAction {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "retry" => Ok(JobAction::Retry),
+            "cancel" => Ok(JobAction::Cancel),
+            "delete" => Ok(JobAction::Delete),
+            other => Err(format!(
+                "unknown action `{}`: expected retry, cancel or delete",
+                shorten(other)
+            )),
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! How a job becomes a row: a kind's defaults, overridden per enqueue.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::job::Job;
+use crate::storage::{Backend, NewJob};
+use crate::unique::UniqueOptions;
+use crate::{Error, Result};
+
+/// Per-enqueue overrides of a job kind's defaults.
+///
+/// ```
+/// use std::time::Duration;
+/// let options = offload::EnqueueOptions::new()
+///     .queue("mail")
+///     .priority(-1)
+///     .delay(Duration::from_secs(60))
+///     .tag("signup");
+/// assert_eq!(options.queue.as_deref(), Some("mail"));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct EnqueueOptions {
+    /// Queue to run on.
+    pub queue: Option<String>,
+    /// Lower runs first.
+    pub priority: Option<i16>,
+    /// Attempts before discarding.
+    pub max_attempts: Option<i32>,
+    /// Earliest start.
+    pub run_at: Option<DateTime<Utc>>,
+    /// Labels for filtering.
+    pub tags: Vec<String>,
+    /// Makes the job unique; see [`UniqueOptions`].
+    pub unique: Option<UniqueOptions>,
+}
+
+impl EnqueueOptions {
+    /// No overrides.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Runs on `queue`.
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = Some(queue.into());
+        self
+    }
+
+    /// Sets the priority; lower runs first.
+    pub fn priority(mut self, priority: i16) -> Self {
+        self.priority = Some(priority);
+        self
+    }
+
+    /// Sets the number of attempts.
+    pub fn max_attempts(mut self, attempts: i32) -> Self {
+        self.max_attempts = Some(attempts);
+        self
+    }
+
+    /// Starts no earlier than `at`.
+    pub fn run_at(mut self, at: DateTime<Utc>) -> Self {
+        self.run_at = Some(at);
+        self
+    }
+
+    /// Starts no earlier than `delay` from now.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+        self.run_at = Some(
+            Utc::now()
+                .checked_add_signed(delay)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC),
+        );
+        self
+    }
+
+    /// Adds a label.
+    pub fn tag(mut self, tag: impl Into<String>) -> Self {
+        self.tags.push(tag.into());
+        self
+    }
+
+    /// Enqueues the job only if no job holds the same unique key; otherwise
+    /// the enqueue returns the id of the job that does.
+    pub fn unique(mut self, unique: UniqueOptions) -> Self {
+        self.unique = Some(unique);
+        self
+    }
+}
+
+/// Builds the row for `job` of backend `DB`.
+pub(crate) fn new_job_row<DB: Backend, J: Job<DB>>(
+    job: &J,
+    options: EnqueueOptions,
+) -> Result<NewJob> {
+    let args = serde_json::to_string(job).map_err(|source| Error::EncodeArgs {
+        kind: J::KIND.to_owned(),
+        source,
+    })?;
+    let unique = options
+        .unique
+        .map(|unique| unique.key_for(J::KIND, &args, Utc::now()))
+        .transpose()?;
+    Ok(NewJob {
+        kind: J::KIND.to_owned(),
+        queue: options.queue.unwrap_or_else(|| J::QUEUE.to_owned()),
+        args,
+        priority: options.priority.unwrap_or(J::PRIORITY),
+        max_attempts: options.max_attempts.unwrap_or(J::MAX_ATTEMPTS),
+        run_at: options.run_at,
+        tags: options.tags,
+        unique,
+    })
+}

@@ -1,0 +1,226 @@
+//! Everything on PostgreSQL that is not a job row: queue settings,
+//! notifications, worker heartbeats, leadership, periodic ticks and the
+//! migration table.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgListener;
+use sqlx::{Executor, PgConnection, PgPool, Postgres, Transaction};
+
+use super::{CANCEL_CHANNEL, JOBS_CHANNEL};
+use crate::storage::decode::LeaderRow;
+use crate::storage::migrate::{self, Migration};
+use crate::storage::{Driver, Leader, Signals, WorkerInfo};
+use crate::Result;
+
+const TRY_LEAD: &str = r#"
+INSERT INTO offload_leader (name, leader_id, elected_at, expires_at)
+VALUES ($1, $2, now(), now() + make_interval(secs => $3))
+ON CONFLICT (name) DO UPDATE
+SET leader_id = excluded.leader_id,
+    elected_at = CASE WHEN offload_leader.leader_id = excluded.leader_id
+                      THEN offload_leader.elected_at ELSE now() END,
+    expires_at = excluded.expires_at
+WHERE offload_leader.expires_at < now() OR offload_leader.leader_id = excluded.leader_id
+RETURNING leader_id
+"#;
+
+const ADVANCE_TICK: &str = r#"
+INSERT INTO offload_periodic (name, last_tick) VALUES ($1, $2)
+ON CONFLICT (name) DO UPDATE SET last_tick = excluded.last_tick
+WHERE offload_periodic.last_tick < excluded.last_tick
+RETURNING name
+"#;
+
+/// Wakes listeners of `queues` on every host.
+pub(super) async fn notify(pool: &PgPool, queues: &[String]) -> Result<()> {
+    if !queues.is_empty() {
+        sqlx::query("SELECT pg_notify($1, q) FROM (SELECT DISTINCT unnest($2::text[]) AS q) s")
+            .bind(JOBS_CHANNEL)
+            .bind(queues)
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn listen(pool: &PgPool, signals: Signals) -> Result<()> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen_all([JOBS_CHANNEL, CANCEL_CHANNEL]).await?;
+    let identity = Postgres::pool_identity(pool);
+    loop {
+        let notification = listener.recv().await?;
+        if notification.channel() == CANCEL_CHANNEL {
+            if let Ok(id) = notification.payload().parse::<i64>() {
+                (signals.cancel)(&identity, &[id]);
+            }
+        } else {
+            (signals.wake)(notification.payload());
+        }
+    }
+}
+
+pub(super) async fn global_limit(pool: &PgPool, queue: &str) -> Result<Option<usize>> {
+    let limit: Option<Option<i32>> =
+        sqlx::query_scalar("SELECT global_limit FROM offload_queues WHERE name = $1")
+            .bind(queue)
+            .fetch_optional(pool)
+            .await?;
+    Ok(limit.flatten().and_then(|n| usize::try_from(n).ok()))
+}
+
+pub(super) async fn set_global_limit(
+    pool: &PgPool,
+    queue: &str,
+    limit: Option<usize>,
+) -> Result<()> {
+    let limit = limit.map(|n| i32::try_from(n).unwrap_or(i32::MAX));
+    sqlx::query(
+        "INSERT INTO offload_queues (name, global_limit) VALUES ($1, $2) \
+         ON CONFLICT (name) DO UPDATE SET global_limit = excluded.global_limit, updated_at = now()",
+    )
+    .bind(queue)
+    .bind(limit)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn heartbeat(pool: &PgPool, worker: &WorkerInfo) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO offload_workers (id, host, pid, queues) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()",
+    )
+    .bind(&worker.id)
+    .bind(&worker.host)
+    .bind(worker.pid)
+    .bind(&worker.queues)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn deregister(pool: &PgPool, worker_id: &str) -> Result<()> {
+    sqlx::query("DELETE FROM offload_workers WHERE id = $1")
+        .bind(worker_id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn delete_expired_workers(pool: &PgPool, lease: Duration) -> Result<u64> {
+    let result = sqlx::query(
+        "DELETE FROM offload_workers WHERE heartbeat_at < now() - make_interval(secs => $1)",
+    )
+    .bind(lease.as_secs_f64())
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected())
+}
+
+pub(super) async fn try_lead(
+    pool: &PgPool,
+    name: &str,
+    candidate: &str,
+    ttl: Duration,
+) -> Result<bool> {
+    let leader: Option<String> = sqlx::query_scalar(TRY_LEAD)
+        .bind(name)
+        .bind(candidate)
+        .bind(ttl.as_secs_f64())
+        .fetch_optional(pool)
+        .await?;
+    Ok(leader.is_some())
+}
+
+pub(super) async fn resign(pool: &PgPool, name: &str, leader: &str) -> Result<()> {
+    sqlx::query("DELETE FROM offload_leader WHERE name = $1 AND leader_id = $2")
+        .bind(name)
+        .bind(leader)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn leader(pool: &PgPool, name: &str) -> Result<Option<Leader>> {
+    let row: Option<LeaderRow> = sqlx::query_as(
+        "SELECT leader_id, elected_at, expires_at FROM offload_leader \
+         WHERE name = $1 AND expires_at >= now()",
+    )
+    .bind(name)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(Leader::from))
+}
+
+pub(super) async fn last_tick(pool: &PgPool, name: &str) -> Result<Option<DateTime<Utc>>> {
+    Ok(
+        sqlx::query_scalar("SELECT last_tick FROM offload_periodic WHERE name = $1")
+            .bind(name)
+            .fetch_optional(pool)
+            .await?,
+    )
+}
+
+pub(super) async fn advance_tick(
+    conn: &mut PgConnection,
+    name: &str,
+    tick: DateTime<Utc>,
+) -> Result<bool> {
+    let advanced: Option<String> = sqlx::query_scalar(ADVANCE_TICK)
+        .bind(name)
+        .bind(tick)
+        .fetch_optional(conn)
+        .await?;
+    Ok(advanced.is_some())
+}
+
+pub(super) async fn migration_begin(
+    pool: &PgPool,
+    table: &'static str,
+) -> Result<Transaction<'static, Postgres>> {
+    let mut tx = pool.begin().await?;
+    // Serializes concurrent migrators of the same table.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+        .bind(table)
+        .execute(&mut *tx)
+        .await?;
+    (&mut *tx)
+        .execute(
+            format!(
+                "CREATE TABLE IF NOT EXISTS {table} (version bigint PRIMARY KEY, \
+             name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            .as_str(),
+        )
+        .await?;
+    Ok(tx)
+}
+
+pub(super) async fn migration_applied(
+    conn: &mut PgConnection,
+    table: &'static str,
+) -> Result<Vec<i64>> {
+    Ok(sqlx::query_scalar(&format!("SELECT version FROM {table}"))
+        .fetch_all(conn)
+        .await?)
+}
+
+pub(super) async fn migration_apply(
+    conn: &mut PgConnection,
+    table: &'static str,
+    migration: &Migration,
+) -> Result<()> {
+    conn.execute(migration.sql)
+        .await
+        .map_err(|source| migrate::failed(migration, source))?;
+    sqlx::query(&format!(
+        "INSERT INTO {table} (version, name) VALUES ($1, $2)"
+    ))
+    .bind(migration.version)
+    .bind(migration.name)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,314 @@
+//! PostgreSQL: many worker processes on many hosts share one database.
+//! Claims use `FOR UPDATE SKIP LOCKED`; inserts wake workers with `NOTIFY`.
+
+mod admin;
+mod cluster;
+mod jobs;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+
+use cluster::notify;
+
+use super::migrate::Migration;
+use super::{
+    Attempt, Backend, ClaimedJob, Driver, JobFilter, JobRecord, JobSummary, Leader, NewJob,
+    Outcome, Page, Signals, WorkerInfo,
+};
+use crate::state::JobState;
+use crate::Result;
+
+/// The channel enqueues notify, with the queue name as payload.
+const JOBS_CHANNEL: &str = "offload_jobs";
+/// The channel operators' cancels notify, with the job id as payload.
+const CANCEL_CHANNEL: &str = "offload_cancel";
+
+const MIGRATIONS: &[Migration] = &[
+    Migration::new(
+        1,
+        "jobs",
+        include_str!("../../../migrations/postgres/0001_jobs.sql"),
+    ),
+    Migration::new(
+        2,
+        "queues",
+        include_str!("../../../migrations/postgres/0002_queues.sql"),
+    ),
+    Migration::new(
+        3,
+        "admin",
+        include_str!("../../../migrations/postgres/0003_admin.sql"),
+    ),
+    Migration::new(
+        4,
+        "cluster",
+        include_str!("../../../migrations/postgres/0004_cluster.sql"),
+    ),
+    Migration::new(
+        5,
+        "lean indexes",
+        include_str!("../../../migrations/postgres/0005_lean_indexes.sql"),
+    ),
+];
+
+impl super::sealed::Sealed for Postgres {}
+
+impl Backend for Postgres {}
+
+impl Driver for Postgres {
+    const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+    const CROSS_PROCESS_WAKE: bool = true;
+    // Measured with offload-bench: 2 beats 1 by a third; 4 is slower again.
+    const COMPLETION_WRITERS: usize = 2;
+    const MIGRATIONS: &'static [Migration] = MIGRATIONS;
+
+    async fn pool_connect(url: &str, max_connections: u32) -> Result<PgPool> {
+        let options = PgConnectOptions::from_str(url)?;
+        Ok(PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await?)
+    }
+
+    fn pool_identity(pool: &PgPool) -> String {
+        let options = pool.connect_options();
+        let database = options.get_database().unwrap_or_default();
+        format!(
+            "postgres://{}:{}/{database}",
+            options.get_host(),
+            options.get_port()
+        )
+    }
+
+    async fn tx_begin_write(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        pool.begin().await
+    }
+
+    async fn migration_begin(
+        pool: &PgPool,
+        table: &'static str,
+    ) -> Result<Transaction<'static, Postgres>> {
+        cluster::migration_begin(pool, table).await
+    }
+
+    async fn migration_applied(conn: &mut PgConnection, table: &'static str) -> Result<Vec<i64>> {
+        cluster::migration_applied(conn, table).await
+    }
+
+    async fn migration_apply(
+        conn: &mut PgConnection,
+        table: &'static str,
+        migration: &Migration,
+    ) -> Result<()> {
+        cluster::migration_apply(conn, table, migration).await
+    }
+
+    async fn job_insert_many(
+        conn: &mut PgConnection,
+        jobs: &[NewJob],
+        notify: bool,
+    ) -> Result<Vec<i64>> {
+        jobs::insert_many(conn, jobs, notify).await
+    }
+
+    async fn job_insert_unique(conn: &mut PgConnection, job: &NewJob) -> Result<Option<i64>> {
+        jobs::insert_unique(conn, job).await
+    }
+
+    async fn job_unique_holder(conn: &mut PgConnection, key: &str) -> Result<Option<i64>> {
+        jobs::unique_holder(conn, key).await
+    }
+
+    async fn job_claim(
+        pool: &PgPool,
+        queue: &str,
+        limit: usize,
+        worker_id: &str,
+    ) -> Result<Vec<ClaimedJob>> {
+        let mut conn = pool.acquire().await?;
+        jobs::claim_on(&mut conn, queue, limit, worker_id).await
+    }
+
+    async fn job_claim_limited(
+        pool: &PgPool,
+        queue: &str,
+        limit: usize,
+        worker_id: &str,
+    ) -> Result<Vec<ClaimedJob>> {
+        jobs::claim_limited(pool, queue, limit, worker_id).await
+    }
+
+    async fn job_complete_many(pool: &PgPool, done: &[Attempt], delete: bool) -> Result<u64> {
+        jobs::complete_many(pool, done, delete).await
+    }
+
+    async fn job_complete_in_tx(
+        conn: &mut PgConnection,
+        done: Attempt,
+        delete: bool,
+    ) -> Result<bool> {
+        jobs::complete_in_tx(conn, done, delete).await
+    }
+
+    async fn job_record_outcome(
+        pool: &PgPool,
+        attempt: Attempt,
+        outcome: &Outcome,
+    ) -> Result<bool> {
+        jobs::record_outcome(pool, attempt, outcome).await
+    }
+
+    async fn job_rescue(pool: &PgPool, lease: Duration) -> Result<Vec<String>> {
+        jobs::rescue(pool, lease).await
+    }
+
+    async fn job_promote(pool: &PgPool, limit: usize) -> Result<Vec<String>> {
+        jobs::promote(pool, limit).await
+    }
+
+    async fn job_prune(
+        pool: &PgPool,
+        state: JobState,
+        older_than: Duration,
+        limit: usize,
+    ) -> Result<u64> {
+        jobs::prune(pool, state, older_than, limit).await
+    }
+
+    async fn job_get(pool: &PgPool, id: i64) -> Result<Option<JobRecord>> {
+        jobs::get(pool, id).await
+    }
+
+    async fn job_count_by_state(
+        pool: &PgPool,
+        queue: Option<&str>,
+    ) -> Result<Vec<(JobState, i64)>> {
+        jobs::count_by_state(pool, queue).await
+    }
+
+    async fn job_list(pool: &PgPool, filter: &JobFilter, page: &Page) -> Result<Vec<JobSummary>> {
+        admin::list(pool, filter, page).await
+    }
+
+    async fn job_list_ids(
+        pool: &PgPool,
+        filter: &JobFilter,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<i64>> {
+        admin::list_ids(pool, filter, before, limit).await
+    }
+
+    async fn job_count(pool: &PgPool, filter: &JobFilter) -> Result<i64> {
+        admin::count(pool, filter).await
+    }
+
+    async fn job_finished_per_minute(
+        pool: &PgPool,
+        since: DateTime<Utc>,
+        queue: Option<&str>,
+    ) -> Result<Vec<(DateTime<Utc>, JobState, i64)>> {
+        admin::finished_per_minute(pool, since, queue).await
+    }
+
+    async fn job_retry_many(pool: &PgPool, ids: &[i64]) -> Result<Vec<(i64, String)>> {
+        admin::retry_many(pool, ids).await
+    }
+
+    async fn job_cancel_many(pool: &PgPool, ids: &[i64]) -> Result<Vec<(i64, bool)>> {
+        admin::cancel_many(pool, ids).await
+    }
+
+    async fn job_delete_many(pool: &PgPool, ids: &[i64]) -> Result<Vec<i64>> {
+        admin::delete_many(pool, ids).await
+    }
+
+    async fn queue_notify(pool: &PgPool, queues: &[String]) -> Result<()> {
+        notify(pool, queues).await
+    }
+
+    async fn queue_state_counts(pool: &PgPool) -> Result<Vec<(String, JobState, i64)>> {
+        admin::queue_state_counts(pool).await
+    }
+
+    async fn queue_oldest_available(pool: &PgPool) -> Result<Vec<(String, DateTime<Utc>)>> {
+        admin::oldest_available(pool).await
+    }
+
+    async fn queue_completed_since(
+        pool: &PgPool,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(String, i64)>> {
+        admin::completed_since(pool, since).await
+    }
+
+    async fn queue_paused_flags(pool: &PgPool) -> Result<Vec<(String, bool)>> {
+        admin::paused_flags(pool).await
+    }
+
+    async fn queue_set_paused(pool: &PgPool, queue: &str, paused: bool) -> Result<()> {
+        admin::set_paused(pool, queue, paused).await
+    }
+
+    async fn queue_global_limit(pool: &PgPool, queue: &str) -> Result<Option<usize>> {
+        cluster::global_limit(pool, queue).await
+    }
+
+    async fn queue_set_global_limit(
+        pool: &PgPool,
+        queue: &str,
+        limit: Option<usize>,
+    ) -> Result<()> {
+        cluster::set_global_limit(pool, queue, limit).await
+    }
+
+    async fn notification_listen(pool: &PgPool, signals: Signals) -> Result<()> {
+        cluster::listen(pool, signals).await
+    }
+
+    async fn worker_heartbeat(pool: &PgPool, worker: &WorkerInfo) -> Result<()> {
+        cluster::heartbeat(pool, worker).await
+    }
+
+    async fn worker_deregister(pool: &PgPool, worker_id: &str) -> Result<()> {
+        cluster::deregister(pool, worker_id).await
+    }
+
+    async fn worker_delete_expired(pool: &PgPool, lease: Duration) -> Result<u64> {
+        cluster::delete_expired_workers(pool, lease).await
+    }
+
+    async fn leader_attempt_elect(
+        pool: &PgPool,
+        name: &str,
+        candidate: &str,
+        ttl: Duration,
+    ) -> Result<bool> {
+        cluster::try_lead(pool, name, candidate, ttl).await
+    }
+
+    async fn leader_resign(pool: &PgPool, name: &str, leader: &str) -> Result<()> {
+        cluster::resign(pool, name, leader).await
+    }
+
+    async fn leader_get(pool: &PgPool, name: &str) -> Result<Option<Leader>> {
+        cluster::leader(pool, name).await
+    }
+
+    async fn periodic_last_tick(pool: &PgPool, name: &str) -> Result<Option<DateTime<Utc>>> {
+        cluster::last_tick(pool, name).await
+    }
+
+    async fn periodic_advance_tick(
+        conn: &mut PgConnection,
+        name: &str,
+        tick: DateTime<Utc>,
+    ) -> Result<bool> {
+        cluster::advance_tick(conn, name, tick).await
+    }
+}

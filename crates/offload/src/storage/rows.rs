@@ -1,0 +1,291 @@
+//! What storage reads and writes: the rows going in (new jobs, outcomes)
+//! and coming out (claimed jobs, whole jobs, summaries), the same on every
+//! backend.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::defaults::{DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, MAX_ERROR_LEN};
+use crate::state::JobState;
+use crate::unique::UniqueKey;
+
+/// A job ready to insert. Build one with [`Client::new_job`](crate::Client::new_job)
+/// or [`NewJob::new`] for kinds this process does not link.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// The job kind.
+    pub kind: String,
+    /// The queue it runs on.
+    pub queue: String,
+    /// JSON-encoded args.
+    pub args: String,
+    /// Lower runs first.
+    pub priority: i16,
+    /// Attempts before it is discarded.
+    pub max_attempts: i32,
+    /// Earliest start; `None` means now.
+    pub run_at: Option<DateTime<Utc>>,
+    /// Free-form labels for filtering.
+    pub tags: Vec<String>,
+    /// Set for unique jobs: the key and the states it holds in.
+    pub unique: Option<UniqueKey>,
+}
+
+impl NewJob {
+    /// A job of `kind` with JSON `args` on the default queue.
+    ///
+    /// ```
+    /// let job = offload::NewJob::new("send_email", r#"{"to":"a@example.com"}"#);
+    /// assert_eq!(job.queue, "default");
+    /// ```
+    pub fn new(kind: impl Into<String>, args: impl Into<String>) -> Self {
+        Self {
+            kind: kind.into(),
+            queue: DEFAULT_QUEUE.to_owned(),
+            args: args.into(),
+            priority: 0,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            run_at: None,
+            tags: Vec::new(),
+            unique: None,
+        }
+    }
+
+    /// The tags as the JSON array both backends store.
+    pub(crate) fn tags_json(&self) -> String {
+        serde_json::to_string(&self.tags).unwrap_or_else(|_| "[]".to_owned())
+    }
+}
+
+/// A job a worker has claimed: `state = running`, attempt already counted.
+#[derive(Debug, Clone)]
+pub struct ClaimedJob {
+    /// Row id.
+    pub id: i64,
+    /// The job kind.
+    pub kind: String,
+    /// Its queue.
+    pub queue: String,
+    /// JSON-encoded args.
+    pub args: String,
+    /// This attempt's number, starting at 1.
+    pub attempt: i32,
+    /// Attempts before it is discarded.
+    pub max_attempts: i32,
+    /// When it became due.
+    pub run_at: DateTime<Utc>,
+}
+
+impl ClaimedJob {
+    /// The (id, attempt) pair that guards this attempt's writes.
+    pub fn attempt_key(&self) -> Attempt {
+        Attempt {
+            id: self.id,
+            attempt: self.attempt,
+        }
+    }
+}
+
+/// One attempt of one job: the guard on every write that ends an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Attempt {
+    /// Job id.
+    pub id: i64,
+    /// Attempt number.
+    pub attempt: i32,
+}
+
+/// How an attempt that did not complete ends.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Failed; runs again at `at`.
+    Retry {
+        /// The error to record.
+        error: String,
+        /// When to run again.
+        at: DateTime<Utc>,
+    },
+    /// Failed for the last time, or cannot run at all.
+    Discard {
+        /// The error to record.
+        error: String,
+    },
+    /// The job asked to stop for good.
+    Cancel {
+        /// Why.
+        reason: String,
+    },
+    /// Run again at `at`; not a failure, and does not use up an attempt.
+    Snooze {
+        /// When to run again.
+        at: DateTime<Utc>,
+    },
+    /// Interrupted by shutdown; back to the queue without using up an attempt.
+    Requeue {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What an [`Outcome`] writes to the job row.
+#[derive(Debug, Clone)]
+pub struct StateChange {
+    /// The new state.
+    pub state: JobState,
+    /// The new `run_at`, when it changes.
+    pub run_at: Option<DateTime<Utc>>,
+    /// Added to `max_attempts`, so that an attempt that was not a failure
+    /// does not use one up.
+    pub extra_attempts: i32,
+    /// The error to append to the job's errors.
+    pub error: Option<String>,
+}
+
+impl Outcome {
+    /// The row change this outcome makes.
+    pub fn change(&self) -> StateChange {
+        let (state, run_at, extra_attempts, error) = match self {
+            Outcome::Retry { error, at } => (JobState::Retryable, Some(*at), 0, Some(error)),
+            Outcome::Discard { error } => (JobState::Discarded, None, 0, Some(error)),
+            Outcome::Cancel { reason } => (JobState::Cancelled, None, 0, Some(reason)),
+            Outcome::Snooze { at } => (JobState::Scheduled, Some(*at), 1, None),
+            Outcome::Requeue { reason } => (JobState::Available, None, 1, Some(reason)),
+        };
+        StateChange {
+            state,
+            run_at,
+            extra_attempts,
+            error: error.map(|e| clean_error(e)),
+        }
+    }
+}
+
+/// Makes an error message storable: no NUL bytes (PostgreSQL rejects them in
+/// text) and at most [`MAX_ERROR_LEN`] bytes.
+///
+/// ```
+/// let cleaned = offload::clean_error("bad\0byte");
+/// assert_eq!(cleaned, "bad\u{FFFD}byte");
+/// ```
+pub fn clean_error(message: &str) -> String {
+    let mut cleaned = message.replace('\0', "\u{FFFD}");
+    if cleaned.len() > MAX_ERROR_LEN {
+        let mut end = MAX_ERROR_LEN;
+        while !cleaned.is_char_boundary(end) {
+            end -= 1;
+        }
+        cleaned.truncate(end);
+        cleaned.push_str("… (truncated)");
+    }
+    cleaned
+}
+
+/// A worker process's identity, written with each heartbeat.
+#[derive(Debug, Clone)]
+pub struct WorkerInfo {
+    /// Unique id: host, pid and a random suffix.
+    pub id: String,
+    /// Host name.
+    pub host: String,
+    /// Process id.
+    pub pid: i32,
+    /// Queues it serves, comma-separated.
+    pub queues: String,
+}
+
+/// One recorded failure of a job.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AttemptError {
+    /// Which attempt failed.
+    pub attempt: i32,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The error message.
+    pub error: String,
+}
+
+/// A job row, whole.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct JobRecord {
+    /// Row id.
+    pub id: i64,
+    /// The job kind.
+    pub kind: String,
+    /// Its queue.
+    pub queue: String,
+    /// Its state.
+    pub state: JobState,
+    /// Its args.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub args: serde_json::Value,
+    /// Lower runs first.
+    pub priority: i16,
+    /// Attempts made so far.
+    pub attempt: i32,
+    /// Attempts before it is discarded.
+    pub max_attempts: i32,
+    /// Every failed attempt's error, oldest first.
+    pub errors: Vec<AttemptError>,
+    /// Labels.
+    pub tags: Vec<String>,
+    /// When it was enqueued.
+    pub created_at: DateTime<Utc>,
+    /// When it is (or was) due.
+    pub run_at: DateTime<Utc>,
+    /// When its latest attempt started.
+    pub attempted_at: Option<DateTime<Utc>>,
+    /// When it reached a final state.
+    pub finalized_at: Option<DateTime<Utc>>,
+    /// The worker running it, while running.
+    pub worker_id: Option<String>,
+}
+
+/// A job as a list shows it: no full args or errors.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct JobSummary {
+    /// Row id.
+    pub id: i64,
+    /// The job kind.
+    pub kind: String,
+    /// Its queue.
+    pub queue: String,
+    /// Its state.
+    pub state: JobState,
+    /// Lower runs first.
+    pub priority: i16,
+    /// Attempts made so far.
+    pub attempt: i32,
+    /// Attempts before it is discarded.
+    pub max_attempts: i32,
+    /// Labels.
+    pub tags: Vec<String>,
+    /// The start of the args' JSON text.
+    pub args_preview: String,
+    /// The latest recorded error.
+    pub last_error: Option<String>,
+    /// When it was enqueued.
+    pub created_at: DateTime<Utc>,
+    /// When it is (or was) due.
+    pub run_at: DateTime<Utc>,
+    /// When its latest attempt started.
+    pub attempted_at: Option<DateTime<Utc>>,
+    /// When it reached a final state.
+    pub finalized_at: Option<DateTime<Utc>>,
+}
+
+/// Characters of args a [`JobSummary`] keeps.
+pub const ARGS_PREVIEW_LEN: usize = 160;
+
+/// The current holder of a leadership.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Leader {
+    /// The leading worker's id.
+    pub leader_id: String,
+    /// When it took over.
+    pub elected_at: DateTime<Utc>,
+    /// When it loses leadership unless it renews.
+    pub expires_at: DateTime<Utc>,
+}

@@ -1,0 +1,279 @@
+//! The admin operations' SQL on SQLite.
+
+use chrono::{DateTime, Utc};
+use sqlx::{QueryBuilder, Sqlite, SqlitePool};
+
+use super::cluster::begin_write;
+use crate::state::JobState;
+use crate::storage::decode::{self, parse_state, SummaryRow};
+use crate::storage::time::{micros, now_micros, DbTime};
+use crate::storage::{JobFilter, JobSummary, Page, ARGS_PREVIEW_LEN};
+use crate::Result;
+
+const MINUTE_MICROS: i64 = 60_000_000;
+
+/// Appends the ids of one page of jobs matching `filter`, newest first.
+///
+/// With several states, or a queue and no state, this is one branch per
+/// state, merged: each branch walks the `(queue, state, id)` or
+/// `(state, id)` index in id order instead of sorting a whole queue.
+fn push_page_ids(
+    qb: &mut QueryBuilder<'_, Sqlite>,
+    filter: &JobFilter,
+    before: Option<i64>,
+    limit: u32,
+) {
+    let states: &[JobState] = if filter.states.is_empty() && filter.queue.is_some() {
+        &JobState::ALL
+    } else {
+        &filter.states
+    };
+    if states.len() <= 1 {
+        qb.push("SELECT id FROM offload_jobs");
+        push_where(qb, filter, states.first().copied(), before);
+        qb.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(limit));
+        return;
+    }
+    qb.push("SELECT id FROM (");
+    for (i, state) in states.iter().enumerate() {
+        if i > 0 {
+            qb.push(" UNION ALL ");
+        }
+        qb.push("SELECT id FROM (SELECT id FROM offload_jobs");
+        push_where(qb, filter, Some(*state), before);
+        qb.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(limit))
+            .push(")");
+    }
+    qb.push(") ORDER BY id DESC LIMIT ")
+        .push_bind(i64::from(limit));
+}
+
+/// Appends `WHERE ...` for `filter` with `state` in place of its states
+/// (and the keyset cursor).
+fn push_where(
+    qb: &mut QueryBuilder<'_, Sqlite>,
+    filter: &JobFilter,
+    state: Option<JobState>,
+    before: Option<i64>,
+) {
+    qb.push(" WHERE 1");
+    if let Some(state) = state {
+        qb.push(" AND state = ").push_bind(state.as_str());
+    }
+    if let Some(queue) = &filter.queue {
+        qb.push(" AND queue = ").push_bind(queue.clone());
+    }
+    if let Some(kind) = &filter.kind {
+        qb.push(" AND kind = ").push_bind(kind.clone());
+    }
+    if let Some(tag) = &filter.tag {
+        qb.push(" AND EXISTS (SELECT 1 FROM json_each(offload_jobs.tags) t WHERE t.value = ")
+            .push_bind(tag.clone())
+            .push(")");
+    }
+    if let Some(since) = filter.since {
+        qb.push(" AND created_at >= ").push_bind(micros(since));
+    }
+    if let Some(until) = filter.until {
+        qb.push(" AND created_at < ").push_bind(micros(until));
+    }
+    if let Some(pattern) = filter.like_pattern() {
+        // SQLite's LIKE ignores ASCII case, like PostgreSQL's ILIKE.
+        qb.push(" AND (args LIKE ")
+            .push_bind(pattern.clone())
+            .push(" ESCAPE '\\' OR errors LIKE ")
+            .push_bind(pattern)
+            .push(" ESCAPE '\\')");
+    }
+    if let Some(before) = before {
+        qb.push(" AND id < ").push_bind(before);
+    }
+}
+
+fn ids_json(ids: &[i64]) -> String {
+    serde_json::to_string(ids).unwrap_or_else(|_| "[]".to_owned())
+}
+
+pub(super) async fn list(
+    pool: &SqlitePool,
+    filter: &JobFilter,
+    page: &Page,
+) -> Result<Vec<JobSummary>> {
+    let mut qb = QueryBuilder::new("WITH page AS (");
+    push_page_ids(&mut qb, filter, page.before, page.limit);
+    qb.push(format!(
+        ") SELECT id, kind, queue, state, priority, attempt, max_attempts, tags, \
+         substr(args, 1, {ARGS_PREVIEW_LEN}) AS args_preview, \
+         errors ->> '$[#-1].error' AS last_error, created_at, run_at, attempted_at, \
+         finalized_at FROM offload_jobs WHERE id IN (SELECT id FROM page) ORDER BY id DESC"
+    ));
+    let rows: Vec<SummaryRow> = qb.build_query_as().fetch_all(pool).await?;
+    decode::all(rows)
+}
+
+pub(super) async fn list_ids(
+    pool: &SqlitePool,
+    filter: &JobFilter,
+    before: Option<i64>,
+    limit: u32,
+) -> Result<Vec<i64>> {
+    let mut qb = QueryBuilder::new("");
+    push_page_ids(&mut qb, filter, before, limit);
+    Ok(qb.build_query_scalar().fetch_all(pool).await?)
+}
+
+pub(super) async fn count(pool: &SqlitePool, filter: &JobFilter) -> Result<i64> {
+    let mut qb = QueryBuilder::new("SELECT count(*) FROM offload_jobs");
+    push_where(&mut qb, filter, None, None);
+    if !filter.states.is_empty() {
+        qb.push(" AND state IN (");
+        let mut states = qb.separated(", ");
+        for state in &filter.states {
+            states.push_bind(state.as_str());
+        }
+        qb.push(")");
+    }
+    Ok(qb.build_query_scalar().fetch_one(pool).await?)
+}
+
+pub(super) async fn queue_state_counts(pool: &SqlitePool) -> Result<Vec<(String, JobState, i64)>> {
+    // A scan of the (queue, state, id) index alone.
+    let rows: Vec<(String, String, i64)> =
+        sqlx::query_as("SELECT queue, state, count(*) FROM offload_jobs GROUP BY queue, state")
+            .fetch_all(pool)
+            .await?;
+    rows.into_iter()
+        .map(|(queue, state, n)| Ok((queue, parse_state(&state)?, n)))
+        .collect()
+}
+
+pub(super) async fn oldest_available(pool: &SqlitePool) -> Result<Vec<(String, DateTime<Utc>)>> {
+    // Reads only available rows (the claim index).
+    let rows: Vec<(String, DbTime)> = sqlx::query_as(
+        "SELECT queue, min(run_at) FROM offload_jobs WHERE state = 'available' GROUP BY queue",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|(q, at)| (q, at.into())).collect())
+}
+
+pub(super) async fn completed_since(
+    pool: &SqlitePool,
+    since: DateTime<Utc>,
+) -> Result<Vec<(String, i64)>> {
+    // Repeating the partial index's own WHERE term lets SQLite use
+    // offload_jobs_finalized; `+queue` keeps it from grouping by another index.
+    Ok(sqlx::query_as(
+        "SELECT queue, count(*) FROM offload_jobs \
+         WHERE state IN ('completed', 'discarded', 'cancelled') \
+         AND state = 'completed' AND finalized_at >= ?1 GROUP BY +queue",
+    )
+    .bind(micros(since))
+    .fetch_all(pool)
+    .await?)
+}
+
+pub(super) async fn paused_flags(pool: &SqlitePool) -> Result<Vec<(String, bool)>> {
+    Ok(
+        sqlx::query_as("SELECT name, paused <> 0 FROM offload_queues")
+            .fetch_all(pool)
+            .await?,
+    )
+}
+
+pub(super) async fn finished_per_minute(
+    pool: &SqlitePool,
+    since: DateTime<Utc>,
+    queue: Option<&str>,
+) -> Result<Vec<(DateTime<Utc>, JobState, i64)>> {
+    let rows: Vec<(DbTime, String, i64)> = sqlx::query_as(
+        "SELECT (finalized_at / ?3) * ?3 AS minute, state, count(*) FROM offload_jobs \
+         WHERE state IN ('completed', 'discarded', 'cancelled') \
+           AND state IN ('completed', 'discarded') AND finalized_at >= ?1 \
+           AND (?2 IS NULL OR queue = ?2) \
+         GROUP BY minute, state",
+    )
+    .bind(micros(since))
+    .bind(queue)
+    .bind(MINUTE_MICROS)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|(minute, state, n)| Ok((minute.into(), parse_state(&state)?, n)))
+        .collect()
+}
+
+pub(super) async fn retry_many(pool: &SqlitePool, ids: &[i64]) -> Result<Vec<(i64, String)>> {
+    Ok(sqlx::query_as(
+        "UPDATE offload_jobs
+         SET state = 'available', run_at = ?1, finalized_at = NULL, worker_id = NULL,
+             max_attempts = max(max_attempts, attempt + 1)
+         WHERE id IN (SELECT value FROM json_each(?2))
+           AND state IN ('discarded', 'cancelled', 'retryable')
+         RETURNING id, queue",
+    )
+    .bind(now_micros())
+    .bind(ids_json(ids))
+    .fetch_all(pool)
+    .await?)
+}
+
+pub(super) async fn cancel_many(pool: &SqlitePool, ids: &[i64]) -> Result<Vec<(i64, bool)>> {
+    // One write transaction, so the running set read is the one changed.
+    let mut tx = begin_write(pool).await?;
+    let ids = ids_json(ids);
+    let running: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM offload_jobs \
+         WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'running'",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    let now = Utc::now();
+    let mut cancelled: Vec<i64> = sqlx::query_scalar(
+        "UPDATE offload_jobs
+         SET state = 'cancelled', finalized_at = ?1, worker_id = NULL,
+             errors = json_insert(errors, '$[#]', json_object(
+                 'attempt', attempt, 'at', ?2, 'error', 'cancelled by an operator'))
+         WHERE id IN (SELECT value FROM json_each(?3))
+           AND state IN ('scheduled', 'available', 'retryable', 'running')
+         RETURNING id",
+    )
+    .bind(micros(now))
+    .bind(now.to_rfc3339())
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    cancelled.sort_unstable();
+    Ok(cancelled
+        .into_iter()
+        .map(|id| (id, running.contains(&id)))
+        .collect())
+}
+
+pub(super) async fn delete_many(pool: &SqlitePool, ids: &[i64]) -> Result<Vec<i64>> {
+    Ok(sqlx::query_scalar(
+        "DELETE FROM offload_jobs \
+         WHERE id IN (SELECT value FROM json_each(?1)) AND state <> 'running' RETURNING id",
+    )
+    .bind(ids_json(ids))
+    .fetch_all(pool)
+    .await?)
+}
+
+pub(super) async fn set_paused(pool: &SqlitePool, queue: &str, paused: bool) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO offload_queues (name, paused, updated_at) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, \
+         updated_at = excluded.updated_at",
+    )
+    .bind(queue)
+    .bind(paused)
+    .bind(now_micros())
+    .execute(pool)
+    .await?;
+    Ok(())
+}

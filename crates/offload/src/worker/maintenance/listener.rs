@@ -1,0 +1,38 @@
+//! The listener: forwards other processes' notifications (new jobs,
+//! cancelled running jobs) to this process, reconnecting with back-off.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::super::{next_delay, running, sleep_or_stop, wake, Shared};
+use crate::storage::{Backend, Signals};
+
+pub(super) async fn run<DB: Backend>(shared: Arc<Shared<DB>>, stop: CancellationToken) {
+    let signals = Signals {
+        wake: wake::wake,
+        cancel: running::cancel,
+    };
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let result = tokio::select! {
+            result = DB::notification_listen(&shared.pool, signals) => result,
+            () = stop.cancelled() => return,
+        };
+        match result {
+            // The backend has no notifications.
+            Ok(()) => return,
+            Err(error) => {
+                tracing::warn!(%error, retry_in = ?delay, "listening for new jobs failed; polling meanwhile");
+                for queue in &shared.config.queues {
+                    wake::wake(&queue.name);
+                }
+                if sleep_or_stop(delay, &stop).await {
+                    return;
+                }
+                delay = next_delay(delay);
+            }
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! The promoter: makes due scheduled and retryable jobs available, so the
+//! claim reads only available rows.
+
+use std::sync::Arc;
+
+use super::super::{wake, Shared};
+use super::BATCH;
+use crate::storage::Backend;
+
+pub(super) async fn step<DB: Backend>(shared: Arc<Shared<DB>>) -> crate::Result<()> {
+    loop {
+        let queues = DB::job_promote(&shared.pool, BATCH).await?;
+        wake::wake_all(queues.iter().map(String::as_str));
+        if queues.len() < BATCH {
+            return Ok(());
+        }
+    }
+}

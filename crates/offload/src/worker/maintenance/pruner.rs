@@ -1,0 +1,23 @@
+//! The pruner: deletes finished jobs older than their retention.
+
+use std::sync::Arc;
+
+use super::super::Shared;
+use super::BATCH;
+use crate::state::JobState;
+use crate::storage::Backend;
+
+pub(super) async fn step<DB: Backend>(shared: Arc<Shared<DB>>) -> crate::Result<()> {
+    let retention = &shared.config.retention;
+    for (state, keep) in [
+        (JobState::Completed, retention.completed),
+        (JobState::Discarded, retention.discarded),
+        (JobState::Cancelled, retention.cancelled),
+    ] {
+        // Small batches keep each delete's locks short.
+        while DB::job_prune(&shared.pool, state, keep, BATCH).await? == BATCH as u64 {
+            tokio::task::yield_now().await;
+        }
+    }
+    Ok(())
+}

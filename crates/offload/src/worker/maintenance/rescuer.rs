@@ -1,0 +1,21 @@
+//! The rescuer: returns the running jobs of workers that stopped
+//! heartbeating to their queues (or discards them on their last attempt).
+
+use std::sync::Arc;
+
+use super::super::{wake, Shared};
+use crate::storage::Backend;
+
+pub(super) async fn step<DB: Backend>(shared: Arc<Shared<DB>>) -> crate::Result<()> {
+    let lease = shared.config.lease;
+    let queues = DB::job_rescue(&shared.pool, lease).await?;
+    DB::worker_delete_expired(&shared.pool, lease).await?;
+    if !queues.is_empty() {
+        tracing::warn!(
+            jobs = queues.len(),
+            "rescued jobs of workers that stopped heartbeating"
+        );
+        wake::wake_all(queues.iter().map(String::as_str));
+    }
+    Ok(())
+}
