@@ -177,12 +177,10 @@ async fn browser_filters_retries_and_escapes() {
     let registry = Registry::new()
         .register::<SyncInvoice>()
         .register::<SendEmail>();
-    let config = WorkerConfig {
-        poll_interval: Some(Duration::from_millis(100)),
-        ..WorkerConfig::default()
-    }
-    .queue("billing", 2)
-    .queue("mail", 4);
+    let config = WorkerConfig::default()
+        .poll_interval(Some(Duration::from_millis(100)))
+        .queue("billing", 2)
+        .queue("mail", 4);
     let worker = Worker::new(pool.clone(), registry, config)
         .start()
         .await

@@ -68,11 +68,9 @@ pub async fn serve<DB: RecordStore>(
         .await
         .context("records migrations failed")?;
 
-    let worker_config = WorkerConfig {
-        shutdown_timeout: config.shutdown_timeout(),
-        ..WorkerConfig::default()
-    }
-    .queue(RECORDS_QUEUE, config.worker_concurrency);
+    let worker_config = WorkerConfig::default()
+        .shutdown_timeout(config.shutdown_timeout())
+        .queue(RECORDS_QUEUE, config.worker_concurrency);
     let worker = Worker::new(
         pool.clone(),
         Registry::new().register::<ProcessRecord>(),

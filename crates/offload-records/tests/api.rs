@@ -154,12 +154,10 @@ fn assert_problem(reply: &Reply, status: StatusCode, field: Option<&str>) {
 }
 
 async fn start_worker<DB: TestDb>(pool: &Pool<DB>) -> offload::WorkerHandle {
-    let config = WorkerConfig {
-        poll_interval: Some(Duration::from_millis(50)),
-        shutdown_timeout: Duration::from_secs(1),
-        ..WorkerConfig::default()
-    }
-    .queue(RECORDS_QUEUE, 4);
+    let config = WorkerConfig::default()
+        .poll_interval(Some(Duration::from_millis(50)))
+        .shutdown_timeout(Duration::from_secs(1))
+        .queue(RECORDS_QUEUE, 4);
     Worker::new(
         pool.clone(),
         Registry::new().register::<ProcessRecord>(),

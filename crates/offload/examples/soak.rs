@@ -98,17 +98,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let client = Client::new(pool.clone());
     client.migrate().await?;
 
-    let config = WorkerConfig {
-        retention: Retention {
-            completed: Duration::from_secs(30),
-            discarded: Duration::from_secs(30),
-            cancelled: Duration::from_secs(30),
-        },
-        prune_interval: Duration::from_secs(5),
-        promote_interval: Duration::from_millis(200),
-        ..WorkerConfig::default()
-    }
-    .queue("default", 32);
+    let config = WorkerConfig::default()
+        .retention(
+            Retention::default()
+                .completed(Duration::from_secs(30))
+                .discarded(Duration::from_secs(30))
+                .cancelled(Duration::from_secs(30)),
+        )
+        .prune_interval(Duration::from_secs(5))
+        .promote_interval(Duration::from_millis(200))
+        .queue("default", 32);
     let worker = Worker::new(pool.clone(), Registry::new().register::<Mixed>(), config)
         .start()
         .await?;

@@ -21,6 +21,7 @@ use crate::{Error, Result};
 /// assert_eq!(options.queue.as_deref(), Some("mail"));
 /// ```
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct EnqueueOptions {
     /// Queue to run on.
     pub queue: Option<String>,

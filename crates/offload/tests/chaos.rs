@@ -28,11 +28,7 @@ fn drain_jobs() -> usize {
 const WORKER_CONNECTIONS: u32 = 20;
 
 fn chaos_config() -> WorkerConfig {
-    WorkerConfig {
-        fetch_batch: 200,
-        ..fast_config()
-    }
-    .queue("default", 16)
+    fast_config().fetch_batch(200).queue("default", 16)
 }
 
 /// Not a test on its own: a worker process the chaos tests kill.

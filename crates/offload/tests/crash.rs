@@ -7,7 +7,7 @@ mod support;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use offload::{JobState, Worker, WorkerConfig};
+use offload::{JobState, Worker};
 use sqlx::{Postgres, Sqlite};
 use support::jobs::{registry, SlowEffect};
 use support::{count_in, eventually, fast_config, TestDatabase, TestDb};
@@ -87,9 +87,7 @@ async fn killed_worker_jobs_are_rescued_and_complete_once<DB: TestDb>(
     let worker = Worker::new(
         db.pool.clone(),
         registry::<DB>(),
-        WorkerConfig {
-            ..fast_config().queue("default", 8)
-        },
+        fast_config().queue("default", 8),
     )
     .start()
     .await

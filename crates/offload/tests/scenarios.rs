@@ -53,11 +53,7 @@ async fn four_workers_apply_ten_thousand_effects_exactly_once<DB: TestDb>(db: &T
     let mut workers = Vec::new();
     for _ in 0..4 {
         let pool = db.another_pool().await;
-        let config = WorkerConfig {
-            fetch_batch: 100,
-            ..fast_config()
-        }
-        .queue("default", 8);
+        let config = fast_config().fetch_batch(100).queue("default", 8);
         workers.push(
             Worker::new(pool, registry::<DB>(), config)
                 .start()
@@ -264,10 +260,7 @@ async fn graceful_shutdown_lets_running_jobs_finish<DB: TestDb>(db: &TestDatabas
 }
 
 async fn shutdown_hands_back_jobs_that_overrun_the_deadline<DB: TestDb>(db: &TestDatabase<DB>) {
-    let config = WorkerConfig {
-        shutdown_timeout: Duration::from_millis(200),
-        ..fast_config()
-    };
+    let config = fast_config().shutdown_timeout(Duration::from_millis(200));
     let worker = start(db, config).await;
     let id = db
         .client
@@ -322,13 +315,7 @@ async fn rescuer_recovers_jobs_of_a_worker_that_stopped_heartbeating<DB: TestDb>
 }
 
 async fn zero_retention_deletes_jobs_on_completion<DB: TestDb>(db: &TestDatabase<DB>) {
-    let config = WorkerConfig {
-        retention: Retention {
-            completed: Duration::ZERO,
-            ..Retention::default()
-        },
-        ..fast_config()
-    };
+    let config = fast_config().retention(Retention::default().completed(Duration::ZERO));
     let worker = start(db, config).await;
     let in_tx = db.client.enqueue(ApplyEffect).await.unwrap();
     let batched = db.client.enqueue(Noop { n: 1 }).await.unwrap();
@@ -342,15 +329,14 @@ async fn zero_retention_deletes_jobs_on_completion<DB: TestDb>(db: &TestDatabase
 }
 
 async fn pruner_deletes_finished_jobs_past_retention<DB: TestDb>(db: &TestDatabase<DB>) {
-    let config = WorkerConfig {
-        retention: Retention {
-            completed: Duration::from_millis(300),
-            discarded: Duration::from_secs(3600),
-            cancelled: Duration::from_millis(300),
-        },
-        prune_interval: Duration::from_millis(100),
-        ..fast_config()
-    };
+    let config = fast_config()
+        .retention(
+            Retention::default()
+                .completed(Duration::from_millis(300))
+                .discarded(Duration::from_secs(3600))
+                .cancelled(Duration::from_millis(300)),
+        )
+        .prune_interval(Duration::from_millis(100));
     let worker = start(db, config).await;
     let done = db.client.enqueue(Noop { n: 1 }).await.unwrap();
     let cancelled = db.client.enqueue(CancelsItself).await.unwrap();

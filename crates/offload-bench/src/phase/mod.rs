@@ -34,13 +34,11 @@ impl<DB: BenchStore> Bench<DB> {
 
     /// A worker serving the bench queue with `concurrency`.
     fn worker_config(&self, concurrency: usize, retention: Retention) -> WorkerConfig {
-        WorkerConfig {
-            fetch_batch: self.settings.fetch_batch,
-            completer_batch: self.settings.completer_batch,
-            retention,
-            ..WorkerConfig::default()
-        }
-        .queue(QUEUE, concurrency)
+        WorkerConfig::default()
+            .fetch_batch(self.settings.fetch_batch)
+            .completer_batch(self.settings.completer_batch)
+            .retention(retention)
+            .queue(QUEUE, concurrency)
     }
 }
 
@@ -68,10 +66,7 @@ fn finish(bar: ProgressBar, summary: &str) {
 
 fn retention(delete_on_completion: bool) -> Retention {
     if delete_on_completion {
-        Retention {
-            completed: Duration::ZERO,
-            ..Retention::default()
-        }
+        Retention::default().completed(Duration::ZERO)
     } else {
         Retention::default()
     }

@@ -87,10 +87,7 @@ impl<DB: Backend> Job<DB> for Sleeper {
 
 pub async fn start_worker<DB: Backend>(pool: &Pool<DB>, queues: &[&str]) -> WorkerHandle {
     let registry = Registry::new().register::<Flaky>().register::<Sleeper>();
-    let mut config = WorkerConfig {
-        poll_interval: Some(Duration::from_millis(50)),
-        ..WorkerConfig::default()
-    };
+    let mut config = WorkerConfig::default().poll_interval(Some(Duration::from_millis(50)));
     for queue in queues {
         config = config.queue(*queue, 4);
     }

@@ -7,6 +7,7 @@ pub mod sqlite;
 use std::future::Future;
 
 use chrono::{DateTime, Utc};
+use offload::migrate::Migration;
 use offload::Backend;
 use serde::{Deserialize, Serialize};
 use sqlx::Pool;
@@ -15,17 +16,6 @@ use utoipa::ToSchema;
 /// Where this crate records which of its migrations ran; distinct from
 /// offload's `offload_migrations`.
 pub const MIGRATIONS_TABLE: &str = "offload_records_migrations";
-
-/// One embedded schema change.
-#[derive(Debug, Clone, Copy)]
-pub struct Migration {
-    /// Applied in ascending order, once.
-    pub version: i64,
-    /// Short description.
-    pub name: &'static str,
-    /// The statements.
-    pub sql: &'static str,
-}
 
 /// A record's processing state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -113,7 +103,14 @@ pub struct ListFilter {
 pub trait RecordStore: Backend {
     /// Applies this crate's migrations that have not run yet, tracked in
     /// [`MIGRATIONS_TABLE`].
-    fn migrate_records(pool: &Pool<Self>) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+    /// This table's schema versions on this backend.
+    const RECORD_MIGRATIONS: &'static [Migration];
+
+    /// Applies the records migrations that have not run yet, tracked in
+    /// [`MIGRATIONS_TABLE`] by offload's migration runner.
+    fn migrate_records(pool: &Pool<Self>) -> impl Future<Output = offload::Result<()>> + Send {
+        offload::migrate::run(pool, MIGRATIONS_TABLE, Self::RECORD_MIGRATIONS)
+    }
 
     /// Inserts a `pending` record on `conn` (the request's transaction).
     fn insert_record(

@@ -1,15 +1,11 @@
 //! The records table on PostgreSQL.
 
 use sqlx::postgres::PgRow;
-use sqlx::{Executor, PgConnection, PgPool, Postgres, Row};
+use sqlx::{PgConnection, PgPool, Postgres, Row};
 
-use super::{parse_status, ListFilter, Migration, NewRecord, Record, RecordStatus, RecordStore};
+use offload::migrate::Migration;
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "records",
-    sql: include_str!("../../migrations/postgres/0001_records.sql"),
-}];
+use super::{parse_status, ListFilter, NewRecord, Record, RecordStatus, RecordStore};
 
 const COLUMNS: &str = "id, name, payload, status, result, job_id, created_at, processed_at";
 
@@ -27,35 +23,11 @@ fn record(row: &PgRow) -> Result<Record, sqlx::Error> {
 }
 
 impl RecordStore for Postgres {
-    async fn migrate_records(pool: &PgPool) -> Result<(), sqlx::Error> {
-        let mut tx = pool.begin().await?;
-        // Serializes concurrent starts on one database.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('offload_records_migrations'))")
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS offload_records_migrations (version BIGINT PRIMARY KEY, \
-             name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
-        )
-        .execute(&mut *tx)
-        .await?;
-        let applied: Vec<i64> =
-            sqlx::query_scalar("SELECT version FROM offload_records_migrations")
-                .fetch_all(&mut *tx)
-                .await?;
-        for migration in MIGRATIONS {
-            if applied.contains(&migration.version) {
-                continue;
-            }
-            (&mut *tx).execute(migration.sql).await?;
-            sqlx::query("INSERT INTO offload_records_migrations (version, name) VALUES ($1, $2)")
-                .bind(migration.version)
-                .bind(migration.name)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await
-    }
+    const RECORD_MIGRATIONS: &'static [Migration] = &[Migration::new(
+        1,
+        "records",
+        include_str!("../../migrations/postgres/0001_records.sql"),
+    )];
 
     async fn insert_record(
         conn: &mut PgConnection,

@@ -3,15 +3,11 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Executor, Row, Sqlite, SqliteConnection, SqlitePool};
+use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool};
 
-use super::{parse_status, ListFilter, Migration, NewRecord, Record, RecordStatus, RecordStore};
+use offload::migrate::Migration;
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "records",
-    sql: include_str!("../../migrations/sqlite/0001_records.sql"),
-}];
+use super::{parse_status, ListFilter, NewRecord, Record, RecordStatus, RecordStore};
 
 const COLUMNS: &str = "id, name, payload, status, result, job_id, created_at, processed_at";
 
@@ -41,36 +37,11 @@ fn record(row: &SqliteRow) -> Result<Record, sqlx::Error> {
 }
 
 impl RecordStore for Sqlite {
-    async fn migrate_records(pool: &SqlitePool) -> Result<(), sqlx::Error> {
-        // IMMEDIATE takes the write lock first, so concurrent starts queue up.
-        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS offload_records_migrations (version INTEGER PRIMARY KEY, \
-             name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
-        )
-        .execute(&mut *tx)
-        .await?;
-        let applied: Vec<i64> =
-            sqlx::query_scalar("SELECT version FROM offload_records_migrations")
-                .fetch_all(&mut *tx)
-                .await?;
-        for migration in MIGRATIONS {
-            if applied.contains(&migration.version) {
-                continue;
-            }
-            (&mut *tx).execute(migration.sql).await?;
-            sqlx::query(
-                "INSERT INTO offload_records_migrations (version, name, applied_at) \
-                 VALUES (?1, ?2, ?3)",
-            )
-            .bind(migration.version)
-            .bind(migration.name)
-            .bind(now_micros())
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await
-    }
+    const RECORD_MIGRATIONS: &'static [Migration] = &[Migration::new(
+        1,
+        "records",
+        include_str!("../../migrations/sqlite/0001_records.sql"),
+    )];
 
     async fn insert_record(
         conn: &mut SqliteConnection,

@@ -6,8 +6,15 @@ use super::Periodic;
 use crate::defaults::DEFAULT_QUEUE;
 use crate::Error;
 
-/// One queue a worker serves, and how many of its jobs run at once.
+/// One queue a worker serves, and how many of its jobs run at once. Add
+/// one with [`WorkerConfig::queue`] or [`WorkerConfig::queue_config`].
+///
+/// ```
+/// let mail = offload::QueueConfig::new("mail", 5).global_limit(5);
+/// assert_eq!(mail.global_limit, Some(5));
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct QueueConfig {
     /// Queue name.
     pub name: String,
@@ -19,9 +26,36 @@ pub struct QueueConfig {
     pub global_limit: Option<usize>,
 }
 
+impl QueueConfig {
+    /// Queue `name`, running at most `concurrency` of its jobs at once on
+    /// this worker.
+    pub fn new(name: impl Into<String>, concurrency: usize) -> Self {
+        Self {
+            name: name.into(),
+            concurrency,
+            global_limit: None,
+        }
+    }
+
+    /// Caps the queue at `limit` jobs running at once over all workers.
+    pub fn global_limit(mut self, limit: usize) -> Self {
+        self.global_limit = Some(limit);
+        self
+    }
+}
+
 /// How long finished jobs are kept before the pruner deletes them.
 /// `Duration::ZERO` for `completed` deletes jobs as they complete.
+///
+/// ```
+/// use std::time::Duration;
+/// let keep = offload::Retention::default()
+///     .completed(Duration::ZERO)
+///     .discarded(Duration::from_secs(30 * 24 * 3600));
+/// assert!(keep.completed.is_zero());
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Retention {
     /// For completed jobs.
     pub completed: Duration,
@@ -41,20 +75,39 @@ impl Default for Retention {
     }
 }
 
+impl Retention {
+    /// Keeps completed jobs this long (`ZERO`: deleted as they complete).
+    pub fn completed(mut self, keep: Duration) -> Self {
+        self.completed = keep;
+        self
+    }
+
+    /// Keeps discarded jobs this long.
+    pub fn discarded(mut self, keep: Duration) -> Self {
+        self.discarded = keep;
+        self
+    }
+
+    /// Keeps cancelled jobs this long.
+    pub fn cancelled(mut self, keep: Duration) -> Self {
+        self.cancelled = keep;
+        self
+    }
+}
+
 /// Everything a [`Worker`](crate::Worker) can be tuned by. Start from
-/// `Default` and change what you need:
+/// `Default` and change what you need with the setters, one per field:
 ///
 /// ```
 /// use std::time::Duration;
-/// let config = offload::WorkerConfig {
-///     lease: Duration::from_secs(10),
-///     ..offload::WorkerConfig::default()
-/// }
-/// .queue("default", 20)
-/// .queue("mail", 5);
+/// let config = offload::WorkerConfig::default()
+///     .lease(Duration::from_secs(10))
+///     .queue("default", 20)
+///     .queue("mail", 5);
 /// assert_eq!(config.queues.len(), 2);
 /// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct WorkerConfig {
     /// Queues served. Empty means `default` with concurrency 10.
     pub queues: Vec<QueueConfig>,
@@ -113,16 +166,91 @@ impl Default for WorkerConfig {
 }
 
 impl WorkerConfig {
-    /// Adds (or resizes) a queue.
-    pub fn queue(mut self, name: impl Into<String>, concurrency: usize) -> Self {
-        let name = name.into();
-        self.queues.retain(|queue| queue.name != name);
-        self.queues.push(QueueConfig {
-            name,
-            concurrency,
-            global_limit: None,
-        });
+    /// Sets `fetch_batch`: most jobs claimed in one statement.
+    pub fn fetch_batch(mut self, fetch_batch: usize) -> Self {
+        self.fetch_batch = fetch_batch;
         self
+    }
+
+    /// Sets `heartbeat_interval`: how often this worker proves it is alive.
+    pub fn heartbeat_interval(mut self, heartbeat_interval: Duration) -> Self {
+        self.heartbeat_interval = heartbeat_interval;
+        self
+    }
+
+    /// Sets `lease`: how long a worker may miss heartbeats before its running jobs are
+    /// rescued by another worker.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// Sets `rescue_interval`: how often the rescuer looks for jobs of dead workers.
+    pub fn rescue_interval(mut self, rescue_interval: Duration) -> Self {
+        self.rescue_interval = rescue_interval;
+        self
+    }
+
+    /// Sets `promote_interval`: how often due scheduled and retryable jobs are made available.
+    pub fn promote_interval(mut self, promote_interval: Duration) -> Self {
+        self.promote_interval = promote_interval;
+        self
+    }
+
+    /// Sets `prune_interval`: how often old finished jobs are pruned.
+    pub fn prune_interval(mut self, prune_interval: Duration) -> Self {
+        self.prune_interval = prune_interval;
+        self
+    }
+
+    /// Sets `retention`: how long finished jobs are kept.
+    pub fn retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// Sets `shutdown_timeout`: how long shutdown waits for running jobs before cancelling them.
+    pub fn shutdown_timeout(mut self, shutdown_timeout: Duration) -> Self {
+        self.shutdown_timeout = shutdown_timeout;
+        self
+    }
+
+    /// Sets `cancel_grace`: how long cancelled jobs get to stop before they are aborted and
+    /// handed back to the queue.
+    pub fn cancel_grace(mut self, cancel_grace: Duration) -> Self {
+        self.cancel_grace = cancel_grace;
+        self
+    }
+
+    /// Sets `completer_batch`: most completions written in one statement.
+    pub fn completer_batch(mut self, completer_batch: usize) -> Self {
+        self.completer_batch = completer_batch;
+        self
+    }
+
+    /// Sets `leader_ttl`: how long leadership lasts without renewal.
+    pub fn leader_ttl(mut self, leader_ttl: Duration) -> Self {
+        self.leader_ttl = leader_ttl;
+        self
+    }
+
+    /// Sets `poll_interval`: how often an idle queue polls (`None`: the
+    /// backend's default).
+    pub fn poll_interval(mut self, every: Option<Duration>) -> Self {
+        self.poll_interval = every;
+        self
+    }
+
+    /// Adds (or replaces) a queue.
+    pub fn queue_config(mut self, queue: QueueConfig) -> Self {
+        self.queues.retain(|other| other.name != queue.name);
+        self.queues.push(queue);
+        self
+    }
+
+    /// Adds (or resizes) a queue.
+    pub fn queue(self, name: impl Into<String>, concurrency: usize) -> Self {
+        self.queue_config(QueueConfig::new(name, concurrency))
     }
 
     /// Adds (or resizes) a queue and caps it at `global_limit` jobs running
@@ -139,11 +267,7 @@ impl WorkerConfig {
         concurrency: usize,
         global_limit: usize,
     ) -> Self {
-        let mut config = self.queue(name, concurrency);
-        if let Some(queue) = config.queues.last_mut() {
-            queue.global_limit = Some(global_limit);
-        }
-        config
+        self.queue_config(QueueConfig::new(name, concurrency).global_limit(global_limit))
     }
 
     /// Adds a periodic job (replacing one of the same name).

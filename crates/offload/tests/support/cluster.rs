@@ -201,14 +201,12 @@ pub fn node_registry<DB: ClusterDb>() -> Registry<DB> {
 pub fn node_config<DB: ClusterDb>(leader_ttl: Duration) -> WorkerConfig {
     let tick = PeriodicJob::<DB>::every(TICK_SCHEDULE, Duration::from_secs(1), || Tick)
         .expect("valid schedule");
-    WorkerConfig {
-        leader_ttl,
-        ..fast_config()
-    }
-    .queue("default", LOCAL_CONCURRENCY)
-    .queue("ticks", LOCAL_CONCURRENCY)
-    .queue_with_global_limit(LIMITED_QUEUE, LOCAL_CONCURRENCY, GLOBAL_LIMIT)
-    .periodic(tick)
+    fast_config()
+        .leader_ttl(leader_ttl)
+        .queue("default", LOCAL_CONCURRENCY)
+        .queue("ticks", LOCAL_CONCURRENCY)
+        .queue_with_global_limit(LIMITED_QUEUE, LOCAL_CONCURRENCY, GLOBAL_LIMIT)
+        .periodic(tick)
 }
 
 /// The pid in a worker id (`host-pid-suffix`).

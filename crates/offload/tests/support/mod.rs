@@ -14,19 +14,17 @@ pub use database::{TestDatabase, TestDb};
 
 /// Worker settings fast enough for tests: short polls, leases and back-offs.
 pub fn fast_config() -> WorkerConfig {
-    WorkerConfig {
-        poll_interval: Some(Duration::from_millis(50)),
-        promote_interval: Duration::from_millis(50),
-        heartbeat_interval: Duration::from_millis(200),
-        lease: Duration::from_secs(1),
-        rescue_interval: Duration::from_millis(200),
-        shutdown_timeout: Duration::from_secs(5),
-        cancel_grace: Duration::from_millis(500),
+    WorkerConfig::default()
+        .poll_interval(Some(Duration::from_millis(50)))
+        .promote_interval(Duration::from_millis(50))
+        .heartbeat_interval(Duration::from_millis(200))
+        .lease(Duration::from_secs(1))
+        .rescue_interval(Duration::from_millis(200))
+        .shutdown_timeout(Duration::from_secs(5))
+        .cancel_grace(Duration::from_millis(500))
         // A killed leader's maintenance (rescue) moves to another worker
         // within about this.
-        leader_ttl: Duration::from_secs(1),
-        ..WorkerConfig::default()
-    }
+        .leader_ttl(Duration::from_secs(1))
 }
 
 /// Polls `check` until it returns true, or panics after `limit`.
