@@ -1,4 +1,4 @@
-//! axum integration for [offload](offload): each request gets its own
+//! axum integration for [offload]: each request gets its own
 //! database transaction ([`Tx`]), committed when the handler succeeds and
 //! rolled back when it fails or panics, so jobs enqueued in it with
 //! [`Client::enqueue_tx`](offload::Client::enqueue_tx) exist if and only if

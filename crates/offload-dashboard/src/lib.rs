@@ -1,4 +1,4 @@
-//! A web dashboard and admin JSON API for [offload](offload)'s jobs, as an
+//! A web dashboard and admin JSON API for [offload]'s jobs, as an
 //! axum [`Router`] any app can mount, or the `offload dashboard` command
 //! serves standalone.
 //!

@@ -13,7 +13,7 @@ use crate::storage::JobSummary;
 pub struct JobPage {
     /// Newest first.
     pub jobs: Vec<JobSummary>,
-    /// Pass as [`Page::before`] for the next page; `None` on the last page.
+    /// Pass as [`Page::before`](crate::admin::Page::before) for the next page; `None` on the last page.
     pub next_before: Option<i64>,
 }
 

@@ -101,7 +101,7 @@ fn interval_micros(interval: Duration) -> i64 {
         .max(1)
 }
 
-/// A [`PeriodicJob`] as [`WorkerConfig`](crate::WorkerConfig) keeps it,
+/// A [`PeriodicJob`](crate::PeriodicJob) as [`WorkerConfig`](crate::WorkerConfig) keeps it,
 /// whatever its backend.
 #[derive(Clone)]
 pub struct Periodic {
