@@ -13,7 +13,7 @@ use offload::{
 };
 use serde::Deserialize;
 
-use crate::api::{parse_action, parse_id, parse_pause, ApiError, JobQuery};
+use crate::api::{parse_action, parse_id, parse_pause, ApiError};
 use crate::chart::throughput_svg;
 use crate::security::{csrf_matches, safe_next, session_cookie, urlencode, BasePath, CsrfToken};
 use crate::state::AppState;
@@ -159,7 +159,7 @@ pub(crate) async fn job_list<DB: Backend>(
     State(state): State<AppState<DB>>,
     Extension(BasePath(base)): Extension<BasePath>,
     Extension(CsrfToken(csrf)): Extension<CsrfToken>,
-    query: Result<Query<JobQuery>, QueryRejection>,
+    query: Result<Query<FilterParams>, QueryRejection>,
     notice: Result<Query<NoticeQuery>, QueryRejection>,
 ) -> Response {
     let page = Page {
@@ -188,7 +188,7 @@ pub(crate) async fn job_list<DB: Backend>(
         limit => raw.limit,
     };
     let states: Vec<&str> = JobState::ALL.iter().map(|s| s.as_str()).collect();
-    let (filter, page_request) = match FilterParams::from(raw.clone()).parse() {
+    let (filter, page_request) = match raw.parse() {
         Ok(parsed) => parsed,
         Err(error) => {
             return page.render(
@@ -340,7 +340,7 @@ pub(crate) struct BulkForm {
     csrf: String,
     action: String,
     #[serde(flatten)]
-    filter: JobQuery,
+    filter: FilterParams,
 }
 
 impl HasCsrf for BulkForm {
@@ -363,9 +363,7 @@ pub(crate) async fn bulk_action<DB: Backend>(
     let result = async {
         let form = check_form(form, &csrf)?;
         let action = parse_action(&form.action)?;
-        let (filter, _) = FilterParams::from(form.filter)
-            .parse()
-            .map_err(AdminError::from)?;
+        let (filter, _) = form.filter.parse().map_err(AdminError::from)?;
         if filter.is_empty() {
             return Err(ApiError::bad_request(
                 "bulk actions from the dashboard need a filter; use the API with \"all\": true to act on every job",

@@ -418,11 +418,11 @@ fn openapi_document_describes_every_route() {
         assert!(doc["paths"][path].is_object(), "{path} missing");
     }
     for schema in [
-        "JobBody",
-        "JobPageBody",
+        "JobRecord",
+        "JobPage",
         "Problem",
         "BulkRequest",
-        "QueueBody",
+        "QueueSummary",
     ] {
         assert!(
             doc["components"]["schemas"][schema].is_object(),

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 /// retryable ─┘                   │  └──> retryable / discarded / cancelled
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     /// Waiting for its `run_at`.

@@ -9,8 +9,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use offload::{
-    admin::{AdminError, FilterParams, JobAction},
-    Backend, JobState,
+    admin::{
+        ActionOutcome, AdminError, FilterParams, JobAction, JobPage, Overview, QueueSummary,
+        ThroughputPoint,
+    },
+    Backend, JobRecord, JobState,
 };
 use utoipa::OpenApi;
 
@@ -150,21 +153,19 @@ fn path_error(rejection: PathRejection) -> ApiError {
     get,
     path = "/api/jobs",
     tag = "jobs",
-    params(JobQuery),
+    params(FilterParams),
     responses(
-        (status = 200, description = "One page of jobs", body = JobPageBody),
+        (status = 200, description = "One page of jobs", body = JobPage),
         (status = 400, description = "A filter is invalid", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn list_jobs<DB: Backend>(
     State(state): State<AppState<DB>>,
-    query: Result<Query<JobQuery>, QueryRejection>,
-) -> Result<Json<JobPageBody>, ApiError> {
+    query: Result<Query<FilterParams>, QueryRejection>,
+) -> Result<Json<JobPage>, ApiError> {
     let Query(query) = query.map_err(query_error)?;
-    let (filter, page) = FilterParams::from(query)
-        .parse()
-        .map_err(AdminError::from)?;
-    Ok(Json(state.admin.list(&filter, page).await?.into()))
+    let (filter, page) = query.parse().map_err(AdminError::from)?;
+    Ok(Json(state.admin.list(&filter, page).await?))
 }
 
 /// A job with its args, every attempt's error and its timestamps.
@@ -174,7 +175,7 @@ async fn list_jobs<DB: Backend>(
     tag = "jobs",
     params(("id" = i64, Path, description = "Job id")),
     responses(
-        (status = 200, description = "The job", body = JobBody),
+        (status = 200, description = "The job", body = JobRecord),
         (status = 400, description = "The id is not a number", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
     )
@@ -182,10 +183,10 @@ async fn list_jobs<DB: Backend>(
 async fn get_job<DB: Backend>(
     State(state): State<AppState<DB>>,
     path: Result<Path<String>, PathRejection>,
-) -> Result<Json<JobBody>, ApiError> {
+) -> Result<Json<JobRecord>, ApiError> {
     let Path(raw) = path.map_err(path_error)?;
     let id = parse_id(&raw)?;
-    Ok(Json(state.admin.job(id).await?.into()))
+    Ok(Json(state.admin.job(id).await?))
 }
 
 /// Retries, cancels or deletes one job.
@@ -201,7 +202,7 @@ async fn get_job<DB: Backend>(
     tag = "jobs",
     params(
         ("id" = i64, Path, description = "Job id"),
-        ("action" = ActionName, Path, description = "retry, cancel or delete"),
+        ("action" = JobAction, Path, description = "retry, cancel or delete"),
     ),
     responses(
         (status = 200, description = "Done", body = JobActionBody),
@@ -224,16 +225,9 @@ async fn job_action<DB: Backend>(
     }
     let job = match action {
         JobAction::Delete => None,
-        _ => Some(state.admin.job(id).await?.into()),
+        _ => Some(state.admin.job(id).await?),
     };
-    Ok(Json(JobActionBody {
-        action: match action {
-            JobAction::Retry => ActionName::Retry,
-            JobAction::Cancel => ActionName::Cancel,
-            JobAction::Delete => ActionName::Delete,
-        },
-        job,
-    }))
+    Ok(Json(JobActionBody { action, job }))
 }
 
 pub(crate) fn not_applicable(action: JobAction, state: JobState, id: i64) -> ApiError {
@@ -259,7 +253,7 @@ pub(crate) fn not_applicable(action: JobAction, state: JobState, id: i64) -> Api
     tag = "jobs",
     request_body = BulkRequest,
     responses(
-        (status = 200, description = "Done", body = ActionOutcomeBody),
+        (status = 200, description = "Done", body = ActionOutcome),
         (status = 400, description = "Invalid filter, or an empty filter without `all`", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Actions need `Content-Type: application/json`", body = Problem, content_type = "application/problem+json"),
     )
@@ -267,22 +261,17 @@ pub(crate) fn not_applicable(action: JobAction, state: JobState, id: i64) -> Api
 async fn bulk_action<DB: Backend>(
     State(state): State<AppState<DB>>,
     body: Result<Json<BulkRequest>, JsonRejection>,
-) -> Result<Json<ActionOutcomeBody>, ApiError> {
+) -> Result<Json<ActionOutcome>, ApiError> {
     let Json(request) =
         body.map_err(|e| ApiError::bad_request(format!("invalid body: {}", e.body_text())))?;
-    let (filter, _) = FilterParams::from(request.filter)
-        .parse()
-        .map_err(AdminError::from)?;
+    let (filter, _) = request.filter.parse().map_err(AdminError::from)?;
     if filter.is_empty() && !request.all {
         return Err(ApiError::bad_request(
             "the filter selects every job; send \"all\": true to act on all of them",
         ));
     }
-    let outcome = state
-        .admin
-        .bulk(request.action.into(), &filter, |_| {})
-        .await?;
-    Ok(Json(outcome.into()))
+    let outcome = state.admin.bulk(request.action, &filter, |_| {}).await?;
+    Ok(Json(outcome))
 }
 
 /// Counts per state and per queue, with throughput and pause switches.
@@ -290,13 +279,13 @@ async fn bulk_action<DB: Backend>(
     get,
     path = "/api/overview",
     tag = "queues",
-    responses((status = 200, description = "The overview", body = OverviewBody))
+    responses((status = 200, description = "The overview", body = Overview))
 )]
 async fn overview<DB: Backend>(
     State(state): State<AppState<DB>>,
-) -> Result<Json<OverviewBody>, ApiError> {
+) -> Result<Json<Overview>, ApiError> {
     let window = std::time::Duration::from_secs(u64::from(state.config.throughput_minutes) * 60);
-    Ok(Json(state.admin.overview(window).await?.into()))
+    Ok(Json(state.admin.overview(window).await?))
 }
 
 /// Every queue: counts by state, completed per minute, oldest available
@@ -305,14 +294,14 @@ async fn overview<DB: Backend>(
     get,
     path = "/api/queues",
     tag = "queues",
-    responses((status = 200, description = "Queues by name", body = Vec<QueueBody>))
+    responses((status = 200, description = "Queues by name", body = Vec<QueueSummary>))
 )]
 async fn list_queues<DB: Backend>(
     State(state): State<AppState<DB>>,
-) -> Result<Json<Vec<QueueBody>>, ApiError> {
+) -> Result<Json<Vec<QueueSummary>>, ApiError> {
     let window = std::time::Duration::from_secs(u64::from(state.config.throughput_minutes) * 60);
     let overview = state.admin.overview(window).await?;
-    Ok(Json(overview.queues.into_iter().map(Into::into).collect()))
+    Ok(Json(overview.queues))
 }
 
 /// Pauses or resumes a queue on every worker. Running jobs finish.
@@ -361,14 +350,14 @@ pub(crate) fn parse_pause(action: &str) -> Result<bool, ApiError> {
     tag = "queues",
     params(ThroughputQuery),
     responses(
-        (status = 200, description = "One point per minute", body = Vec<ThroughputBody>),
+        (status = 200, description = "One point per minute", body = Vec<ThroughputPoint>),
         (status = 400, description = "Bad parameters", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn throughput<DB: Backend>(
     State(state): State<AppState<DB>>,
     query: Result<Query<ThroughputQuery>, QueryRejection>,
-) -> Result<Json<Vec<ThroughputBody>>, ApiError> {
+) -> Result<Json<Vec<ThroughputPoint>>, ApiError> {
     let Query(query) = query.map_err(query_error)?;
     let minutes = match query.minutes.as_deref().map(str::trim) {
         None | Some("") => 60,
@@ -385,8 +374,7 @@ async fn throughput<DB: Backend>(
         .as_deref()
         .map(str::trim)
         .filter(|q| !q.is_empty());
-    let points = state.admin.throughput(minutes, queue).await?;
-    Ok(Json(points.into_iter().map(Into::into).collect()))
+    Ok(Json(state.admin.throughput(minutes, queue).await?))
 }
 
 /// This document.

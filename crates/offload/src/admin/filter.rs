@@ -68,27 +68,38 @@ pub enum FilterError {
 /// assert!(bad.parse().unwrap_err().to_string().contains("unknown state"));
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams, utoipa::ToSchema))]
+// The doc above holds a doctest; OpenAPI readers get this instead.
+#[cfg_attr(
+    feature = "openapi",
+    into_params(parameter_in = Query),
+    schema(description = "Which jobs to list. Every parameter is optional; all given must hold.")
+)]
 #[serde(default)]
 pub struct FilterParams {
-    /// Comma-separated states.
+    /// Comma-separated states, e.g. `discarded,retryable`.
     pub state: Option<String>,
-    /// Queue name.
+    /// Exact queue name.
     pub queue: Option<String>,
-    /// Job kind.
+    /// Exact job kind.
     pub kind: Option<String>,
-    /// Tag.
+    /// A tag the job carries.
     pub tag: Option<String>,
-    /// Created at or after: RFC 3339 or an age (`30s`, `15m`, `2h`, `7d`).
+    /// Created at or after: RFC 3339, a date, or an age like `15m`, `2h`, `7d`.
     pub since: Option<String>,
-    /// Created before: RFC 3339 or an age.
+    /// Created before: same forms as `since`.
     pub until: Option<String>,
-    /// Text in args or errors.
+    /// Case-insensitive text in the args or errors.
     pub q: Option<String>,
-    /// Page size, 1 to [`MAX_PAGE_SIZE`].
+    /// Page size, 1 to 500 (default 50).
     pub limit: Option<String>,
-    /// Keyset cursor: only jobs with a smaller id.
+    /// Keyset cursor: only jobs with a smaller id, i.e. the previous page's
+    /// `next_before`.
     pub before: Option<String>,
 }
+
+// The `limit` doc above names these numbers; it is also the API's doc.
+const _: () = assert!(MAX_PAGE_SIZE == 500 && DEFAULT_PAGE_SIZE == 50);
 
 impl FilterParams {
     /// Checks every parameter. Empty values count as absent.

@@ -10,15 +10,18 @@ use crate::storage::JobSummary;
 
 /// One page of jobs.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobPage {
     /// Newest first.
     pub jobs: Vec<JobSummary>,
-    /// Pass as [`Page::before`](crate::admin::Page::before) for the next page; `None` on the last page.
+    /// Pass as `before` for the next page; `None` (JSON `null`) on the last
+    /// page.
     pub next_before: Option<i64>,
 }
 
 /// Jobs in each state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StateCounts {
     /// Waiting for their `run_at`.
     pub scheduled: i64,
@@ -71,6 +74,7 @@ impl StateCounts {
 
 /// A queue at a glance.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QueueSummary {
     /// Queue name.
     pub name: String,
@@ -86,6 +90,7 @@ pub struct QueueSummary {
 
 /// Everything the overview shows.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Overview {
     /// Jobs per state over all queues.
     pub totals: StateCounts,
@@ -97,6 +102,7 @@ pub struct Overview {
 
 /// Jobs that finished in one minute.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ThroughputPoint {
     /// Start of the minute.
     pub minute: DateTime<Utc>,
@@ -108,6 +114,7 @@ pub struct ThroughputPoint {
 
 /// What an action did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ActionOutcome {
     /// Jobs the action looked at.
     pub matched: u64,
@@ -118,6 +125,7 @@ pub struct ActionOutcome {
 
 /// An action on jobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum JobAction {
     /// Discarded, cancelled or retryable → available now.
