@@ -1833,6 +1833,22 @@ async fn job_list_pages_newest_first_and_filters<DB: Conformance>(db: &TestDatab
             vec![j5, j4],
         ),
         (
+            "a state given twice",
+            JobFilter {
+                states: vec![JobState::Available, JobState::Available],
+                ..filter()
+            },
+            vec![j3, j2, j1],
+        ),
+        (
+            "states given twice",
+            JobFilter {
+                states: vec![JobState::Running, JobState::Discarded, JobState::Running],
+                ..filter()
+            },
+            vec![j6, j4],
+        ),
+        (
             "running",
             JobFilter {
                 states: vec![JobState::Running],
