@@ -1548,6 +1548,11 @@ async fn job_rescue_returns_jobs_of_workers_that_stopped_heartbeating<DB: Confor
     assert!(DB::job_rescue(pool, lease).await.unwrap().is_empty());
     notices.expect("a rescue that found nothing", &[]).await;
 
+    // A lease longer than any timestamp rescues nothing, and is no error.
+    assert!(DB::job_rescue(pool, Duration::MAX)
+        .await
+        .expect("job_rescue with a very long lease")
+        .is_empty());
     // Once its heartbeat is older than the lease, the live worker's job goes too.
     DB::age_worker(pool, "alive", lease * 2).await;
     assert_eq!(DB::job_rescue(pool, lease).await.unwrap(), ["r1"]);
@@ -1686,6 +1691,17 @@ async fn job_prune_respects_state_age_and_limit<DB: Conformance>(db: &TestDataba
     }
     assert!(exists(pool, running).await);
     assert!(exists(pool, available).await);
+    // A span longer than any timestamp (a "keep forever" retention) deletes
+    // nothing, and is no error.
+    for forever in [Duration::MAX, day * 365 * 10_000] {
+        assert_eq!(
+            DB::job_prune(pool, JobState::Completed, forever, 100)
+                .await
+                .expect("job_prune with a very long older_than"),
+            0
+        );
+    }
+    assert!(exists(pool, young).await);
     // Zero age: everything finalized before now.
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(
@@ -2534,6 +2550,12 @@ async fn worker_heartbeat_deregister_and_expiry<DB: Conformance>(db: &TestDataba
     DB::worker_heartbeat(pool, &info("w3", 13)).await.unwrap();
     assert_eq!(DB::worker_delete_expired(pool, lease).await.unwrap(), 0);
     DB::age_worker(pool, "w1", lease * 2).await;
+    assert_eq!(
+        DB::worker_delete_expired(pool, Duration::MAX)
+            .await
+            .expect("worker_delete_expired with a very long lease"),
+        0
+    );
     DB::age_worker(pool, "w3", lease * 2).await;
     assert_eq!(DB::worker_delete_expired(pool, lease).await.unwrap(), 2);
     let ids: Vec<String> = DB::workers(pool).await.into_iter().map(|w| w.0).collect();
@@ -2641,6 +2663,24 @@ async fn leader_election_is_exclusive_until_expiry<DB: Conformance>(db: &TestDat
             .leader_id,
         "b"
     );
+
+    // A TTL longer than any timestamp leads for good (not an error, and
+    // not an expiry in the past).
+    let before = now();
+    assert!(
+        DB::leader_attempt_elect(pool, "forever", "a", Duration::MAX)
+            .await
+            .expect("leader_attempt_elect with a very long ttl")
+    );
+    let leader = DB::leader_get(pool, "forever")
+        .await
+        .expect("leader_get of a very long ttl")
+        .expect("a leads");
+    assert_eq!(leader.leader_id, "a");
+    assert!(leader.expires_at > before + chrono::Duration::days(365 * 100));
+    assert!(!DB::leader_attempt_elect(pool, "forever", "b", ttl)
+        .await
+        .unwrap());
 
     // Concurrent candidates: exactly one wins.
     let mut candidates = tokio::task::JoinSet::new();
