@@ -929,7 +929,30 @@ async fn job_insert_unique_collides_only_in_its_states<DB: Conformance>(db: &Tes
         .await
         .unwrap();
     assert!(!a.duplicate && !b.duplicate && a.id != b.id);
+
+    // Args must be JSON, on every insert path.
+    let bad = NewJob {
+        args: "{not json".into(),
+        ..job("bad", "bad")
+    };
+    assert!(
+        DB::job_insert_many(&mut *conn, std::slice::from_ref(&bad), true)
+            .await
+            .is_err()
+    );
+    let bad_key = UniqueKey::new("bad", &DEFAULT_UNIQUE_STATES).unwrap();
+    let bad_unique = NewJob {
+        unique: Some(bad_key),
+        ..bad
+    };
+    assert!(
+        DB::job_insert_unique(&mut *conn, &bad_unique)
+            .await
+            .is_err(),
+        "a unique insert rejects args that are not JSON"
+    );
     drop(conn);
+    assert!(counts(pool, Some("bad")).await.is_empty());
 
     // Concurrent inserts of one key: exactly one wins, all agree on it.
     let race = UniqueKey::new("report:race", &DEFAULT_UNIQUE_STATES).unwrap();
