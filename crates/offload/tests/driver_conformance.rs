@@ -1290,16 +1290,26 @@ async fn job_complete_many_is_guarded_by_state_and_attempt<DB: Conformance>(db: 
         "a completed job is not completed again"
     );
     assert_eq!(DB::job_complete_many(pool, &[], false).await.unwrap(), 0);
-
-    // With `delete`, the rows go.
+    assert_eq!(
+        DB::job_complete_many(pool, &[c, c], false).await.unwrap(),
+        1,
+        "an attempt given twice changes its row once"
+    );
+    assert_eq!(state(pool, c.id).await, JobState::Completed);
+    // With `delete`, the rows go; the same guard holds.
     assert_eq!(
         DB::job_complete_many(pool, &[c, d, stale], true)
             .await
             .unwrap(),
-        2
+        1,
+        "only d is still running"
     );
-    assert!(!exists(pool, c.id).await);
     assert!(!exists(pool, d.id).await);
+    assert_eq!(
+        state(pool, c.id).await,
+        JobState::Completed,
+        "not deleted once completed"
+    );
     assert_eq!(
         DB::job_complete_many(pool, &[not_running, a], true)
             .await
@@ -1309,7 +1319,7 @@ async fn job_complete_many_is_guarded_by_state_and_attempt<DB: Conformance>(db: 
     );
     assert_eq!(
         counts(pool, None).await,
-        expected_counts(&[(JobState::Completed, 2), (JobState::Available, 1)])
+        expected_counts(&[(JobState::Completed, 3), (JobState::Available, 1)])
     );
     notices.expect("completions", &[]).await;
 }
