@@ -59,6 +59,18 @@ impl JobFilter {
         })
     }
 
+    /// `states` without repeats, in their order: one page branch per state,
+    /// so a state given twice would list its jobs twice.
+    pub(crate) fn distinct_states(&self) -> Vec<JobState> {
+        let mut states = Vec::with_capacity(self.states.len());
+        for state in &self.states {
+            if !states.contains(state) {
+                states.push(*state);
+            }
+        }
+        states
+    }
+
     /// Whether the filter selects every job.
     pub fn is_empty(&self) -> bool {
         self == &JobFilter::default()

@@ -33,10 +33,24 @@ pub(crate) fn now_micros() -> i64 {
     micros(Utc::now())
 }
 
+/// The longest span a statement computes with: longer leases, TTLs and
+/// ages (`Duration::MAX` for "forever") are this one. Past it, times
+/// overflow: PostgreSQL's `now() - interval` fails before 4713 BC, and
+/// SQLite's saturated microseconds are past what chrono decodes. A
+/// thousand years is forever for a job row.
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+const MAX_SPAN: std::time::Duration = std::time::Duration::from_secs(1000 * 365 * 24 * 60 * 60);
+
+#[cfg(feature = "postgres")]
+/// A span in seconds, for `make_interval(secs => …)`; at most [`MAX_SPAN`].
+pub(crate) fn span_secs(span: std::time::Duration) -> f64 {
+    span.min(MAX_SPAN).as_secs_f64()
+}
+
 #[cfg(feature = "sqlite")]
-/// A duration in microseconds, saturating.
+/// A duration in microseconds; at most [`MAX_SPAN`].
 pub(crate) fn duration_micros(duration: std::time::Duration) -> i64 {
-    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
+    i64::try_from(duration.min(MAX_SPAN).as_micros()).unwrap_or(i64::MAX)
 }
 
 #[cfg(feature = "sqlite")]

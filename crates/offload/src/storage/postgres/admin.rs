@@ -29,15 +29,16 @@ fn push_page_ids(
     before: Option<i64>,
     limit: u32,
 ) {
-    if filter.states.len() <= 1 {
+    let states = filter.distinct_states();
+    if states.len() <= 1 {
         qb.push("SELECT id FROM offload_jobs");
-        push_where(qb, filter, filter.states.first().copied(), before);
+        push_where(qb, filter, states.first().copied(), before);
         qb.push(" ORDER BY id DESC LIMIT ")
             .push_bind(i64::from(limit));
         return;
     }
     qb.push("SELECT id FROM (");
-    for (i, state) in filter.states.iter().enumerate() {
+    for (i, state) in states.iter().enumerate() {
         if i > 0 {
             qb.push(" UNION ALL ");
         }

@@ -11,6 +11,7 @@ use sqlx::{Executor, PgConnection, PgPool, Postgres, Transaction};
 use super::{CANCEL_CHANNEL, JOBS_CHANNEL};
 use crate::storage::decode::LeaderRow;
 use crate::storage::migrate::{self, Migration};
+use crate::storage::time::span_secs;
 use crate::storage::{Driver, Leader, Signals, WorkerInfo};
 use crate::Result;
 
@@ -113,7 +114,7 @@ pub(super) async fn delete_expired_workers(pool: &PgPool, lease: Duration) -> Re
     let result = sqlx::query(
         "DELETE FROM offload_workers WHERE heartbeat_at < now() - make_interval(secs => $1)",
     )
-    .bind(lease.as_secs_f64())
+    .bind(span_secs(lease))
     .execute(pool)
     .await?;
     Ok(result.rows_affected())
@@ -128,7 +129,7 @@ pub(super) async fn try_lead(
     let leader: Option<String> = sqlx::query_scalar(TRY_LEAD)
         .bind(name)
         .bind(candidate)
-        .bind(ttl.as_secs_f64())
+        .bind(span_secs(ttl))
         .fetch_optional(pool)
         .await?;
     Ok(leader.is_some())

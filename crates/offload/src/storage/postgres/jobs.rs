@@ -9,6 +9,7 @@ use sqlx::{PgConnection, PgPool};
 use super::cluster::notify;
 use crate::state::JobState;
 use crate::storage::decode::{self, ClaimRow, JobRow};
+use crate::storage::time::span_secs;
 use crate::storage::{Attempt, ClaimedJob, JobRecord, NewJob, Outcome};
 use crate::Result;
 
@@ -315,7 +316,7 @@ pub(super) async fn record_outcome(
 
 pub(super) async fn rescue(pool: &PgPool, lease: Duration) -> Result<Vec<String>> {
     let queues: Vec<String> = sqlx::query_scalar(RESCUE)
-        .bind(lease.as_secs_f64())
+        .bind(span_secs(lease))
         .fetch_all(pool)
         .await?;
     notify(pool, &queues).await?;
@@ -342,7 +343,7 @@ pub(super) async fn prune(
          WHERE state = $1 AND finalized_at < now() - make_interval(secs => $2) LIMIT $3)",
     )
     .bind(state.as_str())
-    .bind(older_than.as_secs_f64())
+    .bind(span_secs(older_than))
     .bind(limit(max))
     .execute(pool)
     .await?;

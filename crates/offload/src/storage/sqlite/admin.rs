@@ -23,10 +23,11 @@ fn push_page_ids(
     before: Option<i64>,
     limit: u32,
 ) {
-    let states: &[JobState] = if filter.states.is_empty() && filter.queue.is_some() {
+    let distinct = filter.distinct_states();
+    let states: &[JobState] = if distinct.is_empty() && filter.queue.is_some() {
         &JobState::ALL
     } else {
-        &filter.states
+        &distinct
     };
     if states.len() <= 1 {
         qb.push("SELECT id FROM offload_jobs");

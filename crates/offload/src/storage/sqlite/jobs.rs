@@ -128,7 +128,7 @@ RETURNING queue
 const INSERT_UNIQUE: &str = r#"
 INSERT INTO offload_jobs (kind, queue, args, priority, max_attempts, state, created_at, run_at, tags,
                           unique_key, unique_states)
-VALUES (?2, ?3, ?4, ?5, ?6,
+VALUES (?2, ?3, json(?4), ?5, ?6,
         CASE WHEN COALESCE(?7, ?1) <= ?1 THEN 'available' ELSE 'scheduled' END,
         ?1, COALESCE(?7, ?1), ?8, ?9, ?10)
 ON CONFLICT DO NOTHING

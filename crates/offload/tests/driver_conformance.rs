@@ -1,0 +1,2916 @@
+//! Backend conformance, as River's `riverdrivertest`: every method of the
+//! storage [`Driver`] (plus `ops::insert_unique`, `ops::enqueue_tick` and
+//! `migrate::run`), one named scenario per method or small group, each run
+//! against real PostgreSQL and real SQLite. Scenarios assert the documented
+//! contract: return values, the rows afterwards (read back with `job_get`
+//! and `job_count_by_state`), the guards, and on PostgreSQL the `NOTIFY`s
+//! each method documents. Where backends legitimately differ, each is held
+//! to its own documented behaviour.
+//!
+//! The last test reads `src/storage/driver.rs` and fails naming any trait
+//! method or constant that no scenario here calls, so a new driver method
+//! cannot land without a conformance scenario.
+
+#[macro_use]
+mod support;
+
+use std::future::Future;
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use offload::migrate::Migration;
+use offload::storage::{
+    migrate, ops, Attempt, ClaimedJob, Driver, JobFilter, NewJob, Outcome, Page, Signals,
+    WorkerInfo, ARGS_PREVIEW_LEN,
+};
+use offload::{
+    clean_error, Error, JobRecord, JobState, UniqueKey, DEFAULT_MAX_ATTEMPTS, DEFAULT_UNIQUE_STATES,
+};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use sqlx::{PgPool, Pool, Postgres, Sqlite, SqlitePool};
+use support::{eventually, TestDatabase, TestDb};
+
+on_both_backends!(
+    pool_connect_and_pool_identity,
+    tx_begin_write_commits_rolls_back_and_serializes_writers,
+    migrations_apply_once_in_order_and_all_or_nothing,
+    job_insert_many_returns_ids_in_input_order_and_wakes_available_queues,
+    job_insert_unique_collides_only_in_its_states,
+    job_claim_takes_available_jobs_by_priority_unless_paused,
+    job_claim_limited_caps_running_jobs_at_the_global_limit,
+    job_complete_many_is_guarded_by_state_and_attempt,
+    job_complete_in_tx_commits_with_the_job_transaction,
+    job_record_outcome_writes_each_outcome_once,
+    job_rescue_returns_jobs_of_workers_that_stopped_heartbeating,
+    job_promote_makes_due_jobs_available,
+    job_prune_respects_state_age_and_limit,
+    job_list_pages_newest_first_and_filters,
+    job_finished_per_minute_and_queue_statistics,
+    job_retry_many_applies_to_discarded_cancelled_and_retryable,
+    job_cancel_many_applies_to_unfinished_jobs_and_signals_running_ones,
+    job_delete_many_spares_running_jobs,
+    queue_notify_and_backend_constants,
+    queue_set_paused_pauses_and_resumes,
+    notification_listen_delivers_to_signals,
+    worker_heartbeat_deregister_and_expiry,
+    leader_election_is_exclusive_until_expiry,
+    periodic_ticks_are_enqueued_once,
+);
+
+// --- what differs per backend: raw reads and clock shifts, and NOTIFY ---
+
+/// A worker row: id, host, pid, queues, last heartbeat.
+type WorkerRow = (String, String, i32, String, DateTime<Utc>);
+
+/// The per-backend half of the conformance test: reads and writes no driver
+/// method offers (worker rows, moving a row's clock back), and a recorder
+/// of what the backend sends to other processes.
+trait Conformance: TestDb {
+    const POSTGRES: bool;
+
+    /// Starts recording the database's notifications.
+    fn notices(db: &TestDatabase<Self>) -> impl Future<Output = Notices> + Send;
+
+    /// Checks what a pool from `pool_connect(url)` and its identity promise.
+    fn check_pool(url: &str, pool: &Pool<Self>) -> impl Future<Output = ()> + Send;
+
+    /// Every worker row, by id.
+    fn workers(pool: &Pool<Self>) -> impl Future<Output = Vec<WorkerRow>> + Send;
+
+    /// Moves worker `id`'s last heartbeat `by` into the past.
+    fn age_worker(pool: &Pool<Self>, id: &str, by: Duration) -> impl Future<Output = ()> + Send;
+
+    /// Moves leadership `name`'s election and expiry `by` into the past.
+    fn age_leader(pool: &Pool<Self>, name: &str, by: Duration) -> impl Future<Output = ()> + Send;
+
+    /// Moves job `id`'s `finalized_at` `by` into the past.
+    fn age_finalized(pool: &Pool<Self>, id: i64, by: Duration) -> impl Future<Output = ()> + Send;
+}
+
+impl Conformance for Postgres {
+    const POSTGRES: bool = true;
+
+    async fn notices(db: &TestDatabase<Self>) -> Notices {
+        let mut listener = PgListener::connect(&db.url).await.expect("listener");
+        listener
+            .listen_all([JOBS_CHANNEL, CANCEL_CHANNEL])
+            .await
+            .expect("LISTEN");
+        Notices {
+            pg: Some((listener, db.pool.clone())),
+            marks: 0,
+        }
+    }
+
+    async fn check_pool(url: &str, pool: &PgPool) {
+        let options = PgConnectOptions::from_str(url).expect("url");
+        let identity = Postgres::pool_identity(pool);
+        assert_eq!(
+            identity,
+            format!(
+                "postgres://{}:{}/{}",
+                options.get_host(),
+                options.get_port(),
+                options.get_database().expect("database name")
+            )
+        );
+        // Never the password; another database is another identity.
+        let with_password =
+            PgPoolOptions::new().connect_lazy_with(options.clone().password("hunter2"));
+        let with_password = Postgres::pool_identity(&with_password);
+        assert_eq!(with_password, identity);
+        assert!(!with_password.contains("hunter2"), "{with_password}");
+        let other = PgPoolOptions::new().connect_lazy_with(options.database("another_db"));
+        assert_ne!(Postgres::pool_identity(&other), identity);
+    }
+
+    async fn workers(pool: &PgPool) -> Vec<WorkerRow> {
+        sqlx::query_as(
+            "SELECT id, host, pid, queues, heartbeat_at FROM offload_workers ORDER BY id",
+        )
+        .fetch_all(pool)
+        .await
+        .expect("workers")
+    }
+
+    async fn age_worker(pool: &PgPool, id: &str, by: Duration) {
+        sqlx::query(
+            "UPDATE offload_workers SET heartbeat_at = heartbeat_at - make_interval(secs => $2) \
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(by.as_secs_f64())
+        .execute(pool)
+        .await
+        .expect("age worker");
+    }
+
+    async fn age_leader(pool: &PgPool, name: &str, by: Duration) {
+        sqlx::query(
+            "UPDATE offload_leader SET elected_at = elected_at - make_interval(secs => $2), \
+             expires_at = expires_at - make_interval(secs => $2) WHERE name = $1",
+        )
+        .bind(name)
+        .bind(by.as_secs_f64())
+        .execute(pool)
+        .await
+        .expect("age leader");
+    }
+
+    async fn age_finalized(pool: &PgPool, id: i64, by: Duration) {
+        sqlx::query(
+            "UPDATE offload_jobs SET finalized_at = finalized_at - make_interval(secs => $2) \
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(by.as_secs_f64())
+        .execute(pool)
+        .await
+        .expect("age job");
+    }
+}
+
+fn us(by: Duration) -> i64 {
+    i64::try_from(by.as_micros()).expect("duration in range")
+}
+
+impl Conformance for Sqlite {
+    const POSTGRES: bool = false;
+
+    async fn notices(_db: &TestDatabase<Self>) -> Notices {
+        // No NOTIFY: wake-ups stay in the process (CROSS_PROCESS_WAKE is
+        // false), so there is nothing another process could observe.
+        Notices { pg: None, marks: 0 }
+    }
+
+    async fn check_pool(url: &str, pool: &SqlitePool) {
+        let options = SqliteConnectOptions::from_str(url).expect("url");
+        let identity = Sqlite::pool_identity(pool);
+        assert_eq!(
+            identity,
+            format!("sqlite://{}", options.get_filename().display())
+        );
+        let other = SqlitePoolOptions::new()
+            .connect_lazy_with(SqliteConnectOptions::new().filename("/nonexistent/other.db"));
+        assert_ne!(Sqlite::pool_identity(&other), identity);
+        // The settings `Backend::connect` documents: WAL and a busy timeout.
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(pool)
+            .await
+            .expect("journal mode");
+        assert_eq!(mode.to_lowercase(), "wal");
+        let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+            .fetch_one(pool)
+            .await
+            .expect("busy timeout");
+        assert!(busy > 0, "busy timeout {busy}");
+    }
+
+    async fn workers(pool: &SqlitePool) -> Vec<WorkerRow> {
+        let rows: Vec<(String, String, i32, String, i64)> = sqlx::query_as(
+            "SELECT id, host, pid, queues, heartbeat_at FROM offload_workers ORDER BY id",
+        )
+        .fetch_all(pool)
+        .await
+        .expect("workers");
+        rows.into_iter()
+            .map(|(id, host, pid, queues, at)| {
+                let at = DateTime::from_timestamp_micros(at).expect("time");
+                (id, host, pid, queues, at)
+            })
+            .collect()
+    }
+
+    async fn age_worker(pool: &SqlitePool, id: &str, by: Duration) {
+        sqlx::query("UPDATE offload_workers SET heartbeat_at = heartbeat_at - ?2 WHERE id = ?1")
+            .bind(id)
+            .bind(us(by))
+            .execute(pool)
+            .await
+            .expect("age worker");
+    }
+
+    async fn age_leader(pool: &SqlitePool, name: &str, by: Duration) {
+        sqlx::query(
+            "UPDATE offload_leader SET elected_at = elected_at - ?2, expires_at = expires_at - ?2 \
+             WHERE name = ?1",
+        )
+        .bind(name)
+        .bind(us(by))
+        .execute(pool)
+        .await
+        .expect("age leader");
+    }
+
+    async fn age_finalized(pool: &SqlitePool, id: i64, by: Duration) {
+        sqlx::query("UPDATE offload_jobs SET finalized_at = finalized_at - ?2 WHERE id = ?1")
+            .bind(id)
+            .bind(us(by))
+            .execute(pool)
+            .await
+            .expect("age job");
+    }
+}
+
+const JOBS_CHANNEL: &str = "offload_jobs";
+const CANCEL_CHANNEL: &str = "offload_cancel";
+
+/// What a backend sent to other processes: on PostgreSQL the notifications
+/// on `offload_jobs` and `offload_cancel`, heard by a `PgListener`; on
+/// SQLite nothing can be heard (`pg` is `None`).
+struct Notices {
+    pg: Option<(PgListener, PgPool)>,
+    marks: u32,
+}
+
+impl Notices {
+    /// Everything sent since the last call, sorted; `None` on a backend
+    /// without notifications. Exact, not timed: a marker notification sent
+    /// after the action arrives after everything the action sent.
+    async fn take(&mut self) -> Option<Vec<(String, String)>> {
+        let (listener, pool) = self.pg.as_mut()?;
+        self.marks += 1;
+        let mark = format!("conformance-mark-{}", self.marks);
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(JOBS_CHANNEL)
+            .bind(&mark)
+            .execute(&*pool)
+            .await
+            .expect("mark");
+        let mut heard = Vec::new();
+        loop {
+            let notification = tokio::time::timeout(Duration::from_secs(20), listener.recv())
+                .await
+                .expect("the marker notification arrives")
+                .expect("listener");
+            if notification.channel() == JOBS_CHANNEL && notification.payload() == mark {
+                break;
+            }
+            heard.push((
+                notification.channel().to_owned(),
+                notification.payload().to_owned(),
+            ));
+        }
+        heard.sort();
+        Some(heard)
+    }
+
+    /// Sends one notification (PostgreSQL only), as another process would.
+    async fn send(&self, channel: &str, payload: &str) {
+        if let Some((_, pool)) = &self.pg {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(channel)
+                .bind(payload)
+                .execute(pool)
+                .await
+                .expect("pg_notify");
+        }
+    }
+
+    /// Asserts that exactly `expected` was sent since the last call (on
+    /// PostgreSQL; SQLite sends nothing to hear).
+    async fn expect(&mut self, what: &str, expected: &[(&str, &str)]) {
+        if let Some(heard) = self.take().await {
+            let mut expected: Vec<(String, String)> = expected
+                .iter()
+                .map(|(c, p)| ((*c).to_owned(), (*p).to_owned()))
+                .collect();
+            expected.sort();
+            assert_eq!(heard, expected, "notifications of {what}");
+        }
+    }
+}
+
+// --- helpers ---
+
+const WORKER: &str = "conformance-worker";
+
+fn job(kind: &str, queue: &str) -> NewJob {
+    NewJob {
+        queue: queue.to_owned(),
+        ..NewJob::new(kind, r#"{"n":1}"#)
+    }
+}
+
+/// Now, at the microsecond precision both backends store.
+fn now() -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).expect("now")
+}
+
+fn hours(n: i64) -> chrono::Duration {
+    chrono::Duration::hours(n)
+}
+
+/// Asserts `at` is within a few seconds of `expected` (the database's clock
+/// and this process's are the same host's, but statements take time).
+fn assert_near(at: DateTime<Utc>, expected: DateTime<Utc>, what: &str) {
+    let off = (at - expected).num_milliseconds().abs();
+    assert!(off < 10_000, "{what}: {at} is {off} ms from {expected}");
+}
+
+async fn insert<DB: Driver>(pool: &Pool<DB>, jobs: &[NewJob]) -> Vec<i64> {
+    let mut conn = pool.acquire().await.expect("connection");
+    DB::job_insert_many(&mut *conn, jobs, true)
+        .await
+        .expect("insert")
+}
+
+async fn insert_one<DB: Driver>(pool: &Pool<DB>, job: NewJob) -> i64 {
+    insert(pool, &[job]).await[0]
+}
+
+async fn get<DB: Driver>(pool: &Pool<DB>, id: i64) -> JobRecord {
+    DB::job_get(pool, id)
+        .await
+        .expect("job_get")
+        .unwrap_or_else(|| panic!("job {id} exists"))
+}
+
+async fn exists<DB: Driver>(pool: &Pool<DB>, id: i64) -> bool {
+    DB::job_get(pool, id).await.expect("job_get").is_some()
+}
+
+async fn state<DB: Driver>(pool: &Pool<DB>, id: i64) -> JobState {
+    get(pool, id).await.state
+}
+
+/// Non-zero counts per state, as `job_count_by_state` returns them.
+async fn counts<DB: Driver>(pool: &Pool<DB>, queue: Option<&str>) -> Vec<(&'static str, i64)> {
+    let mut counts: Vec<_> = DB::job_count_by_state(pool, queue)
+        .await
+        .expect("job_count_by_state")
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(state, n)| (state.as_str(), n))
+        .collect();
+    counts.sort();
+    counts
+}
+
+fn expected_counts(expected: &[(JobState, i64)]) -> Vec<(&'static str, i64)> {
+    let mut expected: Vec<_> = expected.iter().map(|(s, n)| (s.as_str(), *n)).collect();
+    expected.sort();
+    expected
+}
+
+async fn claim<DB: Driver>(pool: &Pool<DB>, queue: &str, limit: usize) -> Vec<ClaimedJob> {
+    DB::job_claim(pool, queue, limit, WORKER)
+        .await
+        .expect("job_claim")
+}
+
+fn ids_of(jobs: &[ClaimedJob]) -> Vec<i64> {
+    let mut ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// Puts a new job of `queue` into `state` through the driver, and returns
+/// its id. Staged available jobs have priority 0, so that a later staging
+/// claim (priority `i16::MIN`) never takes them.
+async fn job_in_state<DB: Driver>(pool: &Pool<DB>, queue: &str, state: JobState) -> i64 {
+    match state {
+        JobState::Scheduled => {
+            let later = NewJob {
+                run_at: Some(now() + hours(1)),
+                ..job("staged", queue)
+            };
+            return insert_one(pool, later).await;
+        }
+        JobState::Available => return insert_one(pool, job("staged", queue)).await,
+        _ => {}
+    }
+    // The lowest priority value: claimed before any other available job.
+    let id = insert_one(
+        pool,
+        NewJob {
+            priority: i16::MIN,
+            ..job("staged", queue)
+        },
+    )
+    .await;
+    let claimed = claim(pool, queue, 1).await;
+    assert_eq!(ids_of(&claimed), [id], "claims the staged job");
+    let attempt = claimed[0].attempt_key();
+    let outcome = match state {
+        JobState::Running => return id,
+        JobState::Completed => {
+            assert_eq!(
+                DB::job_complete_many(pool, &[attempt], false)
+                    .await
+                    .unwrap(),
+                1
+            );
+            return id;
+        }
+        JobState::Retryable => Outcome::Retry {
+            error: "staged failure".into(),
+            at: now() + hours(1),
+        },
+        JobState::Discarded => Outcome::Discard {
+            error: "staged discard".into(),
+        },
+        JobState::Cancelled => Outcome::Cancel {
+            reason: "staged cancel".into(),
+        },
+        JobState::Scheduled | JobState::Available => unreachable!(),
+    };
+    assert!(DB::job_record_outcome(pool, attempt, &outcome)
+        .await
+        .unwrap());
+    assert_eq!(self::state(pool, id).await, state);
+    id
+}
+
+// --- pool and transactions ---
+
+async fn pool_connect_and_pool_identity<DB: Conformance>(db: &TestDatabase<DB>) {
+    let pool = DB::pool_connect(&db.url, 3).await.expect("pool_connect");
+    assert_eq!(pool.options().get_max_connections(), 3);
+    // The same database: a job written through one pool reads back on the other.
+    let id = insert_one(&db.pool, job("k", "default")).await;
+    assert_eq!(get(&pool, id).await.kind, "k");
+    assert_eq!(DB::pool_identity(&pool), DB::pool_identity(&db.pool));
+    DB::check_pool(&db.url, &pool).await;
+    pool.close().await;
+}
+
+async fn tx_begin_write_commits_rolls_back_and_serializes_writers<DB: Conformance>(
+    db: &TestDatabase<DB>,
+) {
+    let mut tx = DB::tx_begin_write(&db.pool).await.expect("begin");
+    let id = DB::job_insert_many(&mut *tx, &[job("k", "default")], true)
+        .await
+        .unwrap()[0];
+    tx.rollback().await.unwrap();
+    assert!(
+        !exists(&db.pool, id).await,
+        "rolled back insert leaves no job"
+    );
+
+    let mut tx = DB::tx_begin_write(&db.pool).await.expect("begin");
+    let id = DB::job_insert_many(&mut *tx, &[job("k", "default")], true)
+        .await
+        .unwrap()[0];
+    tx.commit().await.unwrap();
+    assert!(exists(&db.pool, id).await, "committed insert stays");
+
+    // SQLite takes the write lock at BEGIN, so a second writer waits for
+    // the first; PostgreSQL begins both at once.
+    let first = DB::tx_begin_write(&db.pool).await.expect("begin");
+    let pool = db.pool.clone();
+    let second = tokio::spawn(async move {
+        let tx = DB::tx_begin_write(&pool).await.expect("second begin");
+        tx.rollback().await.expect("rollback");
+    });
+    if DB::POSTGRES {
+        tokio::time::timeout(Duration::from_secs(20), second)
+            .await
+            .expect("PostgreSQL begins a second write transaction at once")
+            .unwrap();
+        first.rollback().await.unwrap();
+    } else {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !second.is_finished(),
+            "SQLite's second writer waits for the first (BEGIN IMMEDIATE)"
+        );
+        first.rollback().await.unwrap();
+        tokio::time::timeout(Duration::from_secs(20), second)
+            .await
+            .expect("the second writer begins once the first ends")
+            .unwrap();
+    }
+}
+
+// --- migrations ---
+
+const TABLE: &str = "conformance_migrations";
+const V1: Migration = Migration::new(1, "notes", "CREATE TABLE conformance_notes (body TEXT)");
+const V2: Migration = Migration::new(
+    2,
+    "labels",
+    "CREATE TABLE conformance_labels (name TEXT); CREATE TABLE conformance_labels2 (name TEXT)",
+);
+const V3: Migration = Migration::new(3, "more", "CREATE TABLE conformance_more (x TEXT)");
+const BROKEN: Migration = Migration::new(
+    4,
+    "broken",
+    "CREATE TABLE conformance_broken (x TEXT); SELECT no_such_column FROM conformance_broken",
+);
+
+async fn applied<DB: Driver>(pool: &Pool<DB>, table: &'static str) -> Vec<i64> {
+    let mut tx = DB::migration_begin(pool, table)
+        .await
+        .expect("migration_begin");
+    let mut versions = DB::migration_applied(&mut *tx, table)
+        .await
+        .expect("migration_applied");
+    tx.rollback().await.unwrap();
+    versions.sort_unstable();
+    versions
+}
+
+async fn migrations_apply_once_in_order_and_all_or_nothing<DB: Conformance>(db: &TestDatabase<DB>) {
+    // offload's own schema: every version recorded, and running again is a no-op.
+    let versions: Vec<i64> = DB::MIGRATIONS.iter().map(|m| m.version).collect();
+    assert!(!versions.is_empty());
+    assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
+    assert_eq!(applied(&db.pool, migrate::OFFLOAD_TABLE).await, versions);
+    migrate::run(&db.pool, migrate::OFFLOAD_TABLE, DB::MIGRATIONS)
+        .await
+        .expect("migrating a migrated database is a no-op");
+
+    // A new version table is created on first use.
+    assert_eq!(applied(&db.pool, TABLE).await, Vec::<i64>::new());
+    migrate::run(&db.pool, TABLE, &[V1, V2]).await.expect("run");
+    assert_eq!(applied(&db.pool, TABLE).await, [1, 2]);
+    // Each once: running V1 again would fail on CREATE TABLE.
+    migrate::run(&db.pool, TABLE, &[V1, V2])
+        .await
+        .expect("applied versions are skipped");
+
+    // All or nothing: V3 ran before BROKEN failed, and is rolled back.
+    let error = migrate::run(&db.pool, TABLE, &[V1, V2, V3, BROKEN])
+        .await
+        .expect_err("a broken migration fails the run");
+    assert!(
+        matches!(
+            error,
+            Error::Migration {
+                version: 4,
+                name: "broken",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(applied(&db.pool, TABLE).await, [1, 2]);
+    migrate::run(&db.pool, TABLE, &[V1, V2, V3])
+        .await
+        .expect("V3's table was rolled back, so it applies again");
+    assert_eq!(applied(&db.pool, TABLE).await, [1, 2, 3]);
+
+    // The primitives: apply records the version inside the transaction.
+    let direct = Migration::new(9, "direct", "CREATE TABLE conformance_direct (x TEXT)");
+    let mut tx = DB::migration_begin(&db.pool, TABLE).await.unwrap();
+    DB::migration_apply(&mut *tx, TABLE, &direct).await.unwrap();
+    let mut seen = DB::migration_applied(&mut *tx, TABLE).await.unwrap();
+    seen.sort_unstable();
+    assert_eq!(seen, [1, 2, 3, 9]);
+    tx.rollback().await.unwrap();
+    assert_eq!(applied(&db.pool, TABLE).await, [1, 2, 3]);
+    let error = {
+        let mut tx = DB::migration_begin(&db.pool, TABLE).await.unwrap();
+        DB::migration_apply(&mut *tx, TABLE, &BROKEN)
+            .await
+            .expect_err("broken SQL fails")
+    };
+    assert!(
+        matches!(error, Error::Migration { version: 4, .. }),
+        "{error:?}"
+    );
+
+    // Only lower-case identifiers name a version table.
+    let error = migrate::run(&db.pool, "Bad-Name", &[V1])
+        .await
+        .expect_err("bad table name");
+    assert!(matches!(error, Error::Config(_)), "{error:?}");
+
+    // Concurrent migrators of one table serialize: each version runs once.
+    const RACE: &str = "conformance_race_migrations";
+    const RACED: &[Migration] = &[Migration::new(
+        1,
+        "raced",
+        "CREATE TABLE conformance_raced (x TEXT)",
+    )];
+    let mut runs = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let pool = db.pool.clone();
+        runs.spawn(async move { migrate::run(&pool, RACE, RACED).await });
+    }
+    while let Some(run) = runs.join_next().await {
+        run.unwrap().expect("concurrent migrator");
+    }
+    assert_eq!(applied(&db.pool, RACE).await, [1]);
+}
+
+// --- jobs: inserts ---
+
+async fn job_insert_many_returns_ids_in_input_order_and_wakes_available_queues<DB: Conformance>(
+    db: &TestDatabase<DB>,
+) {
+    let mut notices = DB::notices(db).await;
+    let before = now();
+    let later = now() + hours(1);
+    let past = now() - chrono::Duration::minutes(10);
+    let jobs = vec![
+        NewJob {
+            priority: 3,
+            max_attempts: 7,
+            tags: vec!["a".into(), "b".into()],
+            args: r#"{"to": "a@example.com", "n": [1, 2]}"#.into(),
+            ..job("first", "mail")
+        },
+        NewJob {
+            run_at: Some(later),
+            ..job("second", "mail")
+        },
+        NewJob {
+            run_at: Some(past),
+            ..job("third", "sms")
+        },
+        job("fourth", "mail"),
+    ];
+    let mut conn = db.pool.acquire().await.unwrap();
+    let ids = DB::job_insert_many(&mut *conn, &jobs, true).await.unwrap();
+    drop(conn);
+    assert_eq!(ids.len(), jobs.len());
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    notices
+        .expect(
+            "an insert waking each queue with available jobs",
+            &[(JOBS_CHANNEL, "mail"), (JOBS_CHANNEL, "sms")],
+        )
+        .await;
+
+    for (id, new) in ids.iter().zip(&jobs) {
+        let record = get(&db.pool, *id).await;
+        assert_eq!(record.id, *id);
+        assert_eq!(record.kind, new.kind, "ids come back in input order");
+        assert_eq!(record.queue, new.queue);
+        assert_eq!(
+            record.args,
+            serde_json::from_str::<serde_json::Value>(&new.args).unwrap()
+        );
+        assert_eq!(record.priority, new.priority);
+        assert_eq!(record.max_attempts, new.max_attempts);
+        assert_eq!(record.tags, new.tags);
+        assert_eq!(record.attempt, 0);
+        assert!(record.errors.is_empty());
+        assert_eq!(record.attempted_at, None);
+        assert_eq!(record.finalized_at, None);
+        assert_eq!(record.worker_id, None);
+        assert_near(record.created_at, before, "created_at");
+    }
+    let first = get(&db.pool, ids[0]).await;
+    assert_eq!(first.state, JobState::Available);
+    assert_near(first.run_at, before, "run_at defaults to now");
+    let second = get(&db.pool, ids[1]).await;
+    assert_eq!(second.state, JobState::Scheduled, "run_at in the future");
+    assert_eq!(second.run_at, later);
+    let third = get(&db.pool, ids[2]).await;
+    assert_eq!(third.state, JobState::Available, "run_at in the past");
+    assert_eq!(third.run_at, past);
+
+    assert_eq!(
+        counts(&db.pool, None).await,
+        expected_counts(&[(JobState::Available, 3), (JobState::Scheduled, 1)])
+    );
+    assert_eq!(
+        counts(&db.pool, Some("sms")).await,
+        expected_counts(&[(JobState::Available, 1)])
+    );
+    assert!(counts(&db.pool, Some("nowhere")).await.is_empty());
+    assert!(DB::job_get(&db.pool, i64::MAX).await.unwrap().is_none());
+
+    // Many rows: still input order.
+    let many: Vec<NewJob> = (0..200)
+        .map(|i| job(&format!("k{i}"), if i % 2 == 0 { "even" } else { "odd" }))
+        .collect();
+    let ids = insert(&db.pool, &many).await;
+    assert_eq!(ids.len(), 200);
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(get(&db.pool, *id).await.kind, format!("k{i}"));
+    }
+    notices
+        .expect(
+            "a batch over two queues",
+            &[(JOBS_CHANNEL, "even"), (JOBS_CHANNEL, "odd")],
+        )
+        .await;
+
+    // Without `notify`, and for scheduled jobs only, nothing is sent.
+    let mut conn = db.pool.acquire().await.unwrap();
+    DB::job_insert_many(&mut *conn, &[job("quiet", "quiet")], false)
+        .await
+        .unwrap();
+    let scheduled = NewJob {
+        run_at: Some(later),
+        ..job("later", "later")
+    };
+    DB::job_insert_many(&mut *conn, &[scheduled], true)
+        .await
+        .unwrap();
+    assert_eq!(
+        DB::job_insert_many(&mut *conn, &[], true).await.unwrap(),
+        Vec::<i64>::new()
+    );
+    drop(conn);
+    notices
+        .expect("inserts without notify or available jobs", &[])
+        .await;
+
+    // Inside the caller's transaction: rolled back, no job and no wake-up.
+    let mut tx = DB::tx_begin_write(&db.pool).await.unwrap();
+    let id = DB::job_insert_many(&mut *tx, &[job("k", "rolled")], true)
+        .await
+        .unwrap()[0];
+    tx.rollback().await.unwrap();
+    assert!(!exists(&db.pool, id).await);
+    notices.expect("a rolled-back insert", &[]).await;
+}
+
+fn unique_job(key: &UniqueKey) -> NewJob {
+    NewJob {
+        unique: Some(key.clone()),
+        ..job("report", "reports")
+    }
+}
+
+async fn job_insert_unique_collides_only_in_its_states<DB: Conformance>(db: &TestDatabase<DB>) {
+    let mut notices = DB::notices(db).await;
+    let pool = &db.pool;
+    let key = UniqueKey::new("report:1", &DEFAULT_UNIQUE_STATES).unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    assert_eq!(
+        DB::job_unique_holder(&mut *conn, &key.key).await.unwrap(),
+        None
+    );
+
+    let first = DB::job_insert_unique(&mut *conn, &unique_job(&key))
+        .await
+        .unwrap()
+        .expect("the first insert of a key wins");
+    notices
+        .expect("a unique insert", &[(JOBS_CHANNEL, "reports")])
+        .await;
+    assert_eq!(state(pool, first).await, JobState::Available);
+    assert_eq!(
+        DB::job_insert_unique(&mut *conn, &unique_job(&key))
+            .await
+            .unwrap(),
+        None,
+        "held while available"
+    );
+    notices.expect("a unique insert that collided", &[]).await;
+    assert_eq!(
+        DB::job_unique_holder(&mut *conn, &key.key).await.unwrap(),
+        Some(first)
+    );
+    let found = ops::insert_unique::<DB>(&mut *conn, &unique_job(&key))
+        .await
+        .unwrap();
+    assert_eq!((found.id, found.duplicate), (first, true));
+
+    // Held while running and retryable; freed when completed (not one of
+    // the default states).
+    let claimed = claim(pool, "reports", 1).await;
+    assert_eq!(ids_of(&claimed), [first]);
+    assert_eq!(
+        DB::job_insert_unique(&mut *conn, &unique_job(&key))
+            .await
+            .unwrap(),
+        None,
+        "held while running"
+    );
+    let retry = Outcome::Retry {
+        error: "once more".into(),
+        at: now() - chrono::Duration::seconds(1),
+    };
+    assert!(
+        DB::job_record_outcome(pool, claimed[0].attempt_key(), &retry)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        DB::job_insert_unique(&mut *conn, &unique_job(&key))
+            .await
+            .unwrap(),
+        None,
+        "held while retryable"
+    );
+    assert_eq!(DB::job_promote(pool, 10).await.unwrap(), ["reports"]);
+    let claimed = claim(pool, "reports", 1).await;
+    assert_eq!(
+        DB::job_complete_many(pool, &[claimed[0].attempt_key()], false)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        DB::job_unique_holder(&mut *conn, &key.key).await.unwrap(),
+        None
+    );
+    let second = DB::job_insert_unique(&mut *conn, &unique_job(&key))
+        .await
+        .unwrap()
+        .expect("a completed job does not hold a default key");
+    assert_ne!(second, first);
+    assert_eq!(
+        DB::job_unique_holder(&mut *conn, &key.key).await.unwrap(),
+        Some(second)
+    );
+
+    // A key also held in `completed` collides with its completed job, but
+    // not with a discarded one.
+    let mut states = DEFAULT_UNIQUE_STATES.to_vec();
+    states.push(JobState::Completed);
+    let kept = UniqueKey::new("report:kept", &states).unwrap();
+    let held = DB::job_insert_unique(&mut *conn, &unique_job(&kept))
+        .await
+        .unwrap()
+        .unwrap();
+    let claimed = claim(pool, "reports", 10).await;
+    let attempts: Vec<Attempt> = claimed.iter().map(ClaimedJob::attempt_key).collect();
+    assert_eq!(ids_of(&claimed), [second, held]);
+    assert_eq!(
+        DB::job_complete_many(pool, &attempts, false).await.unwrap(),
+        2
+    );
+    assert_eq!(
+        DB::job_insert_unique(&mut *conn, &unique_job(&kept))
+            .await
+            .unwrap(),
+        None,
+        "held while completed, as asked"
+    );
+    assert_eq!(
+        DB::job_unique_holder(&mut *conn, &kept.key).await.unwrap(),
+        Some(held)
+    );
+    let discarded = DB::job_insert_unique(&mut *conn, &unique_job(&key))
+        .await
+        .unwrap()
+        .unwrap();
+    let claimed = claim(pool, "reports", 10).await;
+    assert_eq!(ids_of(&claimed), [discarded]);
+    let discard = Outcome::Discard { error: "no".into() };
+    assert!(
+        DB::job_record_outcome(pool, claimed[0].attempt_key(), &discard)
+            .await
+            .unwrap()
+    );
+    let fresh = ops::insert_unique::<DB>(&mut *conn, &unique_job(&key))
+        .await
+        .unwrap();
+    assert!(
+        !fresh.duplicate,
+        "a discarded job does not hold a default key"
+    );
+    assert!(fresh.id > discarded);
+
+    // A scheduled unique job holds its key and wakes nobody.
+    notices.take().await;
+    let scheduled_key = UniqueKey::new("report:later", &DEFAULT_UNIQUE_STATES).unwrap();
+    let later = NewJob {
+        run_at: Some(now() + hours(1)),
+        ..unique_job(&scheduled_key)
+    };
+    let scheduled = DB::job_insert_unique(&mut *conn, &later)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(state(pool, scheduled).await, JobState::Scheduled);
+    assert_eq!(
+        DB::job_insert_unique(&mut *conn, &later).await.unwrap(),
+        None
+    );
+    notices.expect("a scheduled unique insert", &[]).await;
+
+    // Without a key, `ops::insert_unique` inserts every time.
+    let a = ops::insert_unique::<DB>(&mut *conn, &job("plain", "reports"))
+        .await
+        .unwrap();
+    let b = ops::insert_unique::<DB>(&mut *conn, &job("plain", "reports"))
+        .await
+        .unwrap();
+    assert!(!a.duplicate && !b.duplicate && a.id != b.id);
+
+    // Args must be JSON, on every insert path.
+    let bad = NewJob {
+        args: "{not json".into(),
+        ..job("bad", "bad")
+    };
+    assert!(
+        DB::job_insert_many(&mut *conn, std::slice::from_ref(&bad), true)
+            .await
+            .is_err()
+    );
+    let bad_key = UniqueKey::new("bad", &DEFAULT_UNIQUE_STATES).unwrap();
+    let bad_unique = NewJob {
+        unique: Some(bad_key),
+        ..bad
+    };
+    assert!(
+        DB::job_insert_unique(&mut *conn, &bad_unique)
+            .await
+            .is_err(),
+        "a unique insert rejects args that are not JSON"
+    );
+    drop(conn);
+    assert!(counts(pool, Some("bad")).await.is_empty());
+
+    // Concurrent inserts of one key: exactly one wins, all agree on it.
+    let race = UniqueKey::new("report:race", &DEFAULT_UNIQUE_STATES).unwrap();
+    let mut inserts = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let pool = pool.clone();
+        let job = unique_job(&race);
+        inserts.spawn(async move {
+            let mut conn = pool.acquire().await.unwrap();
+            ops::insert_unique::<DB>(&mut *conn, &job).await.unwrap()
+        });
+    }
+    let mut results = Vec::new();
+    while let Some(result) = inserts.join_next().await {
+        results.push(result.unwrap());
+    }
+    assert_eq!(results.iter().filter(|r| !r.duplicate).count(), 1);
+    assert!(results.iter().all(|r| r.id == results[0].id), "{results:?}");
+}
+
+// --- jobs: claims ---
+
+async fn job_claim_takes_available_jobs_by_priority_unless_paused<DB: Conformance>(
+    db: &TestDatabase<DB>,
+) {
+    let pool = &db.pool;
+    let mut notices = DB::notices(db).await;
+    let jobs = [
+        NewJob {
+            priority: 5,
+            ..job("low", "q")
+        },
+        NewJob {
+            max_attempts: 4,
+            ..job("high1", "q")
+        },
+        job("high2", "q"),
+        NewJob {
+            priority: 1,
+            ..job("mid", "q")
+        },
+        NewJob {
+            run_at: Some(now() + hours(1)),
+            priority: -5,
+            ..job("scheduled", "q")
+        },
+        job("elsewhere", "other"),
+    ];
+    let ids = insert(pool, &jobs).await;
+    let (low, high1, high2, mid, scheduled, elsewhere) =
+        (ids[0], ids[1], ids[2], ids[3], ids[4], ids[5]);
+    notices.take().await;
+
+    let before = now();
+    let claimed = DB::job_claim(pool, "q", 2, "worker-a").await.unwrap();
+    assert_eq!(
+        ids_of(&claimed),
+        [high1, high2],
+        "lowest priority value first"
+    );
+    for claimed in &claimed {
+        let record = get(pool, claimed.id).await;
+        assert_eq!(claimed.attempt, 1);
+        assert_eq!(claimed.kind, record.kind);
+        assert_eq!(claimed.queue, "q");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&claimed.args).unwrap(),
+            record.args
+        );
+        assert_eq!(claimed.max_attempts, record.max_attempts);
+        assert_eq!(claimed.run_at, record.run_at);
+        assert_eq!(
+            claimed.attempt_key(),
+            Attempt {
+                id: claimed.id,
+                attempt: 1
+            }
+        );
+        assert_eq!(record.state, JobState::Running);
+        assert_eq!(record.attempt, 1);
+        assert_eq!(record.worker_id.as_deref(), Some("worker-a"));
+        assert_near(
+            record.attempted_at.expect("attempted_at"),
+            before,
+            "attempted_at",
+        );
+    }
+    assert_eq!(
+        claimed.iter().find(|c| c.id == high1).unwrap().max_attempts,
+        4
+    );
+
+    let rest = claim(pool, "q", 10).await;
+    assert_eq!(ids_of(&rest), [low, mid]);
+    assert_eq!(claim(pool, "q", 10).await.len(), 0, "scheduled jobs wait");
+    assert_eq!(state(pool, scheduled).await, JobState::Scheduled);
+    assert_eq!(
+        state(pool, elsewhere).await,
+        JobState::Available,
+        "other queues untouched"
+    );
+    assert_eq!(
+        claim(pool, "other", 0).await.len(),
+        0,
+        "limit 0 claims nothing"
+    );
+    assert_eq!(state(pool, elsewhere).await, JobState::Available);
+    assert_eq!(
+        counts(pool, Some("q")).await,
+        expected_counts(&[(JobState::Running, 4), (JobState::Scheduled, 1)])
+    );
+    notices.expect("claims", &[]).await;
+
+    // A paused queue claims nothing; resumed, it does.
+    let paused = insert(pool, &[job("p", "paused"), job("p", "paused")]).await;
+    DB::queue_set_paused(pool, "paused", true).await.unwrap();
+    assert_eq!(claim(pool, "paused", 10).await.len(), 0);
+    assert_eq!(
+        counts(pool, Some("paused")).await,
+        expected_counts(&[(JobState::Available, 2)])
+    );
+    DB::queue_set_paused(pool, "paused", false).await.unwrap();
+    assert_eq!(ids_of(&claim(pool, "paused", 10).await), paused);
+
+    // Concurrent claimers never take the same job.
+    let many = insert(
+        pool,
+        &(0..60).map(|_| job("c", "crowd")).collect::<Vec<_>>(),
+    )
+    .await;
+    let mut claimers = tokio::task::JoinSet::new();
+    for w in 0..4 {
+        let pool = pool.clone();
+        claimers.spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let jobs = DB::job_claim(&pool, "crowd", 5, &format!("w{w}"))
+                    .await
+                    .unwrap();
+                if jobs.is_empty() {
+                    return mine;
+                }
+                mine.extend(jobs.into_iter().map(|j| j.id));
+            }
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(mine) = claimers.join_next().await {
+        all.extend(mine.unwrap());
+    }
+    all.sort_unstable();
+    assert_eq!(all, many, "each job claimed exactly once");
+}
+
+async fn job_claim_limited_caps_running_jobs_at_the_global_limit<DB: Conformance>(
+    db: &TestDatabase<DB>,
+) {
+    let pool = &db.pool;
+    let mut notices = DB::notices(db).await;
+    assert_eq!(DB::queue_global_limit(pool, "lim").await.unwrap(), None);
+    insert(pool, &(0..10).map(|_| job("l", "lim")).collect::<Vec<_>>()).await;
+
+    // Without a limit it claims like job_claim.
+    let first = DB::job_claim_limited(pool, "lim", 2, "w1").await.unwrap();
+    assert_eq!(first.len(), 2);
+
+    DB::queue_set_global_limit(pool, "lim", Some(3))
+        .await
+        .unwrap();
+    assert_eq!(DB::queue_global_limit(pool, "lim").await.unwrap(), Some(3));
+    notices.take().await;
+    let more = DB::job_claim_limited(pool, "lim", 10, "w2").await.unwrap();
+    assert_eq!(more.len(), 1, "3 may run, 2 do");
+    assert!(DB::job_claim_limited(pool, "lim", 10, "w3")
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        counts(pool, Some("lim")).await,
+        expected_counts(&[(JobState::Running, 3), (JobState::Available, 7)])
+    );
+    notices
+        .expect("setting a global limit and claiming", &[])
+        .await;
+
+    // A finished job frees its slot.
+    assert_eq!(
+        DB::job_complete_many(pool, &[first[0].attempt_key()], false)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        DB::job_claim_limited(pool, "lim", 10, "w1")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Raised: the `limit` argument still caps one claim.
+    DB::queue_set_global_limit(pool, "lim", Some(6))
+        .await
+        .unwrap();
+    assert_eq!(
+        DB::job_claim_limited(pool, "lim", 1, "w1")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        DB::job_claim_limited(pool, "lim", 10, "w1")
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(DB::job_claim_limited(pool, "lim", 10, "w1")
+        .await
+        .unwrap()
+        .is_empty());
+
+    // A paused queue claims nothing even with free slots; pausing keeps
+    // the limit and setting the limit keeps the pause.
+    DB::queue_set_global_limit(pool, "lim", Some(9))
+        .await
+        .unwrap();
+    DB::queue_set_paused(pool, "lim", true).await.unwrap();
+    assert!(DB::job_claim_limited(pool, "lim", 10, "w1")
+        .await
+        .unwrap()
+        .is_empty());
+    DB::queue_set_global_limit(pool, "lim", Some(8))
+        .await
+        .unwrap();
+    assert!(DB::queue_paused_flags(pool)
+        .await
+        .unwrap()
+        .contains(&("lim".to_owned(), true)));
+    DB::queue_set_paused(pool, "lim", false).await.unwrap();
+    assert_eq!(DB::queue_global_limit(pool, "lim").await.unwrap(), Some(8));
+    assert_eq!(
+        DB::job_claim_limited(pool, "lim", 10, "w1")
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // Removed: no cap.
+    DB::queue_set_global_limit(pool, "lim", None).await.unwrap();
+    assert_eq!(DB::queue_global_limit(pool, "lim").await.unwrap(), None);
+    assert_eq!(
+        DB::job_claim_limited(pool, "lim", 10, "w1")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        counts(pool, Some("lim")).await,
+        expected_counts(&[(JobState::Running, 9), (JobState::Completed, 1)])
+    );
+
+    // Concurrent claimers together never exceed the limit.
+    DB::queue_set_global_limit(pool, "race", Some(3))
+        .await
+        .unwrap();
+    insert(pool, &(0..30).map(|_| job("r", "race")).collect::<Vec<_>>()).await;
+    for round in 0..3 {
+        let mut claimers = tokio::task::JoinSet::new();
+        for w in 0..4 {
+            let pool = pool.clone();
+            claimers.spawn(async move {
+                DB::job_claim_limited(&pool, "race", 3, &format!("w{w}"))
+                    .await
+                    .unwrap()
+            });
+        }
+        let mut claimed = Vec::new();
+        while let Some(jobs) = claimers.join_next().await {
+            claimed.extend(jobs.unwrap());
+        }
+        assert_eq!(claimed.len(), 3, "round {round}: exactly the limit runs");
+        let done: Vec<Attempt> = claimed.iter().map(ClaimedJob::attempt_key).collect();
+        assert_eq!(DB::job_complete_many(pool, &done, false).await.unwrap(), 3);
+    }
+}
+
+// --- jobs: ending attempts ---
+
+async fn job_complete_many_is_guarded_by_state_and_attempt<DB: Conformance>(db: &TestDatabase<DB>) {
+    let pool = &db.pool;
+    let mut notices = DB::notices(db).await;
+    insert(pool, &(0..4).map(|_| job("c", "done")).collect::<Vec<_>>()).await;
+    let claimed = claim(pool, "done", 4).await;
+    let [a, b, c, d] = [0, 1, 2, 3].map(|i| claimed[i].attempt_key());
+    let waiting = insert_one(pool, job("c", "done")).await;
+    notices.take().await;
+
+    let stale = Attempt {
+        id: c.id,
+        attempt: c.attempt + 1,
+    };
+    let not_running = Attempt {
+        id: waiting,
+        attempt: 0,
+    };
+    let before = now();
+    let changed = DB::job_complete_many(pool, &[a, b, stale, not_running], false)
+        .await
+        .unwrap();
+    assert_eq!(changed, 2, "only the current attempts of running jobs");
+    for id in [a.id, b.id] {
+        let record = get(pool, id).await;
+        assert_eq!(record.state, JobState::Completed);
+        assert_near(
+            record.finalized_at.expect("finalized_at"),
+            before,
+            "finalized_at",
+        );
+        assert_eq!(record.worker_id, None);
+        assert_eq!(record.attempt, 1);
+    }
+    assert_eq!(
+        state(pool, c.id).await,
+        JobState::Running,
+        "stale attempt changes nothing"
+    );
+    assert_eq!(state(pool, waiting).await, JobState::Available);
+    assert_eq!(
+        DB::job_complete_many(pool, &[a], false).await.unwrap(),
+        0,
+        "a completed job is not completed again"
+    );
+    assert_eq!(DB::job_complete_many(pool, &[], false).await.unwrap(), 0);
+    assert_eq!(
+        DB::job_complete_many(pool, &[c, c], false).await.unwrap(),
+        1,
+        "an attempt given twice changes its row once"
+    );
+    assert_eq!(state(pool, c.id).await, JobState::Completed);
+    // With `delete`, the rows go; the same guard holds.
+    assert_eq!(
+        DB::job_complete_many(pool, &[c, d, stale], true)
+            .await
+            .unwrap(),
+        1,
+        "only d is still running"
+    );
+    assert!(!exists(pool, d.id).await);
+    assert_eq!(
+        state(pool, c.id).await,
+        JobState::Completed,
+        "not deleted once completed"
+    );
+    assert_eq!(
+        DB::job_complete_many(pool, &[not_running, a], true)
+            .await
+            .unwrap(),
+        0,
+        "delete is guarded the same way"
+    );
+    assert_eq!(
+        counts(pool, None).await,
+        expected_counts(&[(JobState::Completed, 3), (JobState::Available, 1)])
+    );
+    notices.expect("completions", &[]).await;
+}
+
+async fn job_complete_in_tx_commits_with_the_job_transaction<DB: Conformance>(
+    db: &TestDatabase<DB>,
+) {
+    let pool = &db.pool;
+    insert(pool, &(0..3).map(|_| job("t", "tx")).collect::<Vec<_>>()).await;
+    let claimed = claim(pool, "tx", 3).await;
+    let [a, b, c] = [0, 1, 2].map(|i| claimed[i].attempt_key());
+
+    let mut tx = DB::tx_begin_write(pool).await.unwrap();
+    assert!(DB::job_complete_in_tx(&mut *tx, a, false).await.unwrap());
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        state(pool, a.id).await,
+        JobState::Running,
+        "rolled back with the job"
+    );
+
+    let mut tx = DB::tx_begin_write(pool).await.unwrap();
+    assert!(DB::job_complete_in_tx(&mut *tx, a, false).await.unwrap());
+    tx.commit().await.unwrap();
+    let record = get(pool, a.id).await;
+    assert_eq!(record.state, JobState::Completed);
+    assert!(record.finalized_at.is_some());
+    assert_eq!(record.worker_id, None);
+
+    let mut tx = DB::tx_begin_write(pool).await.unwrap();
+    assert!(
+        !DB::job_complete_in_tx(&mut *tx, a, false).await.unwrap(),
+        "no longer running"
+    );
+    let stale = Attempt {
+        id: b.id,
+        attempt: b.attempt + 1,
+    };
+    assert!(!DB::job_complete_in_tx(&mut *tx, stale, false)
+        .await
+        .unwrap());
+    assert!(!DB::job_complete_in_tx(&mut *tx, stale, true).await.unwrap());
+    assert!(DB::job_complete_in_tx(&mut *tx, c, true).await.unwrap());
+    tx.commit().await.unwrap();
+    assert_eq!(
+        state(pool, b.id).await,
+        JobState::Running,
+        "stale attempt changes nothing"
+    );
+    assert!(!exists(pool, c.id).await, "deleted");
+}
+
+async fn job_record_outcome_writes_each_outcome_once<DB: Conformance>(db: &TestDatabase<DB>) {
+    let pool = &db.pool;
+    let mut notices = DB::notices(db).await;
+    let later = now() + hours(1);
+
+    async fn running<DB: Driver>(pool: &Pool<DB>) -> Attempt {
+        insert_one(
+            pool,
+            NewJob {
+                max_attempts: 5,
+                ..job("o", "outcomes")
+            },
+        )
+        .await;
+        let claimed = claim(pool, "outcomes", 1).await;
+        assert_eq!(claimed.len(), 1);
+        claimed[0].attempt_key()
+    }
+
+    // Retry: retryable at `at`, the error recorded (cleaned of NUL bytes).
+    let retry = running(pool).await;
+    notices.take().await;
+    let before = now();
+    let outcome = Outcome::Retry {
+        error: "boom\0bad".into(),
+        at: later,
+    };
+    assert!(DB::job_record_outcome(pool, retry, &outcome).await.unwrap());
+    let record = get(pool, retry.id).await;
+    assert_eq!(record.state, JobState::Retryable);
+    assert_eq!(record.run_at, later);
+    assert_eq!((record.attempt, record.max_attempts), (1, 5));
+    assert_eq!(record.finalized_at, None);
+    assert_eq!(record.worker_id, None);
+    assert_eq!(record.errors.len(), 1);
+    assert_eq!(record.errors[0].attempt, 1);
+    assert_eq!(record.errors[0].error, "boom\u{FFFD}bad");
+    assert_near(record.errors[0].at, before, "error time");
+    notices.expect("recording an outcome", &[]).await;
+
+    // The guard: a stale attempt, or a job no longer running, changes nothing.
+    let stale = Attempt {
+        id: retry.id,
+        attempt: 2,
+    };
+    let discard = Outcome::Discard {
+        error: "fatal".into(),
+    };
+    assert!(!DB::job_record_outcome(pool, stale, &discard).await.unwrap());
+    assert!(!DB::job_record_outcome(pool, retry, &discard).await.unwrap());
+    let unchanged = get(pool, retry.id).await;
+    assert_eq!(unchanged.state, JobState::Retryable);
+    assert_eq!(unchanged.errors.len(), 1);
+
+    // Discard: final, with its error; long errors are truncated.
+    let discarded = running(pool).await;
+    let long = "x".repeat(100_000);
+    let outcome = Outcome::Discard {
+        error: long.clone(),
+    };
+    assert!(DB::job_record_outcome(pool, discarded, &outcome)
+        .await
+        .unwrap());
+    let record = get(pool, discarded.id).await;
+    assert_eq!(record.state, JobState::Discarded);
+    assert!(record.finalized_at.is_some());
+    assert_eq!(record.errors.len(), 1);
+    assert_eq!(record.errors[0].error, clean_error(&long));
+    assert!(record.errors[0].error.len() < long.len());
+
+    // Cancel: final, with its reason.
+    let cancelled = running(pool).await;
+    let outcome = Outcome::Cancel {
+        reason: "stop".into(),
+    };
+    assert!(DB::job_record_outcome(pool, cancelled, &outcome)
+        .await
+        .unwrap());
+    let record = get(pool, cancelled.id).await;
+    assert_eq!(record.state, JobState::Cancelled);
+    assert!(record.finalized_at.is_some());
+    assert_eq!(record.errors[0].error, "stop");
+
+    // Snooze: scheduled at `at`, one more attempt granted, no error.
+    let snoozed = running(pool).await;
+    assert!(
+        DB::job_record_outcome(pool, snoozed, &Outcome::Snooze { at: later })
+            .await
+            .unwrap()
+    );
+    let record = get(pool, snoozed.id).await;
+    assert_eq!(record.state, JobState::Scheduled);
+    assert_eq!(record.run_at, later);
+    assert_eq!((record.attempt, record.max_attempts), (1, 6));
+    assert!(record.errors.is_empty());
+    assert_eq!(record.finalized_at, None);
+    assert_eq!(record.worker_id, None);
+
+    // Requeue: available at once, one more attempt granted, reason kept;
+    // the next claim is attempt 2.
+    let requeued = running(pool).await;
+    let outcome = Outcome::Requeue {
+        reason: "shutdown".into(),
+    };
+    assert!(DB::job_record_outcome(pool, requeued, &outcome)
+        .await
+        .unwrap());
+    let record = get(pool, requeued.id).await;
+    assert_eq!(record.state, JobState::Available);
+    assert_eq!((record.attempt, record.max_attempts), (1, 6));
+    assert_eq!(record.errors[0].error, "shutdown");
+    let again = claim(pool, "outcomes", 1).await;
+    assert_eq!(ids_of(&again), [requeued.id]);
+    assert_eq!(again[0].attempt, 2);
+    // ... and the first attempt's key no longer ends it.
+    assert!(!DB::job_record_outcome(pool, requeued, &discard)
+        .await
+        .unwrap());
+    assert!(
+        DB::job_record_outcome(pool, again[0].attempt_key(), &discard)
+            .await
+            .unwrap()
+    );
+    let record = get(pool, requeued.id).await;
+    assert_eq!(record.state, JobState::Discarded);
+    let attempts: Vec<i32> = record.errors.iter().map(|e| e.attempt).collect();
+    assert_eq!(attempts, [1, 2], "errors accumulate, oldest first");
+
+    assert_eq!(
+        counts(pool, Some("outcomes")).await,
+        expected_counts(&[
+            (JobState::Retryable, 1),
+            (JobState::Discarded, 2),
+            (JobState::Cancelled, 1),
+            (JobState::Scheduled, 1),
+        ])
+    );
+}
+
+// --- jobs: maintenance ---
+
+async fn job_rescue_returns_jobs_of_workers_that_stopped_heartbeating<DB: Conformance>(
+    db: &TestDatabase<DB>,
+) {
+    let pool = &db.pool;
+    let mut notices = DB::notices(db).await;
+    let alive = WorkerInfo {
+        id: "alive".into(),
+        host: "h".into(),
+        pid: 1,
+        queues: "r1".into(),
+    };
+    DB::worker_heartbeat(pool, &alive).await.unwrap();
+    let lease = Duration::from_secs(60);
+
+    let [kept, lost, last] =
+        [("r1", 3), ("r2", 3), ("r3", 1)].map(|(queue, max_attempts)| NewJob {
+            max_attempts,
+            ..job("rescued", queue)
+        });
+    let kept = insert_one(pool, kept).await;
+    let lost = insert_one(pool, lost).await;
+    let last = insert_one(pool, last).await;
+    let waiting = insert_one(pool, job("waiting", "r2")).await;
+    assert_eq!(
+        DB::job_claim(pool, "r1", 1, "alive").await.unwrap().len(),
+        1
+    );
+    assert_eq!(DB::job_claim(pool, "r2", 1, "gone").await.unwrap().len(), 1);
+    assert_eq!(DB::job_claim(pool, "r3", 1, "gone").await.unwrap().len(), 1);
+    notices.take().await;
+
+    let mut queues = DB::job_rescue(pool, lease).await.unwrap();
+    queues.sort();
+    assert_eq!(queues, ["r2", "r3"], "jobs of workers without a live row");
+    notices
+        .expect("a rescue", &[(JOBS_CHANNEL, "r2"), (JOBS_CHANNEL, "r3")])
+        .await;
+    let record = get(pool, lost).await;
+    assert_eq!(
+        record.state,
+        JobState::Available,
+        "attempts left: back to the queue"
+    );
+    assert_eq!(record.attempt, 1);
+    assert_eq!(record.worker_id, None);
+    assert_eq!(record.finalized_at, None);
+    assert_eq!(
+        record.errors.last().map(|e| e.error.as_str()),
+        Some("rescued: worker gone stopped heartbeating")
+    );
+    let record = get(pool, last).await;
+    assert_eq!(
+        record.state,
+        JobState::Discarded,
+        "out of attempts: discarded"
+    );
+    assert!(record.finalized_at.is_some());
+    assert_eq!(record.errors.len(), 1);
+    assert_eq!(
+        state(pool, kept).await,
+        JobState::Running,
+        "live worker keeps its job"
+    );
+    assert_eq!(state(pool, waiting).await, JobState::Available);
+
+    assert!(DB::job_rescue(pool, lease).await.unwrap().is_empty());
+    notices.expect("a rescue that found nothing", &[]).await;
+
+    // A lease longer than any timestamp rescues nothing, and is no error.
+    assert!(DB::job_rescue(pool, Duration::MAX)
+        .await
+        .expect("job_rescue with a very long lease")
+        .is_empty());
+    // Once its heartbeat is older than the lease, the live worker's job goes too.
+    DB::age_worker(pool, "alive", lease * 2).await;
+    assert_eq!(DB::job_rescue(pool, lease).await.unwrap(), ["r1"]);
+    assert_eq!(state(pool, kept).await, JobState::Available);
+}
+
+async fn job_promote_makes_due_jobs_available<DB: Conformance>(db: &TestDatabase<DB>) {
+    let pool = &db.pool;
+    let mut notices = DB::notices(db).await;
+    let ago = |s: i64| now() - chrono::Duration::seconds(s);
+    let ids = insert(pool, &[job("p", "p1"), job("p", "p1"), job("p", "p2")]).await;
+    let mut claimed = claim(pool, "p1", 2).await;
+    claimed.sort_by_key(|c| c.id);
+    claimed.extend(claim(pool, "p2", 1).await);
+    let outcomes = [
+        Outcome::Retry {
+            error: "e".into(),
+            at: ago(30),
+        },
+        Outcome::Snooze { at: ago(20) },
+        Outcome::Retry {
+            error: "e".into(),
+            at: ago(10),
+        },
+    ];
+    for (claimed, outcome) in claimed.iter().zip(&outcomes) {
+        assert!(DB::job_record_outcome(pool, claimed.attempt_key(), outcome)
+            .await
+            .unwrap());
+    }
+    let not_due = insert_one(
+        pool,
+        NewJob {
+            run_at: Some(now() + hours(1)),
+            ..job("p", "p1")
+        },
+    )
+    .await;
+    notices.take().await;
+    assert_eq!(
+        counts(pool, None).await,
+        expected_counts(&[(JobState::Retryable, 2), (JobState::Scheduled, 2)])
+    );
+
+    assert_eq!(
+        DB::job_promote(pool, 2).await.unwrap(),
+        ["p1", "p1"],
+        "the two most overdue, one queue each"
+    );
+    assert_eq!(state(pool, ids[0]).await, JobState::Available);
+    assert_eq!(state(pool, ids[1]).await, JobState::Available);
+    assert_eq!(state(pool, ids[2]).await, JobState::Retryable);
+    notices.expect("a promotion", &[(JOBS_CHANNEL, "p1")]).await;
+
+    assert_eq!(DB::job_promote(pool, 10).await.unwrap(), ["p2"]);
+    notices.expect("a promotion", &[(JOBS_CHANNEL, "p2")]).await;
+    assert!(DB::job_promote(pool, 10).await.unwrap().is_empty());
+    notices.expect("a promotion of nothing", &[]).await;
+    assert_eq!(
+        state(pool, not_due).await,
+        JobState::Scheduled,
+        "not due yet"
+    );
+    let record = get(pool, ids[0]).await;
+    assert_eq!(
+        (record.attempt, record.errors.len()),
+        (1, 1),
+        "promotion keeps the history"
+    );
+    assert_eq!(
+        counts(pool, None).await,
+        expected_counts(&[(JobState::Available, 3), (JobState::Scheduled, 1)])
+    );
+}
+
+async fn job_prune_respects_state_age_and_limit<DB: Conformance>(db: &TestDatabase<DB>) {
+    let pool = &db.pool;
+    let day = Duration::from_secs(24 * 3600);
+    let mut old = Vec::new();
+    for _ in 0..3 {
+        let id = job_in_state(pool, "prune", JobState::Completed).await;
+        DB::age_finalized(pool, id, day * 2).await;
+        old.push(id);
+    }
+    let young = job_in_state(pool, "prune", JobState::Completed).await;
+    let discarded = job_in_state(pool, "prune", JobState::Discarded).await;
+    DB::age_finalized(pool, discarded, day * 2).await;
+    let running = job_in_state(pool, "prune", JobState::Running).await;
+    let available = job_in_state(pool, "prune", JobState::Available).await;
+
+    assert_eq!(
+        DB::job_prune(pool, JobState::Completed, day * 3, 100)
+            .await
+            .unwrap(),
+        0,
+        "none finalized more than three days ago"
+    );
+    assert_eq!(
+        DB::job_prune(pool, JobState::Completed, day, 2)
+            .await
+            .unwrap(),
+        2,
+        "limit"
+    );
+    assert_eq!(
+        DB::job_prune(pool, JobState::Completed, day, 100)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        DB::job_prune(pool, JobState::Completed, day, 100)
+            .await
+            .unwrap(),
+        0
+    );
+    for id in old {
+        assert!(!exists(pool, id).await);
+    }
+    assert!(exists(pool, young).await, "younger than older_than");
+    assert!(exists(pool, discarded).await, "another state");
+    assert_eq!(
+        DB::job_prune(pool, JobState::Discarded, day, 100)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(!exists(pool, discarded).await);
+    for state in [JobState::Running, JobState::Available] {
+        assert_eq!(
+            DB::job_prune(pool, state, Duration::ZERO, 100)
+                .await
+                .unwrap(),
+            0
+        );
+    }
+    assert!(exists(pool, running).await);
+    assert!(exists(pool, available).await);
+    // A span longer than any timestamp (a "keep forever" retention) deletes
+    // nothing, and is no error.
+    for forever in [Duration::MAX, day * 365 * 10_000] {
+        assert_eq!(
+            DB::job_prune(pool, JobState::Completed, forever, 100)
+                .await
+                .expect("job_prune with a very long older_than"),
+            0
+        );
+    }
+    assert!(exists(pool, young).await);
+    // Zero age: everything finalized before now.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        DB::job_prune(pool, JobState::Completed, Duration::ZERO, 100)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(!exists(pool, young).await);
+}
+
+// --- jobs: reads and operator actions ---
+
+fn filter() -> JobFilter {
+    JobFilter::default()
+}
+
+async fn job_list_pages_newest_first_and_filters<DB: Conformance>(db: &TestDatabase<DB>) {
+    let pool = &db.pool;
+    let mut ids = Vec::new();
+    let specs = [
+        ("email", "mail", vec!["vip"], r#"{"to":"Ann@example.com"}"#),
+        ("email", "mail", vec![], r#"{"to":"bob@example.com"}"#),
+        ("sms", "text", vec!["vip", "eu"], r#"{"number":"50%_off"}"#),
+        ("report", "default", vec![], r#"{"n":1}"#),
+        ("email", "mail", vec![], r#"{"to":"cy@example.com"}"#),
+        ("sms", "text", vec![], r#"{"number":"123"}"#),
+    ];
+    for (i, (kind, queue, tags, args)) in specs.iter().enumerate() {
+        let new = NewJob {
+            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+            args: (*args).to_owned(),
+            run_at: (i == 4).then(|| now() + hours(1)),
+            priority: if i == 5 { -1 } else { 0 },
+            ..job(kind, queue)
+        };
+        ids.push(insert_one(pool, new).await);
+        // Distinct creation times, for the since/until filters.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let [j1, j2, j3, j4, j5, j6] = [ids[0], ids[1], ids[2], ids[3], ids[4], ids[5]];
+    // j4 discarded with an error, j6 running, j5 scheduled.
+    let claimed = claim(pool, "default", 1).await;
+    let discard = Outcome::Discard {
+        error: "Disk FULL".into(),
+    };
+    assert!(
+        DB::job_record_outcome(pool, claimed[0].attempt_key(), &discard)
+            .await
+            .unwrap()
+    );
+    assert_eq!(ids_of(&claim(pool, "text", 1).await), [j6]);
+
+    let page = |before, limit| Page { before, limit };
+    let all = DB::job_list(pool, &filter(), &Page::default())
+        .await
+        .unwrap();
+    let listed: Vec<i64> = all.iter().map(|s| s.id).collect();
+    assert_eq!(listed, [j6, j5, j4, j3, j2, j1], "newest first");
+    for summary in &all {
+        let record = get(pool, summary.id).await;
+        assert_eq!(summary.kind, record.kind);
+        assert_eq!(summary.queue, record.queue);
+        assert_eq!(summary.state, record.state);
+        assert_eq!(summary.priority, record.priority);
+        assert_eq!(summary.attempt, record.attempt);
+        assert_eq!(summary.max_attempts, record.max_attempts);
+        assert_eq!(summary.tags, record.tags);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&summary.args_preview).unwrap(),
+            record.args,
+            "short args are previewed whole"
+        );
+        assert_eq!(
+            summary.last_error,
+            record.errors.last().map(|e| e.error.clone())
+        );
+        assert_eq!(summary.created_at, record.created_at);
+        assert_eq!(summary.run_at, record.run_at);
+        assert_eq!(summary.attempted_at, record.attempted_at);
+        assert_eq!(summary.finalized_at, record.finalized_at);
+    }
+    assert_eq!(all[2].last_error.as_deref(), Some("Disk FULL"));
+    assert_eq!(all[2].state, JobState::Discarded);
+    assert_eq!(all[0].state, JobState::Running);
+    assert_eq!(all[1].state, JobState::Scheduled);
+
+    // Keyset pages: ids below `before`, `limit` at a time.
+    let ids_on = |summaries: Vec<offload::storage::JobSummary>| {
+        summaries.into_iter().map(|s| s.id).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids_on(DB::job_list(pool, &filter(), &page(None, 2)).await.unwrap()),
+        [j6, j5]
+    );
+    assert_eq!(
+        ids_on(
+            DB::job_list(pool, &filter(), &page(Some(j5), 2))
+                .await
+                .unwrap()
+        ),
+        [j4, j3]
+    );
+    assert_eq!(
+        ids_on(
+            DB::job_list(pool, &filter(), &page(Some(j3), 2))
+                .await
+                .unwrap()
+        ),
+        [j2, j1]
+    );
+    assert!(DB::job_list(pool, &filter(), &page(Some(j1), 2))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        DB::job_list_ids(pool, &filter(), Some(j5), 2)
+            .await
+            .unwrap(),
+        [j4, j3]
+    );
+    assert_eq!(
+        DB::job_list_ids(pool, &filter(), None, 1).await.unwrap(),
+        [j6]
+    );
+
+    let created = |id: i64| async move { get(pool, id).await.created_at };
+    let j4_created = created(j4).await;
+    let cases: Vec<(&str, JobFilter, Vec<i64>)> = vec![
+        ("everything", filter(), vec![j6, j5, j4, j3, j2, j1]),
+        (
+            "available",
+            JobFilter {
+                states: vec![JobState::Available],
+                ..filter()
+            },
+            vec![j3, j2, j1],
+        ),
+        (
+            "two states",
+            JobFilter {
+                states: vec![JobState::Scheduled, JobState::Discarded],
+                ..filter()
+            },
+            vec![j5, j4],
+        ),
+        (
+            "a state given twice",
+            JobFilter {
+                states: vec![JobState::Available, JobState::Available],
+                ..filter()
+            },
+            vec![j3, j2, j1],
+        ),
+        (
+            "states given twice",
+            JobFilter {
+                states: vec![JobState::Running, JobState::Discarded, JobState::Running],
+                ..filter()
+            },
+            vec![j6, j4],
+        ),
+        (
+            "running",
+            JobFilter {
+                states: vec![JobState::Running],
+                ..filter()
+            },
+            vec![j6],
+        ),
+        (
+            "a queue",
+            JobFilter {
+                queue: Some("mail".into()),
+                ..filter()
+            },
+            vec![j5, j2, j1],
+        ),
+        (
+            "a queue and a state",
+            JobFilter {
+                queue: Some("mail".into()),
+                states: vec![JobState::Available],
+                ..filter()
+            },
+            vec![j2, j1],
+        ),
+        (
+            "a queue and two states",
+            JobFilter {
+                queue: Some("text".into()),
+                states: vec![JobState::Available, JobState::Running],
+                ..filter()
+            },
+            vec![j6, j3],
+        ),
+        (
+            "a kind",
+            JobFilter {
+                kind: Some("sms".into()),
+                ..filter()
+            },
+            vec![j6, j3],
+        ),
+        (
+            "a tag",
+            JobFilter {
+                tag: Some("vip".into()),
+                ..filter()
+            },
+            vec![j3, j1],
+        ),
+        (
+            "another tag",
+            JobFilter {
+                tag: Some("eu".into()),
+                ..filter()
+            },
+            vec![j3],
+        ),
+        (
+            "part of a tag is no tag",
+            JobFilter {
+                tag: Some("vi".into()),
+                ..filter()
+            },
+            vec![],
+        ),
+        (
+            "text in args, any case",
+            JobFilter {
+                text: Some("ANN@".into()),
+                ..filter()
+            },
+            vec![j1],
+        ),
+        (
+            "text in errors, any case",
+            JobFilter {
+                text: Some("disk full".into()),
+                ..filter()
+            },
+            vec![j4],
+        ),
+        (
+            "wildcards are literal",
+            JobFilter {
+                text: Some("50%_".into()),
+                ..filter()
+            },
+            vec![j3],
+        ),
+        (
+            "a lone percent sign",
+            JobFilter {
+                text: Some("%".into()),
+                ..filter()
+            },
+            vec![j3],
+        ),
+        (
+            "since",
+            JobFilter {
+                since: Some(j4_created),
+                ..filter()
+            },
+            vec![j6, j5, j4],
+        ),
+        (
+            "until",
+            JobFilter {
+                until: Some(j4_created),
+                ..filter()
+            },
+            vec![j3, j2, j1],
+        ),
+        (
+            "kind and tag",
+            JobFilter {
+                kind: Some("email".into()),
+                tag: Some("vip".into()),
+                ..filter()
+            },
+            vec![j1],
+        ),
+        (
+            "nothing",
+            JobFilter {
+                queue: Some("nowhere".into()),
+                ..filter()
+            },
+            vec![],
+        ),
+    ];
+    for (what, filter, expected) in cases {
+        let listed = ids_on(DB::job_list(pool, &filter, &Page::default()).await.unwrap());
+        assert_eq!(listed, expected, "job_list: {what}");
+        let ids = DB::job_list_ids(pool, &filter, None, 100).await.unwrap();
+        assert_eq!(ids, expected, "job_list_ids: {what}");
+        let count = DB::job_count(pool, &filter).await.unwrap();
+        assert_eq!(count, expected.len() as i64, "job_count: {what}");
+        if expected.len() > 1 {
+            // The second page of one: the cursor and the filter together.
+            let second = page(Some(expected[0]), 1);
+            assert_eq!(
+                ids_on(DB::job_list(pool, &filter, &second).await.unwrap()),
+                [expected[1]],
+                "job_list page 2: {what}"
+            );
+            assert_eq!(
+                DB::job_list_ids(pool, &filter, Some(expected[0]), 1)
+                    .await
+                    .unwrap(),
+                [expected[1]],
+                "job_list_ids page 2: {what}"
+            );
+        }
+    }
+
+    // Long args are cut to the preview length.
+    let long = format!(r#"{{"text":"{}"}}"#, "y".repeat(500));
+    let id = insert_one(
+        pool,
+        NewJob {
+            args: long,
+            ..job("long", "long")
+        },
+    )
+    .await;
+    let listed = DB::job_list(pool, &filter(), &page(None, 1)).await.unwrap();
+    assert_eq!(listed[0].id, id);
+    assert_eq!(listed[0].args_preview.chars().count(), ARGS_PREVIEW_LEN);
+    assert!(listed[0].args_preview.starts_with(r#"{"text""#));
+}
+
+async fn job_finished_per_minute_and_queue_statistics<DB: Conformance>(db: &TestDatabase<DB>) {
+    let pool = &db.pool;
+    let before = now() - chrono::Duration::seconds(5);
+    for (queue, state) in [
+        ("a", JobState::Completed),
+        ("a", JobState::Completed),
+        ("a", JobState::Discarded),
+        ("b", JobState::Completed),
+        ("c", JobState::Cancelled),
+        ("c", JobState::Running),
+    ] {
+        job_in_state(pool, queue, state).await;
+    }
+    let overdue = now() - chrono::Duration::minutes(10);
+    insert(
+        pool,
+        &[
+            NewJob {
+                run_at: Some(overdue),
+                ..job("x", "b")
+            },
+            job("x", "b"),
+        ],
+    )
+    .await;
+    let after = now() + chrono::Duration::seconds(5);
+
+    // Per minute: completed and discarded only, in whole minutes.
+    let totals = |rows: Vec<(DateTime<Utc>, JobState, i64)>| {
+        let mut totals = Vec::<(&'static str, i64)>::new();
+        for (minute, state, n) in rows {
+            assert_eq!(minute.timestamp() % 60, 0, "{minute} starts a minute");
+            assert_eq!(
+                minute.timestamp_subsec_micros(),
+                0,
+                "{minute} starts a minute"
+            );
+            assert!(minute > before - chrono::Duration::minutes(1) && minute <= after);
+            match totals.iter_mut().find(|(s, _)| *s == state.as_str()) {
+                Some((_, total)) => *total += n,
+                None => totals.push((state.as_str(), n)),
+            }
+        }
+        totals.sort();
+        totals
+    };
+    let since = before - chrono::Duration::minutes(1);
+    assert_eq!(
+        totals(
+            DB::job_finished_per_minute(pool, since, None)
+                .await
+                .unwrap()
+        ),
+        expected_counts(&[(JobState::Completed, 3), (JobState::Discarded, 1)])
+    );
+    assert_eq!(
+        totals(
+            DB::job_finished_per_minute(pool, since, Some("a"))
+                .await
+                .unwrap()
+        ),
+        expected_counts(&[(JobState::Completed, 2), (JobState::Discarded, 1)])
+    );
+    assert!(DB::job_finished_per_minute(pool, since, Some("c"))
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(DB::job_finished_per_minute(pool, after, None)
+        .await
+        .unwrap()
+        .is_empty());
+
+    let mut by_queue: Vec<(String, &'static str, i64)> = DB::queue_state_counts(pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(q, s, n)| (q, s.as_str(), n))
+        .collect();
+    by_queue.sort();
+    let expected: Vec<(String, &str, i64)> = vec![
+        ("a".into(), "completed", 2),
+        ("a".into(), "discarded", 1),
+        ("b".into(), "available", 2),
+        ("b".into(), "completed", 1),
+        ("c".into(), "cancelled", 1),
+        ("c".into(), "running", 1),
+    ];
+    assert_eq!(by_queue, expected);
+
+    assert_eq!(
+        DB::queue_oldest_available(pool).await.unwrap(),
+        [("b".to_owned(), overdue)],
+        "only queues with available jobs, their earliest run_at"
+    );
+
+    let mut completed = DB::queue_completed_since(pool, before).await.unwrap();
+    completed.sort();
+    assert_eq!(completed, [("a".to_owned(), 2), ("b".to_owned(), 1)]);
+    assert!(DB::queue_completed_since(pool, after)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn job_retry_many_applies_to_discarded_cancelled_and_retryable<DB: Conformance>(
+    db: &TestDatabase<DB>,
+) {
+    let pool = &db.pool;
+    let mut notices = DB::notices(db).await;
+    // Discarded with no attempts left.
+    insert_one(
+        pool,
+        NewJob {
+            max_attempts: 1,
+            priority: i16::MIN,
+            ..job("r", "rq")
+        },
+    )
+    .await;
+    let claimed = claim(pool, "rq", 1).await;
+    let out_of_attempts = claimed[0].id;
+    let discard = Outcome::Discard { error: "no".into() };
+    assert!(
+        DB::job_record_outcome(pool, claimed[0].attempt_key(), &discard)
+            .await
+            .unwrap()
+    );
+    let cancelled = job_in_state(pool, "rq", JobState::Cancelled).await;
+    let retryable = job_in_state(pool, "rq2", JobState::Retryable).await;
+    let untouched = [
+        JobState::Scheduled,
+        JobState::Available,
+        JobState::Running,
+        JobState::Completed,
+    ];
+    let mut others = Vec::new();
+    for state in untouched {
+        others.push((job_in_state(pool, "rq3", state).await, state));
+    }
+    notices.take().await;
+
+    let mut ids = vec![out_of_attempts, cancelled, retryable, i64::MAX];
+    ids.extend(others.iter().map(|(id, _)| *id));
+    let before = now();
+    let mut retried = DB::job_retry_many(pool, &ids).await.unwrap();
+    retried.sort();
+    assert_eq!(
+        retried,
+        [
+            (out_of_attempts, "rq".to_owned()),
+            (cancelled, "rq".to_owned()),
+            (retryable, "rq2".to_owned()),
+        ]
+    );
+    notices
+        .expect("a retry", &[(JOBS_CHANNEL, "rq"), (JOBS_CHANNEL, "rq2")])
+        .await;
+    for id in [out_of_attempts, cancelled, retryable] {
+        let record = get(pool, id).await;
+        assert_eq!(record.state, JobState::Available);
+        assert_near(record.run_at, before, "run_at is now");
+        assert_eq!(record.finalized_at, None);
+        assert_eq!(record.worker_id, None);
+        assert_eq!(record.attempt, 1, "attempt count kept");
+        assert_eq!(record.errors.len(), 1, "history kept");
+    }
+    assert_eq!(
+        get(pool, out_of_attempts).await.max_attempts,
+        2,
+        "one more attempt granted"
+    );
+    assert_eq!(
+        get(pool, cancelled).await.max_attempts,
+        DEFAULT_MAX_ATTEMPTS,
+        "attempts left: unchanged"
+    );
+    for (id, state) in others {
+        assert_eq!(
+            self::state(pool, id).await,
+            state,
+            "a {state} job is not retried"
+        );
+    }
+    assert!(DB::job_retry_many(pool, &[]).await.unwrap().is_empty());
+    let claimed = claim(pool, "rq", 10).await;
+    let attempts: Vec<i32> = claimed.iter().map(|c| c.attempt).collect();
+    assert_eq!(attempts, [2, 2], "a retried job runs its next attempt");
+}
+
+async fn job_cancel_many_applies_to_unfinished_jobs_and_signals_running_ones<DB: Conformance>(
+    db: &TestDatabase<DB>,
+) {
+    let pool = &db.pool;
+    let mut notices = DB::notices(db).await;
+    let mut by_state = Vec::new();
+    for state in JobState::ALL {
+        by_state.push((job_in_state(pool, "cq", state).await, state));
+    }
+    let id_of = |state: JobState| by_state.iter().find(|(_, s)| *s == state).unwrap().0;
+    let running = id_of(JobState::Running);
+    let running_attempt = Attempt {
+        id: running,
+        attempt: 1,
+    };
+    let mut finished_before = Vec::new();
+    for state in [
+        JobState::Completed,
+        JobState::Discarded,
+        JobState::Cancelled,
+    ] {
+        finished_before.push(get(pool, id_of(state)).await);
+    }
+    notices.take().await;
+
+    let mut ids: Vec<i64> = by_state.iter().map(|(id, _)| *id).collect();
+    ids.push(i64::MAX);
+    let before = now();
+    let mut changed = DB::job_cancel_many(pool, &ids).await.unwrap();
+    changed.sort();
+    let mut expected = vec![
+        (id_of(JobState::Scheduled), false),
+        (id_of(JobState::Available), false),
+        (id_of(JobState::Retryable), false),
+        (running, true),
+    ];
+    expected.sort();
+    assert_eq!(changed, expected);
+    let running_payload = running.to_string();
+    notices
+        .expect("a cancel", &[(CANCEL_CHANNEL, running_payload.as_str())])
+        .await;
+    for (id, _) in &expected {
+        let record = get(pool, *id).await;
+        assert_eq!(record.state, JobState::Cancelled);
+        assert_near(
+            record.finalized_at.expect("finalized_at"),
+            before,
+            "finalized_at",
+        );
+        assert_eq!(record.worker_id, None);
+        assert_eq!(
+            record.errors.last().map(|e| e.error.as_str()),
+            Some("cancelled by an operator")
+        );
+    }
+    for record in finished_before {
+        let now = get(pool, record.id).await;
+        assert_eq!(now.state, record.state, "a finished job is not cancelled");
+        assert_eq!(now.finalized_at, record.finalized_at);
+        assert_eq!(now.errors, record.errors);
+    }
+    // The running attempt can no longer complete.
+    assert_eq!(
+        DB::job_complete_many(pool, &[running_attempt], false)
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(DB::job_cancel_many(pool, &ids).await.unwrap().is_empty());
+    assert!(DB::job_cancel_many(pool, &[]).await.unwrap().is_empty());
+    notices.expect("a cancel of nothing", &[]).await;
+    assert_eq!(
+        counts(pool, Some("cq")).await,
+        expected_counts(&[
+            (JobState::Cancelled, 5),
+            (JobState::Completed, 1),
+            (JobState::Discarded, 1)
+        ])
+    );
+}
+
+async fn job_delete_many_spares_running_jobs<DB: Conformance>(db: &TestDatabase<DB>) {
+    let pool = &db.pool;
+    let mut by_state = Vec::new();
+    for state in JobState::ALL {
+        by_state.push((job_in_state(pool, "dq", state).await, state));
+    }
+    let mut ids: Vec<i64> = by_state.iter().map(|(id, _)| *id).collect();
+    ids.push(i64::MAX);
+    let mut deleted = DB::job_delete_many(pool, &ids).await.unwrap();
+    deleted.sort_unstable();
+    let mut expected: Vec<i64> = by_state
+        .iter()
+        .filter(|(_, s)| *s != JobState::Running)
+        .map(|(id, _)| *id)
+        .collect();
+    expected.sort_unstable();
+    assert_eq!(deleted, expected);
+    for (id, state) in &by_state {
+        assert_eq!(
+            exists(pool, *id).await,
+            *state == JobState::Running,
+            "{state} job"
+        );
+    }
+    assert!(DB::job_delete_many(pool, &ids).await.unwrap().is_empty());
+    assert!(DB::job_delete_many(pool, &[]).await.unwrap().is_empty());
+    assert_eq!(
+        counts(pool, None).await,
+        expected_counts(&[(JobState::Running, 1)])
+    );
+}
+
+// --- queues ---
+
+async fn queue_notify_and_backend_constants<DB: Conformance>(db: &TestDatabase<DB>) {
+    let mut notices = DB::notices(db).await;
+    DB::queue_notify(&db.pool, &["n1".into(), "n2".into(), "n1".into()])
+        .await
+        .expect("queue_notify");
+    notices
+        .expect(
+            "queue_notify: one per queue",
+            &[(JOBS_CHANNEL, "n1"), (JOBS_CHANNEL, "n2")],
+        )
+        .await;
+    DB::queue_notify(&db.pool, &[]).await.expect("queue_notify");
+    notices.expect("queue_notify of no queue", &[]).await;
+
+    // PostgreSQL wakes other processes; SQLite (one host) does not, and its
+    // queue_notify is the no-op above.
+    assert_eq!(DB::CROSS_PROCESS_WAKE, DB::POSTGRES);
+    assert!(DB::DEFAULT_POLL_INTERVAL > Duration::ZERO);
+    assert!(DB::DEFAULT_POLL_INTERVAL <= Duration::from_secs(5));
+    if DB::POSTGRES {
+        assert!(DB::COMPLETION_WRITERS >= 1);
+    } else {
+        assert_eq!(DB::COMPLETION_WRITERS, 1, "one writer at a time");
+    }
+}
+
+async fn queue_set_paused_pauses_and_resumes<DB: Conformance>(db: &TestDatabase<DB>) {
+    let pool = &db.pool;
+    let mut notices = DB::notices(db).await;
+    let flags = |pool: Pool<DB>| async move {
+        let mut flags = DB::queue_paused_flags(&pool).await.unwrap();
+        flags.sort();
+        flags
+    };
+    assert!(flags(pool.clone()).await.is_empty(), "no settings rows yet");
+    let id = insert_one(pool, job("p", "pq")).await;
+    notices.take().await;
+
+    DB::queue_set_paused(pool, "pq", true).await.unwrap();
+    DB::queue_set_paused(pool, "pq", true).await.unwrap();
+    assert_eq!(flags(pool.clone()).await, [("pq".to_owned(), true)]);
+    notices.expect("a pause", &[]).await;
+    assert!(claim(pool, "pq", 10).await.is_empty());
+    assert!(DB::job_claim_limited(pool, "pq", 10, WORKER)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(state(pool, id).await, JobState::Available);
+
+    DB::queue_set_paused(pool, "pq", false).await.unwrap();
+    assert_eq!(
+        flags(pool.clone()).await,
+        [("pq".to_owned(), false)],
+        "the row stays"
+    );
+    notices.expect("a resume", &[(JOBS_CHANNEL, "pq")]).await;
+    assert_eq!(ids_of(&claim(pool, "pq", 10).await), [id]);
+
+    // Any settings row is listed, paused or not; pausing one queue leaves
+    // the others alone.
+    DB::queue_set_global_limit(pool, "gq", Some(2))
+        .await
+        .unwrap();
+    DB::queue_set_paused(pool, "other", true).await.unwrap();
+    assert_eq!(
+        flags(pool.clone()).await,
+        [
+            ("gq".to_owned(), false),
+            ("other".to_owned(), true),
+            ("pq".to_owned(), false)
+        ]
+    );
+}
+
+static WOKEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+static CANCELLED: Mutex<Vec<(String, Vec<i64>)>> = Mutex::new(Vec::new());
+
+fn record_wake(queue: &str) {
+    WOKEN.lock().unwrap().push(queue.to_owned());
+}
+
+fn record_cancel(identity: &str, ids: &[i64]) {
+    CANCELLED
+        .lock()
+        .unwrap()
+        .push((identity.to_owned(), ids.to_vec()));
+}
+
+fn woken(queue: &str) -> bool {
+    WOKEN.lock().unwrap().iter().any(|q| q == queue)
+}
+
+async fn notification_listen_delivers_to_signals<DB: Conformance>(db: &TestDatabase<DB>) {
+    let signals = Signals {
+        wake: record_wake,
+        cancel: record_cancel,
+    };
+    let pool = db.pool.clone();
+    let mut listen = tokio::spawn(async move { DB::notification_listen(&pool, signals).await });
+    if !DB::POSTGRES {
+        // No notifications: returns Ok at once, and never calls back.
+        let result = tokio::time::timeout(Duration::from_secs(10), &mut listen)
+            .await
+            .expect("SQLite's notification_listen returns at once");
+        result.unwrap().expect("Ok");
+        return;
+    }
+    // Listening starts inside the task: probe until a wake-up gets through.
+    let probe = format!("listen-probe-{}", std::process::id());
+    eventually(
+        Duration::from_secs(20),
+        "the listener hears a probe",
+        || async {
+            DB::queue_notify(&db.pool, std::slice::from_ref(&probe))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            woken(&probe)
+        },
+    )
+    .await;
+
+    // An enqueue wakes its queue.
+    let id = insert_one(&db.pool, job("l", "listen-q")).await;
+    eventually(Duration::from_secs(20), "the enqueue's wake-up", || async {
+        woken("listen-q")
+    })
+    .await;
+
+    // A cancel payload that is not an id is ignored, and listening goes on.
+    let notices = DB::notices(db).await;
+    notices.send(CANCEL_CHANNEL, "not-an-id").await;
+    notices.send(JOBS_CHANNEL, "listen-after-noise").await;
+    eventually(Duration::from_secs(20), "a wake-up after noise", || async {
+        woken("listen-after-noise")
+    })
+    .await;
+    let mut conn = db.pool.acquire().await.unwrap();
+    DB::job_insert_many(&mut *conn, &[job("l", "listen-after")], false)
+        .await
+        .unwrap();
+    drop(conn);
+
+    // Cancelling a running job signals its id, with the database's identity.
+    let claimed = claim(&db.pool, "listen-q", 1).await;
+    assert_eq!(ids_of(&claimed), [id]);
+    let identity = DB::pool_identity(&db.pool);
+    assert_eq!(
+        DB::job_cancel_many(&db.pool, &[id]).await.unwrap(),
+        [(id, true)]
+    );
+    eventually(Duration::from_secs(20), "the cancel signal", || async {
+        CANCELLED
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(who, ids)| *who == identity && ids == &[id])
+    })
+    .await;
+    assert_eq!(
+        *CANCELLED.lock().unwrap(),
+        [(identity, vec![id])],
+        "one signal: the noise was ignored"
+    );
+    assert!(
+        !woken("listen-after"),
+        "an insert without notify wakes nobody"
+    );
+    assert!(!listen.is_finished(), "listens until an error");
+    listen.abort();
+}
+
+// --- workers ---
+
+async fn worker_heartbeat_deregister_and_expiry<DB: Conformance>(db: &TestDatabase<DB>) {
+    let pool = &db.pool;
+    let info = |id: &str, pid| WorkerInfo {
+        id: id.into(),
+        host: "host-a".into(),
+        pid,
+        queues: "default,mail".into(),
+    };
+    let lease = Duration::from_secs(60);
+    assert!(DB::workers(pool).await.is_empty());
+
+    let before = now();
+    DB::worker_heartbeat(pool, &info("w1", 11)).await.unwrap();
+    let rows = DB::workers(pool).await;
+    assert_eq!(rows.len(), 1);
+    let (id, host, pid, queues, first_beat) = rows[0].clone();
+    assert_eq!(
+        (id.as_str(), host.as_str(), pid, queues.as_str()),
+        ("w1", "host-a", 11, "default,mail")
+    );
+    assert_near(first_beat, before, "heartbeat_at");
+
+    // Renewing keeps one row and moves its heartbeat.
+    DB::age_worker(pool, "w1", Duration::from_secs(30)).await;
+    DB::worker_heartbeat(pool, &info("w1", 11)).await.unwrap();
+    let rows = DB::workers(pool).await;
+    assert_eq!(rows.len(), 1);
+    assert_near(rows[0].4, now(), "renewed heartbeat_at");
+    assert!(rows[0].4 >= first_beat);
+
+    DB::worker_heartbeat(pool, &info("w2", 12)).await.unwrap();
+    DB::worker_heartbeat(pool, &info("w3", 13)).await.unwrap();
+    assert_eq!(DB::worker_delete_expired(pool, lease).await.unwrap(), 0);
+    DB::age_worker(pool, "w1", lease * 2).await;
+    assert_eq!(
+        DB::worker_delete_expired(pool, Duration::MAX)
+            .await
+            .expect("worker_delete_expired with a very long lease"),
+        0
+    );
+    DB::age_worker(pool, "w3", lease * 2).await;
+    assert_eq!(DB::worker_delete_expired(pool, lease).await.unwrap(), 2);
+    let ids: Vec<String> = DB::workers(pool).await.into_iter().map(|w| w.0).collect();
+    assert_eq!(ids, ["w2"]);
+
+    DB::worker_deregister(pool, "w2").await.unwrap();
+    DB::worker_deregister(pool, "never-registered")
+        .await
+        .unwrap();
+    assert!(DB::workers(pool).await.is_empty());
+}
+
+// --- leadership ---
+
+async fn leader_election_is_exclusive_until_expiry<DB: Conformance>(db: &TestDatabase<DB>) {
+    let pool = &db.pool;
+    let ttl = Duration::from_secs(60);
+    assert_eq!(DB::leader_get(pool, "maint").await.unwrap(), None);
+
+    let before = now();
+    assert!(DB::leader_attempt_elect(pool, "maint", "a", ttl)
+        .await
+        .unwrap());
+    let leader = DB::leader_get(pool, "maint")
+        .await
+        .unwrap()
+        .expect("a leads");
+    assert_eq!(leader.leader_id, "a");
+    assert_near(leader.elected_at, before, "elected_at");
+    assert_near(
+        leader.expires_at,
+        before + chrono::Duration::seconds(60),
+        "expires_at",
+    );
+
+    assert!(!DB::leader_attempt_elect(pool, "maint", "b", ttl)
+        .await
+        .unwrap());
+    assert_eq!(
+        DB::leader_get(pool, "maint")
+            .await
+            .unwrap()
+            .unwrap()
+            .leader_id,
+        "a"
+    );
+
+    // Renewal keeps the election time and moves the expiry.
+    DB::age_leader(pool, "maint", Duration::from_secs(30)).await;
+    let aged = DB::leader_get(pool, "maint").await.unwrap().unwrap();
+    assert!(DB::leader_attempt_elect(pool, "maint", "a", ttl)
+        .await
+        .unwrap());
+    let renewed = DB::leader_get(pool, "maint").await.unwrap().unwrap();
+    assert_eq!(renewed.elected_at, aged.elected_at);
+    assert!(renewed.expires_at > aged.expires_at);
+
+    // Another name is another leadership.
+    assert!(DB::leader_attempt_elect(pool, "other", "b", ttl)
+        .await
+        .unwrap());
+
+    // Only the holder resigns.
+    DB::leader_resign(pool, "maint", "b").await.unwrap();
+    assert_eq!(
+        DB::leader_get(pool, "maint")
+            .await
+            .unwrap()
+            .unwrap()
+            .leader_id,
+        "a"
+    );
+    DB::leader_resign(pool, "maint", "a").await.unwrap();
+    assert_eq!(DB::leader_get(pool, "maint").await.unwrap(), None);
+    assert!(DB::leader_attempt_elect(pool, "maint", "b", ttl)
+        .await
+        .unwrap());
+    assert_eq!(
+        DB::leader_get(pool, "maint")
+            .await
+            .unwrap()
+            .unwrap()
+            .leader_id,
+        "b"
+    );
+
+    // Expired: nobody leads, and anyone may take over.
+    DB::age_leader(pool, "maint", ttl * 2).await;
+    assert_eq!(DB::leader_get(pool, "maint").await.unwrap(), None);
+    let before = now();
+    assert!(DB::leader_attempt_elect(pool, "maint", "a", ttl)
+        .await
+        .unwrap());
+    let leader = DB::leader_get(pool, "maint").await.unwrap().unwrap();
+    assert_eq!(leader.leader_id, "a");
+    assert_near(leader.elected_at, before, "a new election");
+    assert!(!DB::leader_attempt_elect(pool, "maint", "b", ttl)
+        .await
+        .unwrap());
+    assert_eq!(
+        DB::leader_get(pool, "other")
+            .await
+            .unwrap()
+            .unwrap()
+            .leader_id,
+        "b"
+    );
+
+    // A TTL longer than any timestamp leads for good (not an error, and
+    // not an expiry in the past).
+    let before = now();
+    assert!(
+        DB::leader_attempt_elect(pool, "forever", "a", Duration::MAX)
+            .await
+            .expect("leader_attempt_elect with a very long ttl")
+    );
+    let leader = DB::leader_get(pool, "forever")
+        .await
+        .expect("leader_get of a very long ttl")
+        .expect("a leads");
+    assert_eq!(leader.leader_id, "a");
+    assert!(leader.expires_at > before + chrono::Duration::days(365 * 100));
+    assert!(!DB::leader_attempt_elect(pool, "forever", "b", ttl)
+        .await
+        .unwrap());
+
+    // Concurrent candidates: exactly one wins.
+    let mut candidates = tokio::task::JoinSet::new();
+    for c in 0..6 {
+        let pool = pool.clone();
+        candidates.spawn(async move {
+            DB::leader_attempt_elect(&pool, "race", &format!("c{c}"), ttl)
+                .await
+                .unwrap()
+        });
+    }
+    let mut won = 0;
+    while let Some(result) = candidates.join_next().await {
+        won += usize::from(result.unwrap());
+    }
+    assert_eq!(won, 1);
+}
+
+// --- periodic jobs ---
+
+async fn periodic_ticks_are_enqueued_once<DB: Conformance>(db: &TestDatabase<DB>) {
+    let pool = &db.pool;
+    let mut notices = DB::notices(db).await;
+    let tick = |minute| Utc.with_ymd_and_hms(2024, 5, 1, 12, minute, 0).unwrap();
+    let name = "every_minute";
+    assert_eq!(DB::periodic_last_tick(pool, name).await.unwrap(), None);
+
+    let first = ops::enqueue_tick(pool, name, tick(1), &job("tick", "ticks"))
+        .await
+        .unwrap()
+        .expect("a new tick is enqueued");
+    assert_eq!(get(pool, first).await.kind, "tick");
+    assert_eq!(
+        DB::periodic_last_tick(pool, name).await.unwrap(),
+        Some(tick(1))
+    );
+    notices
+        .expect("an enqueued tick", &[(JOBS_CHANNEL, "ticks")])
+        .await;
+
+    assert_eq!(
+        ops::enqueue_tick(pool, name, tick(1), &job("tick", "ticks"))
+            .await
+            .unwrap(),
+        None,
+        "the same tick again"
+    );
+    assert_eq!(
+        ops::enqueue_tick(pool, name, tick(0), &job("tick", "ticks"))
+            .await
+            .unwrap(),
+        None,
+        "an earlier tick"
+    );
+    notices.expect("ticks already enqueued", &[]).await;
+    assert_eq!(
+        counts(pool, None).await,
+        expected_counts(&[(JobState::Available, 1)])
+    );
+    let second = ops::enqueue_tick(pool, name, tick(2), &job("tick", "ticks"))
+        .await
+        .unwrap()
+        .expect("a later tick");
+    assert_ne!(second, first);
+    assert_eq!(
+        DB::periodic_last_tick(pool, name).await.unwrap(),
+        Some(tick(2))
+    );
+    assert_eq!(DB::periodic_last_tick(pool, "another").await.unwrap(), None);
+
+    // The primitive: moves forward only, inside the caller's transaction.
+    let mut tx = DB::tx_begin_write(pool).await.unwrap();
+    assert!(!DB::periodic_advance_tick(&mut *tx, name, tick(2))
+        .await
+        .unwrap());
+    assert!(!DB::periodic_advance_tick(&mut *tx, name, tick(1))
+        .await
+        .unwrap());
+    assert!(DB::periodic_advance_tick(&mut *tx, name, tick(3))
+        .await
+        .unwrap());
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        DB::periodic_last_tick(pool, name).await.unwrap(),
+        Some(tick(2)),
+        "rolled back"
+    );
+
+    // The row stays locked until the transaction ends: a second leader
+    // advancing to the same tick waits, then finds it taken.
+    let mut tx = DB::tx_begin_write(pool).await.unwrap();
+    assert!(DB::periodic_advance_tick(&mut *tx, name, tick(3))
+        .await
+        .unwrap());
+    let other = pool.clone();
+    let second_leader = tokio::spawn(async move {
+        let mut tx = DB::tx_begin_write(&other).await.unwrap();
+        let advanced = DB::periodic_advance_tick(&mut *tx, name, tick(3))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        advanced
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !second_leader.is_finished(),
+        "waits for the first transaction"
+    );
+    tx.commit().await.unwrap();
+    let advanced = tokio::time::timeout(Duration::from_secs(20), second_leader)
+        .await
+        .expect("the second leader goes on once the first commits")
+        .unwrap();
+    assert!(!advanced, "the tick was taken");
+    assert_eq!(
+        DB::periodic_last_tick(pool, name).await.unwrap(),
+        Some(tick(3))
+    );
+
+    // Concurrent leaders enqueue a new schedule's first tick once.
+    let mut leaders = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let pool = pool.clone();
+        leaders.spawn(async move {
+            ops::enqueue_tick(&pool, "race", tick(5), &job("race", "ticks"))
+                .await
+                .unwrap()
+        });
+    }
+    let mut enqueued = 0;
+    while let Some(result) = leaders.join_next().await {
+        enqueued += usize::from(result.unwrap().is_some());
+    }
+    assert_eq!(enqueued, 1);
+    assert_eq!(
+        counts(pool, None).await,
+        expected_counts(&[(JobState::Available, 3)])
+    );
+}
+
+// --- coverage ---
+
+/// Every method and constant of the `Driver` trait, and the generic
+/// operations, must be called by some scenario above.
+#[test]
+fn every_driver_method_has_a_conformance_scenario() {
+    let driver = include_str!("../src/storage/driver.rs");
+    let this = include_str!("driver_conformance.rs");
+    let start = driver
+        .find("pub trait Driver")
+        .expect("driver.rs declares `pub trait Driver`");
+    let body = &driver[start..];
+    let body = &body[..body.find("\n}").expect("the trait's closing brace")];
+
+    let ident = |rest: &str| -> String {
+        rest.chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let mut methods = Vec::new();
+    let mut constants = Vec::new();
+    for line in body.lines().map(str::trim_start) {
+        if let Some(rest) = line.strip_prefix("fn ") {
+            methods.push(ident(rest));
+        } else if let Some(rest) = line.strip_prefix("const ") {
+            constants.push(ident(rest));
+        }
+    }
+    assert!(methods.len() >= 40, "found only {methods:?} in driver.rs");
+    assert!(
+        constants.len() >= 4,
+        "found only {constants:?} in driver.rs"
+    );
+
+    let mut missing: Vec<String> = methods
+        .iter()
+        .filter(|m| !this.contains(&format!("DB::{m}(")))
+        .map(|m| format!("Driver::{m}"))
+        .collect();
+    missing.extend(
+        constants
+            .iter()
+            .filter(|c| !this.contains(&format!("DB::{c}")))
+            .map(|c| format!("Driver::{c}")),
+    );
+    for call in [
+        "ops::insert_unique::<DB>(",
+        "ops::enqueue_tick(",
+        "migrate::run(",
+    ] {
+        if !this.contains(call) {
+            missing.push(call.to_owned());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "no conformance scenario calls: {}",
+        missing.join(", ")
+    );
+}
