@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use sqlx::{Connection, PgConnection, Postgres, Sqlite};
+use sqlx::{Connection, PgConnection, Pool, Postgres, Sqlite};
 use tempfile::TempDir;
 
 /// The PostgreSQL server tests use when `DATABASE_URL` names none.
@@ -176,6 +176,45 @@ impl FreshDatabase {
     /// ```
     pub async fn create<DB: FreshBackend>() -> Self {
         DB::fresh_database().await
+    }
+
+    /// Runs `test` on a pool that `connect` opens (from the URL) on a fresh
+    /// database of `DB`'s kind; then closes the pool and removes the
+    /// database. For tests whose scenarios take just a pool.
+    ///
+    /// `connect` is where the test's own pool settings and migrations go
+    /// (this crate knows neither).
+    ///
+    /// ```
+    /// use offload_test_fixture::FreshDatabase;
+    /// use sqlx::{Pool, Sqlite};
+    ///
+    /// async fn scenario(pool: Pool<Sqlite>) -> i64 {
+    ///     sqlx::query_scalar("SELECT 40 + 2").fetch_one(&pool).await.unwrap()
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let connect = |url: String| async move {
+    ///     Pool::<Sqlite>::connect(&format!("{url}?mode=rwc")).await.unwrap()
+    /// };
+    /// assert_eq!(FreshDatabase::with_pool(connect, scenario).await, 42);
+    /// # }
+    /// ```
+    pub async fn with_pool<DB, C, CF, T, TF>(connect: C, test: T) -> TF::Output
+    where
+        DB: FreshBackend,
+        C: FnOnce(String) -> CF,
+        CF: Future<Output = Pool<DB>>,
+        T: FnOnce(Pool<DB>) -> TF,
+        TF: Future,
+    {
+        let db = Self::create::<DB>().await;
+        let pool = connect(db.url().to_owned()).await;
+        let outcome = test(pool.clone()).await;
+        pool.close().await;
+        db.cleanup().await;
+        outcome
     }
 
     /// The URL to connect to: `postgres://…/<name>` or
