@@ -341,22 +341,24 @@ async fn handler_without_tx_never_touches_the_database<DB: NotesDb>(pool: Pool<D
 
 // --- backends ------------------------------------------------------------
 
-/// Runs `scenario` on a fresh database of `DB`'s kind, then drops it.
-async fn on_fresh<DB: NotesDb, F: Future<Output = ()>>(scenario: fn(Pool<DB>) -> F) {
-    let db = FreshDatabase::create::<DB>().await;
-    let pool = DB::connect(db.url(), 4).await.expect("connect");
-    scenario(pool.clone()).await;
-    pool.close().await;
-    db.cleanup().await;
+/// Runs `scenario` on a fresh database of `DB`'s kind, with a pool of
+/// `connections`.
+async fn on_fresh<DB: NotesDb, F: Future<Output = ()>>(
+    connections: u32,
+    scenario: fn(Pool<DB>) -> F,
+) {
+    let connect =
+        |url: String| async move { DB::connect(&url, connections).await.expect("connect") };
+    FreshDatabase::with_pool(connect, scenario).await;
 }
 
 macro_rules! on_both_backends {
     ($($scenario:ident),* $(,)?) => {
         mod postgres {
             $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[tokio::test]
                 async fn $scenario() {
-                    super::on_fresh::<sqlx::Postgres, _>(super::$scenario).await;
+                    super::on_fresh::<sqlx::Postgres, _>(5, super::$scenario).await;
                 }
             )*
         }
@@ -364,7 +366,7 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $scenario() {
-                    super::on_fresh::<sqlx::Sqlite, _>(super::$scenario).await;
+                    super::on_fresh::<sqlx::Sqlite, _>(4, super::$scenario).await;
                 }
             )*
         }
