@@ -145,7 +145,7 @@ async fn browser_filters_retries_and_escapes() {
         "chromedriver is not installed: run `apt-get install -y chromium chromium-driver` (the browser test needs it)",
     );
 
-    let (dir, pool) = sqlite_pool().await;
+    let (db, pool) = sqlite_pool().await;
     let client = Client::new(pool.clone());
     let mut jobs = Vec::new();
     for invoice in [1041, 1042, 1043] {
@@ -208,10 +208,7 @@ async fn browser_filters_retries_and_escapes() {
     let addr: SocketAddr = listener.local_addr().unwrap();
     let config = DashboardConfig::new()
         .title("offload")
-        .database(&format!(
-            "sqlite://{}",
-            dir.path().join("jobs.db").display()
-        ))
+        .database(db.url())
         .refresh(Duration::from_secs(1));
     let app = offload_dashboard::router(pool.clone(), config);
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
