@@ -5,6 +5,8 @@
 //! - [`send`] with [`get`], [`post`] and [`post_json`]: requests sent
 //!   straight into an axum [`Router`](axum::Router), answered as a [`Reply`].
 //! - [`eventually`]: polls a condition until it holds or a time limit passes.
+//! - [`on_both_backends!`]: a PostgreSQL and an SQLite test for each
+//!   scenario generic over the backend.
 //!
 //! It knows nothing of offload itself (it does not depend on the `offload`
 //! crate, so offload's own tests can use it): migrations, pools with
@@ -28,6 +30,7 @@
 
 mod database;
 mod http;
+mod macros;
 mod poll;
 
 pub use database::{admin_url, FreshBackend, FreshDatabase, DEFAULT_ADMIN_URL};

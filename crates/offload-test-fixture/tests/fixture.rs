@@ -139,3 +139,21 @@ async fn json_of_a_non_json_body_panics_showing_it() {
 async fn eventually_gives_up_after_its_limit() {
     eventually(Duration::from_millis(100), "never", || async { false }).await;
 }
+
+async fn on_fresh<DB: FreshBackend, F: std::future::Future<Output = ()>>(
+    scenario: fn(String) -> F,
+) {
+    let db = FreshDatabase::create::<DB>().await;
+    scenario(db.url().to_owned()).await;
+    db.cleanup().await;
+}
+
+async fn each_backend_gets_a_database_of_its_kind<DB: FreshBackend>(url: String) {
+    let scheme = match DB::NAME {
+        "PostgreSQL" => "postgres://",
+        _ => "sqlite://",
+    };
+    assert!(url.starts_with(scheme), "{}: {url}", DB::NAME);
+}
+
+offload_test_fixture::on_both_backends!(on_fresh => each_backend_gets_a_database_of_its_kind);
