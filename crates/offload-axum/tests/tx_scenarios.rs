@@ -341,39 +341,13 @@ async fn handler_without_tx_never_touches_the_database<DB: NotesDb>(pool: Pool<D
 
 // --- backends ------------------------------------------------------------
 
-/// Runs `scenario` on a fresh database of `DB`'s kind, with a pool of
-/// `connections`.
-async fn on_fresh<DB: NotesDb, F: Future<Output = ()>>(
-    connections: u32,
-    scenario: fn(Pool<DB>) -> F,
-) {
-    let connect =
-        |url: String| async move { DB::connect(&url, connections).await.expect("connect") };
+/// Runs `scenario` on a fresh database of `DB`'s kind, with a pool of 5.
+async fn on_fresh<DB: NotesDb, F: Future<Output = ()>>(scenario: fn(Pool<DB>) -> F) {
+    let connect = |url: String| async move { DB::connect(&url, 5).await.expect("connect") };
     FreshDatabase::with_pool(connect, scenario).await;
 }
 
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $scenario() {
-                    super::on_fresh::<sqlx::Postgres, _>(5, super::$scenario).await;
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::on_fresh::<sqlx::Sqlite, _>(4, super::$scenario).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_backends!(
+offload_test_fixture::on_both_backends!(on_fresh =>
     success_commits_writes_and_job,
     redirect_commits,
     error_response_rolls_back_writes_and_job,

@@ -661,39 +661,13 @@ async fn openapi_document_and_offline_docs_are_served<DB: TestDb>(pool: Pool<DB>
 
 // --- backends ------------------------------------------------------------
 
-/// Runs `scenario` on a fresh database of `DB`'s kind, with a pool of
-/// `connections`.
-async fn on_fresh<DB: TestDb, F: Future<Output = ()>>(
-    connections: u32,
-    scenario: fn(Pool<DB>) -> F,
-) {
-    let connect =
-        |url: String| async move { DB::connect(&url, connections).await.expect("connect") };
+/// Runs `scenario` on a fresh database of `DB`'s kind, with a pool of 5.
+async fn on_fresh<DB: TestDb, F: Future<Output = ()>>(scenario: fn(Pool<DB>) -> F) {
+    let connect = |url: String| async move { DB::connect(&url, 5).await.expect("connect") };
     FreshDatabase::with_pool(connect, scenario).await;
 }
 
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $scenario() {
-                    super::on_fresh::<sqlx::Postgres, _>(5, super::$scenario).await;
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::on_fresh::<sqlx::Sqlite, _>(4, super::$scenario).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_backends!(
+offload_test_fixture::on_both_backends!(on_fresh =>
     create_returns_201_with_location_and_queued_job,
     job_runs_to_done_with_iterated_hash,
     failed_enqueue_leaves_no_record,

@@ -158,28 +158,7 @@ async fn on_fresh<DB: RecordStore + FreshBackend, F: Future<Output = ()>>(
     db.cleanup().await;
 }
 
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $scenario() {
-                    super::on_fresh::<sqlx::Postgres, _>(super::$scenario::<sqlx::Postgres>).await;
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::on_fresh::<sqlx::Sqlite, _>(super::$scenario::<sqlx::Sqlite>).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_backends!(
+offload_test_fixture::on_both_backends!(on_fresh =>
     serves_and_processes_in_process,
     acknowledged_records_finish_after_graceful_restart,
 );
