@@ -3,25 +3,23 @@
 //! it following the request's fate.
 
 use std::future::Future;
-use std::path::PathBuf;
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, Request, StatusCode};
+use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use http_body_util::BodyExt;
 use offload::{Backend, Client, Job, JobContext, JobError, JobState};
 use offload_axum::{BeginTx, Json, Problem, Tx, TxLayer};
+use offload_test_fixture::{self as fixture, send, FreshBackend, FreshDatabase};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use sqlx::{PgPool, Pool, Postgres, Sqlite, SqlitePool};
 use tower::ServiceExt;
 use tower_http::catch_panic::CatchPanicLayer;
 
 /// The test app's own table, on each backend.
-trait NotesDb: Backend {
+trait NotesDb: Backend + FreshBackend {
     fn create_notes(pool: &Pool<Self>) -> impl Future<Output = ()> + Send;
     fn insert_note(
         conn: &mut Self::Connection,
@@ -170,34 +168,8 @@ async fn setup<DB: NotesDb>(pool: &Pool<DB>) {
     DB::create_notes(pool).await;
 }
 
-async fn send(app: &Router, request: Request<Body>) -> (StatusCode, String, Value) {
-    let response = app.clone().oneshot(request).await.expect("infallible");
-    let status = response.status();
-    let content_type = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    (status, content_type, body)
-}
-
 fn post_empty(path: &str) -> Request<Body> {
     Request::post(path).body(Body::empty()).expect("request")
-}
-
-fn post_json(path: &str, content_type: &str, body: impl Into<Body>) -> Request<Body> {
-    Request::post(path)
-        .header(header::CONTENT_TYPE, content_type)
-        .body(body.into())
-        .expect("request")
 }
 
 async fn jobs<DB: NotesDb>(pool: &Pool<DB>) -> i64 {
@@ -215,8 +187,8 @@ async fn jobs<DB: NotesDb>(pool: &Pool<DB>) -> i64 {
 async fn success_commits_writes_and_job<DB: NotesDb>(pool: Pool<DB>) {
     setup(&pool).await;
     let app = app(pool.clone());
-    let (status, _, _) = send(&app, post_empty("/created")).await;
-    assert_eq!(status, StatusCode::CREATED);
+    let reply = send(&app, post_empty("/created")).await;
+    assert_eq!(reply.status, StatusCode::CREATED);
     assert_eq!(DB::count_notes(&pool).await, 1);
     let counts = Client::new(pool.clone())
         .count_by_state(None)
@@ -227,8 +199,8 @@ async fn success_commits_writes_and_job<DB: NotesDb>(pool: Pool<DB>) {
 
 async fn redirect_commits<DB: NotesDb>(pool: Pool<DB>) {
     setup(&pool).await;
-    let (status, _, _) = send(&app(pool.clone()), post_empty("/redirected")).await;
-    assert_eq!(status, StatusCode::SEE_OTHER);
+    let reply = send(&app(pool.clone()), post_empty("/redirected")).await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER);
     assert_eq!(DB::count_notes(&pool).await, 1);
     assert_eq!(jobs(&pool).await, 1);
 }
@@ -236,12 +208,12 @@ async fn redirect_commits<DB: NotesDb>(pool: Pool<DB>) {
 async fn error_response_rolls_back_writes_and_job<DB: NotesDb>(pool: Pool<DB>) {
     setup(&pool).await;
     let app = app(pool.clone());
-    let (status, content_type, body) = send(&app, post_empty("/failed")).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(content_type, "application/problem+json");
-    assert_eq!(body["field"], "text");
-    let (status, _, _) = send(&app, post_empty("/server-error")).await;
-    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    let reply = send(&app, post_empty("/failed")).await;
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(reply.content_type(), "application/problem+json");
+    assert_eq!(reply.json()["field"], "text");
+    let reply = send(&app, post_empty("/server-error")).await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(DB::count_notes(&pool).await, 0);
     assert_eq!(jobs(&pool).await, 0);
 }
@@ -249,13 +221,13 @@ async fn error_response_rolls_back_writes_and_job<DB: NotesDb>(pool: Pool<DB>) {
 async fn panic_rolls_back_writes_and_job<DB: NotesDb>(pool: Pool<DB>) {
     setup(&pool).await;
     let app = app(pool.clone());
-    let (status, _, _) = send(&app, post_empty("/panicked")).await;
-    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    let reply = send(&app, post_empty("/panicked")).await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(DB::count_notes(&pool).await, 0);
     assert_eq!(jobs(&pool).await, 0);
     // The connection went back to the pool clean: the next request commits.
-    let (status, _, _) = send(&app, post_empty("/created")).await;
-    assert_eq!(status, StatusCode::CREATED);
+    let reply = send(&app, post_empty("/created")).await;
+    assert_eq!(reply.status, StatusCode::CREATED);
     assert_eq!(DB::count_notes(&pool).await, 1);
 }
 
@@ -276,17 +248,17 @@ async fn body_rejections_are_problems<DB: NotesDb>(pool: Pool<DB>) {
     let app = app(pool.clone());
     let cases = [
         (
-            post_json("/body-first", "text/plain", r#"{"text":"a"}"#),
+            fixture::post("/body-first", "text/plain", r#"{"text":"a"}"#),
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             None,
         ),
         (
-            post_json("/body-first", "application/json", r#"{"text":"#),
+            fixture::post("/body-first", "application/json", r#"{"text":"#),
             StatusCode::BAD_REQUEST,
             None,
         ),
         (
-            post_json(
+            fixture::post(
                 "/body-first",
                 "application/json",
                 r#"{"text":"a"} trailing"#,
@@ -295,43 +267,44 @@ async fn body_rejections_are_problems<DB: NotesDb>(pool: Pool<DB>) {
             None,
         ),
         (
-            post_json("/body-first", "application/json", r#"{"text":7}"#),
+            fixture::post("/body-first", "application/json", r#"{"text":7}"#),
             StatusCode::UNPROCESSABLE_ENTITY,
             Some("text"),
         ),
         (
-            post_json("/body-first", "application/json", "x".repeat(65)),
+            fixture::post("/body-first", "application/json", "x".repeat(65)),
             StatusCode::PAYLOAD_TOO_LARGE,
             None,
         ),
     ];
     for (request, expected, field) in cases {
-        let (status, content_type, body) = send(&app, request).await;
-        assert_eq!(status, expected, "body: {body}");
-        assert_eq!(content_type, "application/problem+json");
+        let reply = send(&app, request).await;
+        assert_eq!(reply.status, expected, "body: {}", reply.text());
+        assert_eq!(reply.content_type(), "application/problem+json");
+        let body = reply.json();
         assert_eq!(body["status"], expected.as_u16());
         assert_eq!(body["field"].as_str(), field);
     }
     assert_eq!(DB::count_notes(&pool).await, 0);
-    let (status, _, _) = send(
+    let reply = send(
         &app,
-        post_json(
+        fixture::post(
             "/body-first",
             "application/json; charset=utf-8",
             r#"{"text":"ok"}"#,
         ),
     )
     .await;
-    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(reply.status, StatusCode::CREATED);
     assert_eq!(DB::count_notes(&pool).await, 1);
     assert_eq!(jobs(&pool).await, 1);
 }
 
 async fn extracting_twice_is_a_server_error<DB: NotesDb>(pool: Pool<DB>) {
     setup(&pool).await;
-    let (status, content_type, _) = send(&app(pool.clone()), post_empty("/twice")).await;
-    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
-    assert_eq!(content_type, "application/problem+json");
+    let reply = send(&app(pool.clone()), post_empty("/twice")).await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(reply.content_type(), "application/problem+json");
 }
 
 async fn missing_layer_is_a_server_error<DB: NotesDb>(pool: Pool<DB>) {
@@ -339,9 +312,10 @@ async fn missing_layer_is_a_server_error<DB: NotesDb>(pool: Pool<DB>) {
     let unlayered = Router::new()
         .route("/created", post(created::<DB>))
         .with_state(Client::new(pool.clone()));
-    let (status, content_type, body) = send(&unlayered, post_empty("/created")).await;
-    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
-    assert_eq!(content_type, "application/problem+json");
+    let reply = send(&unlayered, post_empty("/created")).await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(reply.content_type(), "application/problem+json");
+    let body = reply.json();
     assert!(
         !body.to_string().contains("TxLayer"),
         "no internals: {body}"
@@ -353,17 +327,12 @@ async fn handler_without_tx_never_touches_the_database<DB: NotesDb>(pool: Pool<D
     let app = app(pool.clone());
     // A closed pool fails any begin; a route that takes no Tx still answers.
     pool.close().await;
-    let (status, _, _) = send(
-        &app,
-        Request::get("/read-only")
-            .body(Body::empty())
-            .expect("request"),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
-    let (status, content_type, body) = send(&app, post_empty("/created")).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(content_type, "application/problem+json");
+    let reply = send(&app, fixture::get("/read-only")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let reply = send(&app, post_empty("/created")).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.content_type(), "application/problem+json");
+    let body = reply.json();
     assert!(
         !body.to_string().to_lowercase().contains("pool"),
         "no internals: {body}"
@@ -372,64 +341,13 @@ async fn handler_without_tx_never_touches_the_database<DB: NotesDb>(pool: Pool<D
 
 // --- backends ------------------------------------------------------------
 
-/// A fresh SQLite file (not `:memory:`, which is per connection).
-struct SqliteFile {
-    dir: PathBuf,
+/// Runs `scenario` on a fresh database of `DB`'s kind, with a pool of 5.
+async fn on_fresh<DB: NotesDb, F: Future<Output = ()>>(scenario: fn(Pool<DB>) -> F) {
+    let connect = |url: String| async move { DB::connect(&url, 5).await.expect("connect") };
+    FreshDatabase::with_pool(connect, scenario).await;
 }
 
-impl SqliteFile {
-    async fn open(name: &str) -> (Self, SqlitePool) {
-        let dir = std::env::temp_dir().join(format!(
-            "offload-axum-{name}-{}-{}",
-            std::process::id(),
-            rand_suffix()
-        ));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let url = format!("sqlite://{}", dir.join("test.db").display());
-        let pool = Sqlite::connect(&url, 4).await.expect("open sqlite");
-        (Self { dir }, pool)
-    }
-}
-
-impl Drop for SqliteFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn rand_suffix() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos() as u64)
-        .unwrap_or_default();
-    nanos ^ (NEXT.fetch_add(1, Ordering::Relaxed) << 32)
-}
-
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[sqlx::test(migrations = false)]
-                async fn $scenario(pool: sqlx::PgPool) {
-                    super::$scenario(pool).await;
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    let (_file, pool) = super::SqliteFile::open(stringify!($scenario)).await;
-                    super::$scenario(pool).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_backends!(
+offload_test_fixture::on_both_backends!(on_fresh =>
     success_commits_writes_and_job,
     redirect_commits,
     error_response_rolls_back_writes_and_job,

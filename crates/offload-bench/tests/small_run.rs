@@ -3,6 +3,7 @@
 
 use clap::Parser;
 use offload_bench::BenchArgs;
+use offload_test_fixture::{admin_url, FreshDatabase};
 
 #[derive(Parser)]
 struct Cli {
@@ -59,23 +60,20 @@ fn assert_complete(report: &offload_bench::Report) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_phase_reports_on_sqlite_and_removes_its_file() {
-    let dir = std::env::temp_dir().join(format!("offload-bench-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let url = format!("sqlite://{}/named.db", dir.display());
-    let report = offload_bench::run(small(&["--database-url", &url]))
+    let db = FreshDatabase::sqlite();
+    let report = offload_bench::run(small(&["--database-url", db.url()]))
         .await
         .unwrap();
     assert_eq!(report.backend, "SQLite");
     assert_complete(&report);
-    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    let left: Vec<_> = std::fs::read_dir(db.dir().unwrap()).unwrap().collect();
     assert!(left.is_empty(), "scratch files left: {left:?}");
-    std::fs::remove_dir(&dir).unwrap();
+    db.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_phase_reports_on_postgres_and_drops_its_database() {
-    let server = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let server = admin_url();
     let report = offload_bench::run(small(&[
         "--database-url",
         &server,

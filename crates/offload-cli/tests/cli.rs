@@ -4,7 +4,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use offload::{Backend, Client, JobState, NewJob};
-use sqlx::{PgPool, Sqlite};
+use offload_test_fixture::FreshDatabase;
+use sqlx::{PgPool, Postgres, Sqlite};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BIN: &str = env!("CARGO_BIN_EXE_offload");
@@ -27,19 +28,19 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-/// The URL of the per-test database `pool` points at, with a password
-/// the trust-auth server ignores (to check it is never printed).
-fn pg_url(pool: &PgPool) -> String {
-    let name = pool
-        .connect_options()
-        .get_database()
-        .expect("test database name")
-        .to_owned();
-    format!("postgres://postgres:s3cr3t-pw@127.0.0.1:5432/{name}")
+/// The URL of the per-test database `db`, with a password the trust-auth
+/// server ignores (to check it is never printed).
+fn pg_url(db: &FreshDatabase) -> String {
+    format!("postgres://postgres:s3cr3t-pw@127.0.0.1:5432/{}", db.name())
 }
 
-fn sqlite_url(dir: &tempfile::TempDir) -> String {
-    format!("sqlite://{}", dir.path().join("jobs.db").display())
+/// A fresh PostgreSQL database and a pool on it.
+async fn postgres() -> (FreshDatabase, PgPool) {
+    let db = FreshDatabase::postgres().await;
+    let pool = <Postgres as Backend>::connect(db.url(), 5)
+        .await
+        .expect("connect");
+    (db, pool)
 }
 
 fn job(queue: &str, kind: &str) -> NewJob {
@@ -50,8 +51,8 @@ fn job(queue: &str, kind: &str) -> NewJob {
 
 #[tokio::test]
 async fn migrate_then_list_jobs_as_table_and_json() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = sqlite_url(&dir);
+    let db = FreshDatabase::sqlite();
+    let url = db.url().to_owned();
     let migrated = offload(&url, &["migrate"]);
     assert!(migrated.status.success(), "{}", stderr(&migrated));
     let pool = <Sqlite as Backend>::connect(&url, 2).await.unwrap();
@@ -91,8 +92,8 @@ async fn migrate_then_list_jobs_as_table_and_json() {
 
 #[tokio::test]
 async fn exit_codes_say_what_went_wrong() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = sqlite_url(&dir);
+    let db = FreshDatabase::sqlite();
+    let url = db.url().to_owned();
     assert!(offload(&url, &["migrate"]).status.success());
     let pool = <Sqlite as Backend>::connect(&url, 2).await.unwrap();
     let id = Client::new(pool)
@@ -132,9 +133,10 @@ async fn exit_codes_say_what_went_wrong() {
     assert!(!stderr(&bad_url).contains("pw@"));
 }
 
-#[sqlx::test(migrations = false)]
-async fn bulk_cancel_and_retry_by_filter_on_postgres(pool: PgPool) {
-    let url = pg_url(&pool);
+#[tokio::test]
+async fn bulk_cancel_and_retry_by_filter_on_postgres() {
+    let (db, pool) = postgres().await;
+    let url = pg_url(&db);
     let migrated = offload(&url, &["migrate"]);
     assert!(migrated.status.success(), "{}", stderr(&migrated));
     assert!(!stdout(&migrated).contains("s3cr3t-pw"));
@@ -171,11 +173,13 @@ async fn bulk_cancel_and_retry_by_filter_on_postgres(pool: PgPool) {
     );
     assert_eq!(one.status.code(), Some(0), "{}", stderr(&one));
     assert!(client.job(ids[0]).await.unwrap().is_none());
+    db.cleanup().await;
 }
 
-#[sqlx::test(migrations = false)]
-async fn queues_pause_resume_and_list_on_postgres(pool: PgPool) {
-    let url = pg_url(&pool);
+#[tokio::test]
+async fn queues_pause_resume_and_list_on_postgres() {
+    let (db, pool) = postgres().await;
+    let url = pg_url(&db);
     assert!(offload(&url, &["migrate"]).status.success());
     Client::new(pool.clone())
         .insert(&[job("mail", "send_email")])
@@ -193,6 +197,7 @@ async fn queues_pause_resume_and_list_on_postgres(pool: PgPool) {
         .success());
     let table = stdout(&offload(&url, &["queues", "list"]));
     assert!(table.contains("mail") && table.contains("no"), "{table}");
+    db.cleanup().await;
 }
 
 async fn http_get(port: u16, path: &str) -> Option<String> {
@@ -242,9 +247,10 @@ async fn start_dashboard(
     }
 }
 
-#[sqlx::test(migrations = false)]
-async fn dashboard_serves_pages_without_showing_the_password(pool: PgPool) {
-    let (mut server, port, page) = start_dashboard(&pg_url(&pool), &[], "/").await;
+#[tokio::test]
+async fn dashboard_serves_pages_without_showing_the_password() {
+    let db = FreshDatabase::postgres().await;
+    let (mut server, port, page) = start_dashboard(&pg_url(&db), &[], "/").await;
     assert!(
         page.starts_with("HTTP/1.0 200") || page.starts_with("HTTP/1.1 200"),
         "{page}"
@@ -261,13 +267,15 @@ async fn dashboard_serves_pages_without_showing_the_password(pool: PgPool) {
         "{logs}"
     );
     assert!(!logs.contains("s3cr3t-pw"), "{logs}");
+    db.cleanup().await;
 }
 
-#[sqlx::test(migrations = false)]
-async fn dashboard_metrics_need_the_token_when_one_is_set(pool: PgPool) {
+#[tokio::test]
+async fn dashboard_metrics_need_the_token_when_one_is_set() {
+    let db = FreshDatabase::postgres().await;
     let token = "scrape-token-0123456789";
-    let (_server, port, refused) =
-        start_dashboard(&pg_url(&pool), &["--token", token], "/metrics").await;
+    let (server, port, refused) =
+        start_dashboard(&pg_url(&db), &["--token", token], "/metrics").await;
     assert!(refused.contains(" 401 "), "{refused}");
     assert!(!refused.contains("offload_queue_jobs"), "{refused}");
     let wrong = http_get_with(port, "/metrics", "Authorization: Bearer nope\r\n")
@@ -282,16 +290,18 @@ async fn dashboard_metrics_need_the_token_when_one_is_set(pool: PgPool) {
     .await
     .unwrap();
     assert!(served.contains(" 200 "), "{served}");
+    drop(server);
+    db.cleanup().await;
 }
 
 #[test]
 fn dashboard_refuses_to_listen_publicly_without_a_token() {
-    let dir = tempfile::tempdir().unwrap();
-    let output = offload(&sqlite_url(&dir), &["dashboard", "--listen", "0.0.0.0:0"]);
+    let db = FreshDatabase::sqlite();
+    let output = offload(db.url(), &["dashboard", "--listen", "0.0.0.0:0"]);
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("set a token"));
     let short = offload(
-        &sqlite_url(&dir),
+        db.url(),
         &["dashboard", "--listen", "0.0.0.0:0", "--token", "abc"],
     );
     assert_eq!(short.status.code(), Some(2));

@@ -6,6 +6,7 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use offload::{Backend, Client, JobState};
 use offload_dashboard::DashboardConfig;
+use offload_test_fixture::{get, post_json, send, Reply};
 use serde_json::json;
 use sqlx::Pool;
 use support::*;
@@ -36,7 +37,11 @@ async fn pages_follow_the_keyset_cursor_newest_first<DB: Backend>(pool: Pool<DB>
     let app = app(&pool);
     // Cancel some, so pages span several states.
     for id in [inserted[1], inserted[4]] {
-        post_json(&app, &format!("/api/jobs/{id}/cancel"), json!({})).await;
+        send(
+            &app,
+            post_json(&format!("/api/jobs/{id}/cancel"), json!({})),
+        )
+        .await;
     }
     let pages = |filter: &'static str| {
         let app = app.clone();
@@ -44,8 +49,8 @@ async fn pages_follow_the_keyset_cursor_newest_first<DB: Backend>(pool: Pool<DB>
             let mut seen = Vec::new();
             let mut uri = format!("/api/jobs?limit=3{filter}");
             loop {
-                let reply = get(&app, &uri).await;
-                assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+                let reply = send(&app, get(&uri)).await;
+                assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
                 seen.extend(ids(&reply));
                 match reply.json()["next_before"].as_i64() {
                     Some(before) => uri = format!("/api/jobs?limit=3{filter}&before={before}"),
@@ -78,33 +83,42 @@ async fn filters_select_by_state_queue_kind_tag_text_and_time<DB: Backend>(pool:
     run_all(&pool, &["mail", "default"]).await;
     let app = app(&pool);
 
-    let discarded = get(&app, "/api/jobs?state=discarded").await;
+    let discarded = send(&app, get("/api/jobs?state=discarded")).await;
     assert_eq!(ids(&discarded), vec![mail[0]]);
     assert_eq!(discarded.json()["jobs"][0]["last_error"], "boom: in mail");
 
-    let both = get(&app, "/api/jobs?state=discarded,completed&queue=mail").await;
+    let both = send(&app, get("/api/jobs?state=discarded,completed&queue=mail")).await;
     assert_eq!(ids(&both), vec![mail[1], mail[0]]);
 
-    let tagged = get(&app, "/api/jobs?tag=signup").await;
+    let tagged = send(&app, get("/api/jobs?tag=signup")).await;
     assert_eq!(ids(&tagged), vec![default[0], mail[0]]);
-    assert_eq!(ids(&get(&app, "/api/jobs?tag=vip").await), vec![default[0]]);
+    assert_eq!(
+        ids(&send(&app, get("/api/jobs?tag=vip")).await),
+        vec![default[0]]
+    );
 
     assert_eq!(
-        ids(&get(&app, "/api/jobs?kind=flaky&queue=default").await),
+        ids(&send(&app, get("/api/jobs?kind=flaky&queue=default")).await),
         default
     );
-    assert!(ids(&get(&app, "/api/jobs?kind=other").await).is_empty());
+    assert!(ids(&send(&app, get("/api/jobs?kind=other")).await).is_empty());
 
     // Text matches args and errors, case-insensitively.
-    assert_eq!(ids(&get(&app, "/api/jobs?q=BOOM").await), vec![mail[0]]);
-    assert_eq!(ids(&get(&app, "/api/jobs?q=in%20default").await), default);
+    assert_eq!(
+        ids(&send(&app, get("/api/jobs?q=BOOM")).await),
+        vec![mail[0]]
+    );
+    assert_eq!(
+        ids(&send(&app, get("/api/jobs?q=in%20default")).await),
+        default
+    );
     // Wildcards are literal; quotes are just text.
-    assert!(ids(&get(&app, "/api/jobs?q=%25").await).is_empty());
-    assert!(ids(&get(&app, "/api/jobs?q=%27%20OR%201%3D1%20--").await).is_empty());
+    assert!(ids(&send(&app, get("/api/jobs?q=%25")).await).is_empty());
+    assert!(ids(&send(&app, get("/api/jobs?q=%27%20OR%201%3D1%20--")).await).is_empty());
 
-    assert_eq!(ids(&get(&app, "/api/jobs?since=1h").await).len(), 3);
-    assert!(ids(&get(&app, "/api/jobs?until=1h").await).is_empty());
-    assert!(ids(&get(&app, "/api/jobs?since=2999-01-01").await).is_empty());
+    assert_eq!(ids(&send(&app, get("/api/jobs?since=1h")).await).len(), 3);
+    assert!(ids(&send(&app, get("/api/jobs?until=1h")).await).is_empty());
+    assert!(ids(&send(&app, get("/api/jobs?since=2999-01-01")).await).is_empty());
 }
 
 async fn bad_filters_are_clear_400s_never_sql_errors<DB: Backend>(pool: Pool<DB>) {
@@ -128,14 +142,14 @@ async fn bad_filters_are_clear_400s_never_sql_errors<DB: Backend>(pool: Pool<DB>
         ("/api/throughput?minutes=0", "minutes"),
     ];
     for (uri, needle) in cases {
-        let reply = get(&app, uri).await;
+        let reply = send(&app, get(uri)).await;
         assert_eq!(
             reply.status,
             StatusCode::BAD_REQUEST,
             "{uri}: {}",
-            reply.text
+            reply.text()
         );
-        assert_eq!(reply.content_type, "application/problem+json", "{uri}");
+        assert_eq!(reply.content_type(), "application/problem+json", "{uri}");
         let detail = reply.json()["detail"]
             .as_str()
             .unwrap_or_default()
@@ -146,10 +160,10 @@ async fn bad_filters_are_clear_400s_never_sql_errors<DB: Backend>(pool: Pool<DB>
         }
     }
     let long = "x".repeat(201);
-    let reply = get(&app, &format!("/api/jobs?q={long}")).await;
+    let reply = send(&app, get(&format!("/api/jobs?q={long}"))).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
 
-    let unknown_action = post_json(&app, "/api/jobs/1/explode", json!({})).await;
+    let unknown_action = send(&app, post_json("/api/jobs/1/explode", json!({}))).await;
     assert_eq!(unknown_action.status, StatusCode::BAD_REQUEST);
     let bad_body = send(
         &app,
@@ -163,16 +177,22 @@ async fn bad_filters_are_clear_400s_never_sql_errors<DB: Backend>(pool: Pool<DB>
         bad_body.status,
         StatusCode::BAD_REQUEST,
         "{}",
-        bad_body.text
+        bad_body.text()
     );
-    let bad_state = post_json(
+    let bad_state = send(
         &app,
-        "/api/jobs/bulk",
-        json!({"action": "retry", "filter": {"state": "nope"}}),
+        post_json(
+            "/api/jobs/bulk",
+            json!({"action": "retry", "filter": {"state": "nope"}}),
+        ),
     )
     .await;
     assert_eq!(bad_state.status, StatusCode::BAD_REQUEST);
-    let everything = post_json(&app, "/api/jobs/bulk", json!({"action": "delete"})).await;
+    let everything = send(
+        &app,
+        post_json("/api/jobs/bulk", json!({"action": "delete"})),
+    )
+    .await;
     assert_eq!(everything.status, StatusCode::BAD_REQUEST);
     assert!(everything.json()["detail"]
         .as_str()
@@ -192,23 +212,23 @@ async fn job_detail_has_args_errors_and_timestamps<DB: Backend>(pool: Pool<DB>) 
     let id = insert(&pool, &[("default", true, &["x"])]).await[0];
     run_all(&pool, &["default"]).await;
     let app = app(&pool);
-    let job = get(&app, &format!("/api/jobs/{id}")).await.json();
+    let job = send(&app, get(&format!("/api/jobs/{id}"))).await.json();
     assert_eq!(job["state"], "discarded");
     assert_eq!(job["args"], json!({"fail": true, "note": "in default"}));
     assert_eq!(job["errors"][0]["attempt"], 1);
     assert_eq!(job["errors"][0]["error"], "boom: in default");
     assert!(job["finalized_at"].is_string() && job["attempted_at"].is_string());
-    let missing = get(&app, "/api/jobs/999999").await;
+    let missing = send(&app, get("/api/jobs/999999")).await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
-    assert_eq!(missing.content_type, "application/problem+json");
+    assert_eq!(missing.content_type(), "application/problem+json");
 }
 
 async fn retry_makes_a_discarded_job_run_again_with_one_more_attempt<DB: Backend>(pool: Pool<DB>) {
     let id = insert(&pool, &[("default", true, &[])]).await[0];
     run_all(&pool, &["default"]).await;
     let app = app(&pool);
-    let reply = post_json(&app, &format!("/api/jobs/{id}/retry"), json!({})).await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let reply = send(&app, post_json(&format!("/api/jobs/{id}/retry"), json!({}))).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     let job = &reply.json()["job"];
     assert_eq!(job["state"], "available");
     assert_eq!(job["attempt"], 1, "attempt count is kept");
@@ -225,7 +245,11 @@ async fn retry_makes_a_discarded_job_run_again_with_one_more_attempt<DB: Backend
     // A completed job cannot be retried.
     let done = insert(&pool, &[("default", false, &[])]).await[0];
     run_all(&pool, &["default"]).await;
-    let conflict = post_json(&app, &format!("/api/jobs/{done}/retry"), json!({})).await;
+    let conflict = send(
+        &app,
+        post_json(&format!("/api/jobs/{done}/retry"), json!({})),
+    )
+    .await;
     assert_eq!(conflict.status, StatusCode::CONFLICT);
     assert!(conflict.json()["detail"]
         .as_str()
@@ -236,21 +260,39 @@ async fn retry_makes_a_discarded_job_run_again_with_one_more_attempt<DB: Backend
 async fn cancel_and_delete_change_only_jobs_they_apply_to<DB: Backend>(pool: Pool<DB>) {
     let ids = insert(&pool, &[("default", false, &[]), ("default", false, &[])]).await;
     let app = app(&pool);
-    let reply = post_json(&app, &format!("/api/jobs/{}/cancel", ids[0]), json!({})).await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let reply = send(
+        &app,
+        post_json(&format!("/api/jobs/{}/cancel", ids[0]), json!({})),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     assert_eq!(reply.json()["job"]["state"], "cancelled");
     assert!(reply.json()["job"]["finalized_at"].is_string());
-    let again = post_json(&app, &format!("/api/jobs/{}/cancel", ids[0]), json!({})).await;
+    let again = send(
+        &app,
+        post_json(&format!("/api/jobs/{}/cancel", ids[0]), json!({})),
+    )
+    .await;
     assert_eq!(again.status, StatusCode::CONFLICT);
 
-    let deleted = post_json(&app, &format!("/api/jobs/{}/delete", ids[1]), json!({})).await;
+    let deleted = send(
+        &app,
+        post_json(&format!("/api/jobs/{}/delete", ids[1]), json!({})),
+    )
+    .await;
     assert_eq!(deleted.status, StatusCode::OK);
     assert!(deleted.json()["job"].is_null());
     assert_eq!(
-        get(&app, &format!("/api/jobs/{}", ids[1])).await.status,
+        send(&app, get(&format!("/api/jobs/{}", ids[1])))
+            .await
+            .status,
         StatusCode::NOT_FOUND
     );
-    let gone = post_json(&app, &format!("/api/jobs/{}/delete", ids[1]), json!({})).await;
+    let gone = send(
+        &app,
+        post_json(&format!("/api/jobs/{}/delete", ids[1]), json!({})),
+    )
+    .await;
     assert_eq!(gone.status, StatusCode::NOT_FOUND);
 }
 
@@ -276,8 +318,12 @@ async fn cancelling_a_running_job_stops_it_and_rolls_it_back<DB: Backend>(pool: 
     let worker = start_worker(&pool, &["default"]).await;
     wait_for_state(&pool, id, JobState::Running).await;
     let app = app(&pool);
-    let reply = post_json(&app, &format!("/api/jobs/{id}/cancel"), json!({})).await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let reply = send(
+        &app,
+        post_json(&format!("/api/jobs/{id}/cancel"), json!({})),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     // The job hears the signal and ends; the row stays cancelled.
     let stopped = tokio::time::timeout(std::time::Duration::from_secs(10), worker.shutdown()).await;
     assert!(stopped.is_ok(), "worker stopped");
@@ -295,22 +341,26 @@ async fn bulk_actions_apply_to_every_matching_job<DB: Backend>(pool: Pool<DB>) {
     let keep = insert(&pool, &[("bulk", false, &[])]).await[0];
     run_all(&pool, &["bulk"]).await;
     let app = app(&pool);
-    let reply = post_json(
+    let reply = send(
         &app,
-        "/api/jobs/bulk",
-        json!({"action": "retry", "filter": {"state": "discarded", "queue": "bulk"}}),
+        post_json(
+            "/api/jobs/bulk",
+            json!({"action": "retry", "filter": {"state": "discarded", "queue": "bulk"}}),
+        ),
     )
     .await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     assert_eq!(reply.json(), json!({"matched": 12, "changed": 12}));
-    let available = get(&app, "/api/jobs?state=available&limit=100").await;
+    let available = send(&app, get("/api/jobs?state=available&limit=100")).await;
     assert_eq!(ids(&available).len(), 12);
     assert!(!ids(&available).contains(&keep));
 
-    let cancelled = post_json(
+    let cancelled = send(
         &app,
-        "/api/jobs/bulk",
-        json!({"action": "cancel", "filter": {"queue": "bulk"}}),
+        post_json(
+            "/api/jobs/bulk",
+            json!({"action": "cancel", "filter": {"queue": "bulk"}}),
+        ),
     )
     .await;
     assert_eq!(
@@ -318,14 +368,13 @@ async fn bulk_actions_apply_to_every_matching_job<DB: Backend>(pool: Pool<DB>) {
         json!({"matched": 13, "changed": 12}),
         "the completed job is left alone"
     );
-    let deleted = post_json(
+    let deleted = send(
         &app,
-        "/api/jobs/bulk",
-        json!({"action": "delete", "all": true}),
+        post_json("/api/jobs/bulk", json!({"action": "delete", "all": true})),
     )
     .await;
     assert_eq!(deleted.json()["changed"], 13);
-    assert!(ids(&get(&app, "/api/jobs").await).is_empty());
+    assert!(ids(&send(&app, get("/api/jobs")).await).is_empty());
 }
 
 async fn queues_show_counts_throughput_age_and_pause<DB: Backend>(pool: Pool<DB>) {
@@ -334,14 +383,14 @@ async fn queues_show_counts_throughput_age_and_pause<DB: Backend>(pool: Pool<DB>
     insert(&pool, &[("reports", false, &[]), ("reports", false, &[])]).await;
     let app = app(&pool);
 
-    let paused = post_json(&app, "/api/queues/reports/pause", json!({})).await;
-    assert_eq!(paused.status, StatusCode::OK, "{}", paused.text);
+    let paused = send(&app, post_json("/api/queues/reports/pause", json!({}))).await;
+    assert_eq!(paused.status, StatusCode::OK, "{}", paused.text());
     assert_eq!(paused.json(), json!({"name": "reports", "paused": true}));
 
     // A worker on a paused queue leaves its jobs alone.
     let worker = start_worker(&pool, &["reports"]).await;
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-    let queues = get(&app, "/api/queues").await.json();
+    let queues = send(&app, get("/api/queues")).await.json();
     let reports = queues
         .as_array()
         .unwrap()
@@ -365,15 +414,15 @@ async fn queues_show_counts_throughput_age_and_pause<DB: Backend>(pool: Pool<DB>
     assert!(mail["completed_per_minute"].as_f64().unwrap() > 0.0);
     assert!(mail["oldest_available_secs"].is_null());
 
-    let resumed = post_json(&app, "/api/queues/reports/resume", json!({})).await;
+    let resumed = send(&app, post_json("/api/queues/reports/resume", json!({}))).await;
     assert_eq!(resumed.json()["paused"], false);
     wait_idle(&pool).await;
     worker.shutdown().await;
 
-    let overview = get(&app, "/api/overview").await.json();
+    let overview = send(&app, get("/api/overview")).await.json();
     assert_eq!(overview["totals"]["completed"], 3);
     assert_eq!(overview["totals"]["discarded"], 1);
-    let points = get(&app, "/api/throughput?minutes=5").await.json();
+    let points = send(&app, get("/api/throughput?minutes=5")).await.json();
     let points = points.as_array().unwrap();
     assert_eq!(points.len(), 5);
     let completed: i64 = points
@@ -385,7 +434,7 @@ async fn queues_show_counts_throughput_age_and_pause<DB: Backend>(pool: Pool<DB>
         .map(|p| p["discarded"].as_i64().unwrap())
         .sum();
     assert_eq!((completed, discarded), (3, 1));
-    let bad = post_json(&app, "/api/queues/reports/explode", json!({})).await;
+    let bad = send(&app, post_json("/api/queues/reports/explode", json!({}))).await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
 }
 

@@ -10,13 +10,14 @@ mod support;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fantoccini::{Client as Browser, ClientBuilder, Locator};
 use offload::{
     Backend, Client, Job, JobContext, JobError, JobState, NewJob, Registry, Worker, WorkerConfig,
 };
 use offload_dashboard::DashboardConfig;
+use offload_test_fixture::eventually;
 use serde::{Deserialize, Serialize};
 use support::*;
 
@@ -73,17 +74,13 @@ fn free_port() -> u16 {
 }
 
 async fn wait_for_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "chromedriver did not start on port {port}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let what = format!("chromedriver to start on port {port}");
+    eventually(Duration::from_secs(20), &what, || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+    })
+    .await;
 }
 
 async fn start_browser(port: u16, profile: &Path, chromium: &Path) -> Browser {
@@ -145,7 +142,7 @@ async fn browser_filters_retries_and_escapes() {
         "chromedriver is not installed: run `apt-get install -y chromium chromium-driver` (the browser test needs it)",
     );
 
-    let (dir, pool) = sqlite_pool().await;
+    let (db, pool) = sqlite_pool().await;
     let client = Client::new(pool.clone());
     let mut jobs = Vec::new();
     for invoice in [1041, 1042, 1043] {
@@ -206,10 +203,7 @@ async fn browser_filters_retries_and_escapes() {
     let addr: SocketAddr = listener.local_addr().unwrap();
     let config = DashboardConfig::new()
         .title("offload")
-        .database(&format!(
-            "sqlite://{}",
-            dir.path().join("jobs.db").display()
-        ))
+        .database(db.url())
         .refresh(Duration::from_secs(1));
     let app = offload_dashboard::router(pool.clone(), config);
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
@@ -269,17 +263,19 @@ async fn browser_filters_retries_and_escapes() {
         .click()
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !browser
-        .current_url()
-        .await
-        .unwrap()
-        .as_str()
-        .contains("state=discarded")
-    {
-        assert!(Instant::now() < deadline, "the filter form did not submit");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        Duration::from_secs(10),
+        "the filter form to submit",
+        || async {
+            browser
+                .current_url()
+                .await
+                .unwrap()
+                .as_str()
+                .contains("state=discarded")
+        },
+    )
+    .await;
     let states = browser
         .find_all(Locator::Css("table.jobs tbody .badge"))
         .await
@@ -320,25 +316,19 @@ async fn browser_filters_retries_and_escapes() {
         .click()
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let what = "the retried job to show as completed";
+    eventually(Duration::from_secs(30), what, || async {
         // The page refreshes itself; no reload here.
-        if let Ok(badge) = browser.find(Locator::Id("job-state")).await {
-            if badge
+        match browser.find(Locator::Id("job-state")).await {
+            Ok(badge) => badge
                 .text()
                 .await
                 .map(|t| t == "completed")
-                .unwrap_or(false)
-            {
-                break;
-            }
+                .unwrap_or(false),
+            Err(_) => false,
         }
-        assert!(
-            Instant::now() < deadline,
-            "the retried job never showed as completed"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
     let job = client.job(job_id).await.unwrap().unwrap();
     assert_eq!(job.state, JobState::Completed);
     assert_eq!(job.attempt, 2);

@@ -6,6 +6,7 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use offload::{Client, JobState, NewJob};
 use offload_dashboard::DashboardConfig;
+use offload_test_fixture::{get, send, Reply};
 use support::*;
 
 /// The HTML with the slash entity decoded (the templates escape `/`).
@@ -41,7 +42,7 @@ fn form_post(uri: &str, cookie: &str, body: String) -> Request<Body> {
 
 #[tokio::test]
 async fn pages_show_hostile_job_fields_as_text() {
-    let (_dir, pool) = sqlite_pool().await;
+    let (_db, pool) = sqlite_pool().await;
     let mut job = NewJob::new(
         "<img src=x onerror=alert(1)>",
         r#"{"html":"<script>alert('args')</script>"}"#,
@@ -51,35 +52,38 @@ async fn pages_show_hostile_job_fields_as_text() {
     let id = Client::new(pool.clone()).insert(&[job]).await.unwrap()[0];
     let app = offload_dashboard::router(pool, DashboardConfig::new());
     for uri in ["/".to_owned(), "/jobs".to_owned(), format!("/jobs/{id}")] {
-        let reply = get(&app, &uri).await;
-        assert_eq!(reply.status, StatusCode::OK, "{uri}: {}", reply.text);
-        assert!(reply.content_type.starts_with("text/html"));
-        assert!(!reply.text.contains("<script>alert"), "{uri} runs a script");
-        assert!(!reply.text.contains("<img src=x"), "{uri} injects markup");
-        assert!(!reply.text.contains("<b>queue"), "{uri} injects markup");
+        let reply = send(&app, get(&uri)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{uri}: {}", reply.text());
+        assert!(reply.content_type().starts_with("text/html"));
         assert!(
-            reply.text.contains("&lt;b&gt;queue&lt;&#x2f;b&gt;")
-                || reply.text.contains("&lt;b&gt;queue"),
+            !reply.text().contains("<script>alert"),
+            "{uri} runs a script"
+        );
+        assert!(!reply.text().contains("<img src=x"), "{uri} injects markup");
+        assert!(!reply.text().contains("<b>queue"), "{uri} injects markup");
+        assert!(
+            reply.text().contains("&lt;b&gt;queue&lt;&#x2f;b&gt;")
+                || reply.text().contains("&lt;b&gt;queue"),
             "{uri} shows the queue"
         );
         let csp = reply.headers.get(header::CONTENT_SECURITY_POLICY).unwrap();
         assert!(csp.to_str().unwrap().contains("script-src 'self'"));
     }
-    let detail = get(&app, &format!("/jobs/{id}")).await;
+    let detail = send(&app, get(&format!("/jobs/{id}"))).await;
     assert!(
-        detail.text.contains("&lt;script&gt;alert("),
+        detail.text().contains("&lt;script&gt;alert("),
         "args shown as text"
     );
 }
 
 #[tokio::test]
 async fn form_actions_need_this_browsers_csrf_token() {
-    let (_dir, pool) = sqlite_pool().await;
+    let (_db, pool) = sqlite_pool().await;
     let id = insert(&pool, &[("default", false, &[])]).await[0];
     let app = offload_dashboard::router(pool.clone(), DashboardConfig::new());
-    let page = get(&app, &format!("/jobs/{id}")).await;
+    let page = send(&app, get(&format!("/jobs/{id}"))).await;
     let cookie = set_cookies(&page).join("; ");
-    let token = csrf_field(&page.text);
+    let token = csrf_field(&page.text());
     assert!(cookie.contains(&token), "the form echoes the cookie");
 
     let forged = send(
@@ -155,16 +159,16 @@ async fn form_actions_need_this_browsers_csrf_token() {
 
 #[tokio::test]
 async fn bulk_form_acts_on_the_filtered_jobs() {
-    let (_dir, pool) = sqlite_pool().await;
+    let (_db, pool) = sqlite_pool().await;
     let ids = insert(
         &pool,
         &[("a", false, &[]), ("a", false, &[]), ("b", false, &[])],
     )
     .await;
     let app = offload_dashboard::router(pool.clone(), DashboardConfig::new());
-    let page = get(&app, "/jobs?queue=a").await;
+    let page = send(&app, get("/jobs?queue=a")).await;
     let cookie = set_cookies(&page).join("; ");
-    let token = csrf_field(&page.text);
+    let token = csrf_field(&page.text());
     let reply = send(
         &app,
         form_post(
@@ -174,7 +178,7 @@ async fn bulk_form_acts_on_the_filtered_jobs() {
         ),
     )
     .await;
-    assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.text);
+    assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.text());
     let location = reply
         .headers
         .get(header::LOCATION)
@@ -191,17 +195,21 @@ async fn bulk_form_acts_on_the_filtered_jobs() {
         client.job(ids[2]).await.unwrap().unwrap().state,
         JobState::Available
     );
-    let notice = get(&app, location).await;
-    assert!(notice.text.contains("2 jobs cancelled."), "{}", notice.text);
+    let notice = send(&app, get(location)).await;
+    assert!(
+        notice.text().contains("2 jobs cancelled."),
+        "{}",
+        notice.text()
+    );
 }
 
 #[tokio::test]
 async fn token_protects_pages_and_api() {
-    let (_dir, pool) = sqlite_pool().await;
+    let (_db, pool) = sqlite_pool().await;
     let token = "correct-horse-battery";
     let app = offload_dashboard::router(pool, DashboardConfig::new().token(token));
 
-    let api = get(&app, "/api/jobs").await;
+    let api = send(&app, get("/api/jobs")).await;
     assert_eq!(api.status, StatusCode::UNAUTHORIZED);
     let bearer = send(
         &app,
@@ -222,15 +230,15 @@ async fn token_protects_pages_and_api() {
     .await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
 
-    let page = get(&app, "/jobs?state=discarded").await;
+    let page = send(&app, get("/jobs?state=discarded")).await;
     assert_eq!(page.status, StatusCode::SEE_OTHER);
     assert_eq!(
         page.headers.get(header::LOCATION).unwrap(),
         "/login?next=%2Fjobs%3Fstate%3Ddiscarded"
     );
-    let login = get(&app, "/login?next=%2Fjobs").await;
+    let login = send(&app, get("/login?next=%2Fjobs")).await;
     let cookie = set_cookies(&login).join("; ");
-    let csrf = csrf_field(&login.text);
+    let csrf = csrf_field(&login.text());
     let bad = send(
         &app,
         form_post(
@@ -270,43 +278,46 @@ async fn token_protects_pages_and_api() {
 
 #[tokio::test]
 async fn exposed_dashboard_without_token_refuses_everything() {
-    let (_dir, pool) = sqlite_pool().await;
+    let (_db, pool) = sqlite_pool().await;
     let app = offload_dashboard::router(pool, DashboardConfig::new().require_token(true));
-    assert_eq!(get(&app, "/").await.status, StatusCode::FORBIDDEN);
-    assert_eq!(get(&app, "/api/jobs").await.status, StatusCode::FORBIDDEN);
+    assert_eq!(send(&app, get("/")).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        send(&app, get("/api/jobs")).await.status,
+        StatusCode::FORBIDDEN
+    );
 }
 
 #[tokio::test]
 async fn database_password_never_reaches_the_page() {
-    let (_dir, pool) = sqlite_pool().await;
+    let (_db, pool) = sqlite_pool().await;
     let config = DashboardConfig::new().database("postgres://app:hunter2@db.internal:5432/app");
     let app = offload_dashboard::router(pool, config);
-    let page = get(&app, "/").await;
-    assert!(unescape(&page.text).contains("postgres://app:***@db.internal:5432/app"));
-    assert!(!page.text.contains("hunter2"));
+    let page = send(&app, get("/")).await;
+    assert!(unescape(&page.text()).contains("postgres://app:***@db.internal:5432/app"));
+    assert!(!page.text().contains("hunter2"));
 }
 
 #[tokio::test]
 async fn nested_router_links_under_its_mount_path() {
-    let (_dir, pool) = sqlite_pool().await;
+    let (_db, pool) = sqlite_pool().await;
     let id = insert(&pool, &[("default", false, &[])]).await[0];
     let app = axum::Router::new().nest(
         "/admin/jobs-ui",
         offload_dashboard::router(pool, DashboardConfig::new()),
     );
-    let page = get(&app, "/admin/jobs-ui/jobs").await;
+    let page = send(&app, get("/admin/jobs-ui/jobs")).await;
     assert_eq!(page.status, StatusCode::OK);
-    let html = unescape(&page.text);
+    let html = unescape(&page.text());
     assert!(html.contains(&format!(r#"href="/admin/jobs-ui/jobs/{id}""#)));
     assert!(html.contains(r#"href="/admin/jobs-ui/assets/app.css""#));
-    let overview = get(&app, "/admin/jobs-ui").await;
+    let overview = send(&app, get("/admin/jobs-ui")).await;
     assert_eq!(overview.status, StatusCode::OK);
-    assert!(unescape(&overview.text).contains(r#"href="/admin/jobs-ui/jobs""#));
+    assert!(unescape(&overview.text()).contains(r#"href="/admin/jobs-ui/jobs""#));
 }
 
-#[sqlx::test(migrations = false)]
-async fn pages_render_on_postgres(pool: sqlx::PgPool) {
-    Client::new(pool.clone()).migrate().await.unwrap();
+#[tokio::test]
+async fn pages_render_on_postgres() {
+    let (db, pool) = fresh_pool::<sqlx::Postgres>(5).await;
     let id = insert(&pool, &[("default", true, &["t"])]).await[0];
     let worker = start_worker(&pool, &["default"]).await;
     wait_idle(&pool).await;
@@ -317,13 +328,14 @@ async fn pages_render_on_postgres(pool: sqlx::PgPool) {
         "/jobs?state=discarded".to_owned(),
         format!("/jobs/{id}"),
     ] {
-        let reply = get(&app, &uri).await;
-        assert_eq!(reply.status, StatusCode::OK, "{uri}: {}", reply.text);
+        let reply = send(&app, get(&uri)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{uri}: {}", reply.text());
     }
-    let detail = get(&app, &format!("/jobs/{id}")).await;
-    assert!(detail.text.contains("boom: in default"));
-    assert!(detail.text.contains(r#"id="action-retry""#));
-    let bad = get(&app, "/jobs?since=whenever").await;
+    let detail = send(&app, get(&format!("/jobs/{id}"))).await;
+    assert!(detail.text().contains("boom: in default"));
+    assert!(detail.text().contains(r#"id="action-retry""#));
+    let bad = send(&app, get("/jobs?since=whenever")).await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
-    assert!(bad.text.contains("Invalid filter"));
+    assert!(bad.text().contains("Invalid filter"));
+    db.cleanup().await;
 }

@@ -2,26 +2,24 @@
 //! every error, the record/job transaction and the job running to `done`.
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
-use http_body_util::BodyExt;
-use offload::{Backend, Client, Registry, Worker, WorkerConfig};
+use offload::{Client, Registry, Worker, WorkerConfig};
 use offload_dashboard::DashboardConfig;
 use offload_records::api::{self, AppState, JobSettings};
 use offload_records::job::{iterated_sha256, ProcessRecord, RECORDS_QUEUE};
 use offload_records::store::RecordStore;
+use offload_test_fixture::{get, post, post_json, send, FreshBackend, FreshDatabase, Reply};
 use serde_json::{json, Value};
 use sqlx::{PgPool, Pool, Postgres, Sqlite, SqlitePool};
-use tower::ServiceExt;
 
 const ROUNDS: u32 = 7;
 
 /// Test-only access to the databases, beside the API under test.
-trait TestDb: RecordStore {
+trait TestDb: RecordStore + FreshBackend {
     /// Breaks enqueueing, so a write fails after its record was inserted.
     fn drop_jobs_table(pool: &Pool<Self>) -> impl Future<Output = ()> + Send;
     fn count_records(pool: &Pool<Self>) -> impl Future<Output = i64> + Send;
@@ -72,70 +70,27 @@ async fn app<DB: TestDb>(pool: &Pool<DB>, writers: usize, body_limit: usize) -> 
     api::router(AppState::new(client, jobs, writers), body_limit)
 }
 
-struct Reply {
-    status: StatusCode,
-    content_type: String,
-    location: Option<String>,
-    text: String,
-    json: Value,
-}
-
-async fn send(app: &Router, request: Request<Body>) -> Reply {
-    let response = app.clone().oneshot(request).await.expect("infallible");
-    let header_text = |name| {
-        response
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    let content_type = header_text(header::CONTENT_TYPE).unwrap_or_default();
-    let location = header_text(header::LOCATION);
-    let status = response.status();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    Reply {
-        status,
-        content_type,
-        location,
-        text,
-        json,
-    }
-}
-
-fn get(path: &str) -> Request<Body> {
-    Request::get(path).body(Body::empty()).expect("request")
-}
-
-fn post(content_type: &str, body: impl Into<Body>) -> Request<Body> {
-    Request::post("/records")
-        .header(header::CONTENT_TYPE, content_type)
-        .body(body.into())
-        .expect("request")
-}
-
-fn post_json(body: Value) -> Request<Body> {
-    post("application/json", body.to_string())
-}
-
 async fn create(app: &Router, name: &str, payload: &str) -> Value {
-    let reply = send(app, post_json(json!({ "name": name, "payload": payload }))).await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
-    reply.json
+    let reply = send(
+        app,
+        post_json("/records", json!({ "name": name, "payload": payload })),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    reply.json()
 }
 
 fn assert_problem(reply: &Reply, status: StatusCode, field: Option<&str>) {
-    assert_eq!(reply.status, status, "body: {}", reply.text);
-    assert_eq!(reply.content_type, "application/problem+json");
-    assert_eq!(reply.json["status"], status.as_u16());
-    assert_eq!(reply.json["field"].as_str(), field, "body: {}", reply.text);
-    let lower = reply.text.to_lowercase();
+    assert_eq!(reply.status, status, "body: {}", reply.text());
+    assert_eq!(reply.content_type(), "application/problem+json");
+    assert_eq!(reply.json()["status"], status.as_u16());
+    assert_eq!(
+        reply.json()["field"].as_str(),
+        field,
+        "body: {}",
+        reply.text()
+    );
+    let lower = reply.text().to_lowercase();
     for internal in [
         "select ",
         "insert ",
@@ -148,7 +103,7 @@ fn assert_problem(reply: &Reply, status: StatusCode, field: Option<&str>) {
         assert!(
             !lower.contains(internal),
             "leaks `{internal}`: {}",
-            reply.text
+            reply.text()
         );
     }
 }
@@ -176,8 +131,8 @@ async fn stop_worker(worker: offload::WorkerHandle) {
 async fn wait_until_done(app: &Router, id: i64) -> Value {
     for _ in 0..300 {
         let reply = send(app, get(&format!("/records/{id}"))).await;
-        if reply.json["status"] == "done" {
-            return reply.json;
+        if reply.json()["status"] == "done" {
+            return reply.json();
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -190,14 +145,14 @@ async fn dashboard_is_mounted_and_guarded_by_its_token<DB: TestDb>(pool: Pool<DB
     let open = app(&pool, 0, api::DEFAULT_BODY_LIMIT).await;
     create(&open, "shown", "on the dashboard").await;
     let page = send(&open, get("/dashboard")).await;
-    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text());
     assert!(
-        page.content_type.starts_with("text/html"),
+        page.content_type().starts_with("text/html"),
         "{}",
-        page.content_type
+        page.content_type()
     );
     // minijinja escapes `/` in attributes as `&#x2f;`.
-    let html = page.text.replace("&#x2f;", "/");
+    let html = page.text().replace("&#x2f;", "/");
     assert!(
         html.contains("href=\"/dashboard/jobs"),
         "links under the mount point: {html}"
@@ -205,8 +160,13 @@ async fn dashboard_is_mounted_and_guarded_by_its_token<DB: TestDb>(pool: Pool<DB
     let slash = send(&open, get("/dashboard/")).await;
     assert_eq!(slash.status, StatusCode::PERMANENT_REDIRECT);
     let overview = send(&open, get("/dashboard/api/overview")).await;
-    assert_eq!(overview.status, StatusCode::OK, "{}", overview.text);
-    assert_eq!(overview.json["totals"]["available"], 1, "{}", overview.text);
+    assert_eq!(overview.status, StatusCode::OK, "{}", overview.text());
+    assert_eq!(
+        overview.json()["totals"]["available"],
+        1,
+        "{}",
+        overview.text()
+    );
 
     let token = "a-long-enough-dashboard-token";
     let guarded = api::router_with_dashboard(
@@ -218,7 +178,12 @@ async fn dashboard_is_mounted_and_guarded_by_its_token<DB: TestDb>(pool: Pool<DB
             .expect("config with token"),
     );
     let refused = send(&guarded, get("/dashboard/api/overview")).await;
-    assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.text);
+    assert_eq!(
+        refused.status,
+        StatusCode::UNAUTHORIZED,
+        "{}",
+        refused.text()
+    );
     let allowed = send(
         &guarded,
         Request::get("/dashboard/api/overview")
@@ -227,7 +192,7 @@ async fn dashboard_is_mounted_and_guarded_by_its_token<DB: TestDb>(pool: Pool<DB
             .expect("request"),
     )
     .await;
-    assert_eq!(allowed.status, StatusCode::OK, "{}", allowed.text);
+    assert_eq!(allowed.status, StatusCode::OK, "{}", allowed.text());
     // The records API itself is not behind the dashboard's token.
     assert_eq!(send(&guarded, get("/stats")).await.status, StatusCode::OK);
 }
@@ -268,13 +233,13 @@ async fn metrics_show_outcomes_queue_depth_and_requests<DB: TestDb>(pool: Pool<D
     }
 
     let reply = send(&app, get("/metrics")).await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     assert!(
-        reply.content_type.starts_with("text/plain"),
+        reply.content_type().starts_with("text/plain"),
         "{}",
-        reply.content_type
+        reply.content_type()
     );
-    let text = &reply.text;
+    let text = &reply.text();
     let completed = [
         ("kind", "process_record"),
         ("queue", RECORDS_QUEUE),
@@ -315,25 +280,29 @@ async fn create_returns_201_with_location_and_queued_job<DB: TestDb>(pool: Pool<
         let app = app(&pool, writers, api::DEFAULT_BODY_LIMIT).await;
         let reply = send(
             &app,
-            post_json(json!({"name": "invoice", "payload": "hello"})),
+            post_json("/records", json!({"name": "invoice", "payload": "hello"})),
         )
         .await;
-        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
-        assert_eq!(reply.content_type, "application/json");
-        let id = reply.json["id"].as_i64().expect("id");
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+        assert_eq!(reply.content_type(), "application/json");
+        let id = reply.json()["id"].as_i64().expect("id");
         assert_eq!(
-            reply.location.as_deref(),
+            reply.header(header::LOCATION),
             Some(format!("/records/{id}").as_str())
         );
-        assert_eq!(reply.json["status"], "pending");
-        assert_eq!(reply.json["name"], "invoice");
-        assert!(reply.json["job_id"].as_i64().is_some(), "{}", reply.text);
+        assert_eq!(reply.json()["status"], "pending");
+        assert_eq!(reply.json()["name"], "invoice");
+        assert!(
+            reply.json()["job_id"].as_i64().is_some(),
+            "{}",
+            reply.text()
+        );
 
         let fetched = send(&app, get(&format!("/records/{id}"))).await;
         assert_eq!(fetched.status, StatusCode::OK);
-        assert_eq!(fetched.json["payload"], "hello");
-        assert_eq!(fetched.json["job"]["state"], "available");
-        assert_eq!(fetched.json["job"]["attempt"], 0);
+        assert_eq!(fetched.json()["payload"], "hello");
+        assert_eq!(fetched.json()["job"]["state"], "available");
+        assert_eq!(fetched.json()["job"]["attempt"], 0);
     }
     assert_eq!(DB::count_records(&pool).await, 2);
 }
@@ -360,13 +329,17 @@ async fn failed_enqueue_leaves_no_record<DB: TestDb>(pool: Pool<DB>) {
     let per_request = app(&pool, 0, api::DEFAULT_BODY_LIMIT).await;
     DB::drop_jobs_table(&pool).await;
     for app in [&group, &per_request] {
-        let reply = send(app, post_json(json!({"name": "doomed", "payload": "x"}))).await;
+        let reply = send(
+            app,
+            post_json("/records", json!({"name": "doomed", "payload": "x"})),
+        )
+        .await;
         assert_problem(&reply, StatusCode::INTERNAL_SERVER_ERROR, None);
     }
     // The record insert ran before the enqueue failed; both rolled back.
     assert_eq!(DB::count_records(&pool).await, 0);
     let listed = send(&group, get("/records")).await;
-    assert_eq!(listed.json["records"], json!([]));
+    assert_eq!(listed.json()["records"], json!([]));
 }
 
 async fn malformed_json_is_400<DB: TestDb>(pool: Pool<DB>) {
@@ -377,7 +350,7 @@ async fn malformed_json_is_400<DB: TestDb>(pool: Pool<DB>) {
         r#"{"name":"a","payload":"b"} extra"#,
         "",
     ] {
-        let reply = send(&app, post("application/json", body)).await;
+        let reply = send(&app, post("/records", "application/json", body)).await;
         assert_problem(&reply, StatusCode::BAD_REQUEST, None);
     }
     assert_eq!(DB::count_records(&pool).await, 0);
@@ -387,7 +360,7 @@ async fn wrong_content_type_is_415<DB: TestDb>(pool: Pool<DB>) {
     let app = app(&pool, 1, api::DEFAULT_BODY_LIMIT).await;
     let body = json!({"name": "a", "payload": "b"}).to_string();
     for content_type in ["text/plain", "application/x-www-form-urlencoded", ""] {
-        let reply = send(&app, post(content_type, body.clone())).await;
+        let reply = send(&app, post("/records", content_type, body.clone())).await;
         assert_problem(&reply, StatusCode::UNSUPPORTED_MEDIA_TYPE, None);
     }
     let missing = Request::post("/records")
@@ -408,7 +381,7 @@ async fn body_over_limit_is_413<DB: TestDb>(pool: Pool<DB>) {
     create(&app, "small", &fits).await;
     let too_big = json!({"name": "big", "payload": "p".repeat(limit)});
     assert_problem(
-        &send(&app, post_json(too_big)).await,
+        &send(&app, post_json("/records", too_big)).await,
         StatusCode::PAYLOAD_TOO_LARGE,
         None,
     );
@@ -421,7 +394,7 @@ async fn default_body_limit_is_one_mebibyte<DB: TestDb>(pool: Pool<DB>) {
     create(&app, "almost a mebibyte", &under).await;
     let over = json!({"name": "over", "payload": "o".repeat(1024 * 1024)});
     assert_problem(
-        &send(&app, post_json(over)).await,
+        &send(&app, post_json("/records", over)).await,
         StatusCode::PAYLOAD_TOO_LARGE,
         None,
     );
@@ -454,9 +427,13 @@ async fn validation_failures_are_422_with_field<DB: TestDb>(pool: Pool<DB>) {
         (json!(["not", "an", "object"]), None),
     ];
     for (body, field) in cases {
-        let reply = send(&app, post_json(body.clone())).await;
+        let reply = send(&app, post_json("/records", body.clone())).await;
         assert_problem(&reply, StatusCode::UNPROCESSABLE_ENTITY, field);
-        assert!(reply.json["detail"].is_string(), "{body}: {}", reply.text);
+        assert!(
+            reply.json()["detail"].is_string(),
+            "{body}: {}",
+            reply.text()
+        );
     }
     assert_eq!(DB::count_records(&pool).await, 0);
 }
@@ -476,13 +453,17 @@ async fn odd_unicode_is_stored_exactly_and_never_500<DB: TestDb>(pool: Pool<DB>)
         let created = create(&app, "unicode ✓", payload).await;
         let id = created["id"].as_i64().expect("id");
         let fetched = send(&app, get(&format!("/records/{id}"))).await;
-        assert_eq!(fetched.json["payload"], payload);
-        assert_eq!(fetched.json["name"], "unicode ✓");
+        assert_eq!(fetched.json()["payload"], payload);
+        assert_eq!(fetched.json()["name"], "unicode ✓");
     }
     // A lone surrogate is not valid JSON text for a Rust string: 400, not 500.
     let reply = send(
         &app,
-        post("application/json", r#"{"name":"a","payload":"\ud800"}"#),
+        post(
+            "/records",
+            "application/json",
+            r#"{"name":"a","payload":"\ud800"}"#,
+        ),
     )
     .await;
     assert_problem(&reply, StatusCode::BAD_REQUEST, None);
@@ -490,6 +471,7 @@ async fn odd_unicode_is_stored_exactly_and_never_500<DB: TestDb>(pool: Pool<DB>)
     let reply = send(
         &app,
         post(
+            "/records",
             "application/json",
             &b"{\"name\":\"a\",\"payload\":\"\xff\xfe\"}"[..],
         ),
@@ -545,11 +527,11 @@ async fn list_paginates_newest_first_and_filters_by_status<DB: TestDb>(pool: Poo
     let mut path = "/records?limit=2".to_owned();
     loop {
         let page = send(&app, get(&path)).await;
-        assert_eq!(page.status, StatusCode::OK, "{}", page.text);
-        let records = page.json["records"].as_array().expect("records").clone();
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+        let records = page.json()["records"].as_array().expect("records").clone();
         assert!(records.len() <= 2);
         seen.extend(records.iter().map(|r| r["id"].as_i64().expect("id")));
-        match page.json["next_before"].as_i64() {
+        match page.json()["next_before"].as_i64() {
             Some(before) => path = format!("/records?limit=2&before={before}"),
             None => break,
         }
@@ -559,7 +541,7 @@ async fn list_paginates_newest_first_and_filters_by_status<DB: TestDb>(pool: Poo
     assert_eq!(seen, newest_first);
 
     let done = send(&app, get("/records?status=done")).await;
-    let done_ids: Vec<i64> = done.json["records"]
+    let done_ids: Vec<i64> = done.json()["records"]
         .as_array()
         .expect("records")
         .iter()
@@ -568,7 +550,7 @@ async fn list_paginates_newest_first_and_filters_by_status<DB: TestDb>(pool: Poo
     assert_eq!(done_ids, vec![ids[1], ids[0]]);
     let pending = send(&app, get("/records?status=pending&limit=500")).await;
     assert_eq!(
-        pending.json["records"].as_array().expect("records").len(),
+        pending.json()["records"].as_array().expect("records").len(),
         3
     );
 
@@ -604,7 +586,7 @@ async fn stats_count_records_by_status_and_queue_depth<DB: TestDb>(pool: Pool<DB
     let empty = send(&app, get("/stats")).await;
     assert_eq!(empty.status, StatusCode::OK);
     assert_eq!(
-        empty.json,
+        empty.json(),
         json!({"records": {"pending": 0, "done": 0}, "total_records": 0, "jobs": {}, "queue_depth": 0})
     );
 
@@ -625,10 +607,10 @@ async fn stats_count_records_by_status_and_queue_depth<DB: TestDb>(pool: Pool<DB
         .expect("finish");
     drop(conn);
     let stats = send(&app, get("/stats")).await;
-    assert_eq!(stats.json["records"], json!({"pending": 2, "done": 1}));
-    assert_eq!(stats.json["total_records"], 3);
-    assert_eq!(stats.json["jobs"], json!({"available": 3}));
-    assert_eq!(stats.json["queue_depth"], 3);
+    assert_eq!(stats.json()["records"], json!({"pending": 2, "done": 1}));
+    assert_eq!(stats.json()["total_records"], 3);
+    assert_eq!(stats.json()["jobs"], json!({"available": 3}));
+    assert_eq!(stats.json()["queue_depth"], 3);
 
     let worker = start_worker(&pool).await;
     for id in &ids[1..] {
@@ -636,9 +618,9 @@ async fn stats_count_records_by_status_and_queue_depth<DB: TestDb>(pool: Pool<DB
     }
     stop_worker(worker).await;
     let stats = send(&app, get("/stats")).await;
-    assert_eq!(stats.json["records"], json!({"pending": 0, "done": 3}));
-    assert_eq!(stats.json["queue_depth"], 0);
-    assert_eq!(stats.json["jobs"]["completed"], 3);
+    assert_eq!(stats.json()["records"], json!({"pending": 0, "done": 3}));
+    assert_eq!(stats.json()["queue_depth"], 0);
+    assert_eq!(stats.json()["jobs"]["completed"], 3);
 }
 
 async fn openapi_document_and_offline_docs_are_served<DB: TestDb>(pool: Pool<DB>) {
@@ -646,22 +628,22 @@ async fn openapi_document_and_offline_docs_are_served<DB: TestDb>(pool: Pool<DB>
     let doc = send(&app, get("/openapi.json")).await;
     assert_eq!(doc.status, StatusCode::OK);
     for path in ["/records", "/records/{id}", "/stats"] {
-        assert!(doc.json["paths"][path].is_object(), "missing {path}");
+        assert!(doc.json()["paths"][path].is_object(), "missing {path}");
     }
-    assert!(doc.json["paths"]["/records"]["post"]["responses"]["422"].is_object());
+    assert!(doc.json()["paths"]["/records"]["post"]["responses"]["422"].is_object());
     for schema in ["Record", "CreateRecord", "Problem", "Stats", "RecordPage"] {
         assert!(
-            doc.json["components"]["schemas"][schema].is_object(),
+            doc.json()["components"]["schemas"][schema].is_object(),
             "missing {schema}"
         );
     }
 
     let page = send(&app, get("/docs/")).await;
     assert_eq!(page.status, StatusCode::OK);
-    assert!(page.content_type.starts_with("text/html"));
+    assert!(page.content_type().starts_with("text/html"));
     let init = send(&app, get("/docs/swagger-initializer.js")).await;
-    assert!(init.text.contains("/openapi.json"));
-    for asset in [&page.text, &init.text] {
+    assert!(init.text().contains("/openapi.json"));
+    for asset in [&page.text(), &init.text()] {
         assert!(
             !asset.contains("http://") && !asset.contains("https://"),
             "external URL in {asset}"
@@ -670,69 +652,20 @@ async fn openapi_document_and_offline_docs_are_served<DB: TestDb>(pool: Pool<DB>
     let bundle = send(&app, get("/docs/swagger-ui-bundle.js")).await;
     assert_eq!(bundle.status, StatusCode::OK);
     assert!(
-        bundle.text.len() > 100_000,
+        bundle.text().len() > 100_000,
         "the Swagger UI bundle is served locally"
     );
 }
 
 // --- backends ------------------------------------------------------------
 
-struct SqliteFile {
-    dir: PathBuf,
+/// Runs `scenario` on a fresh database of `DB`'s kind, with a pool of 5.
+async fn on_fresh<DB: TestDb, F: Future<Output = ()>>(scenario: fn(Pool<DB>) -> F) {
+    let connect = |url: String| async move { DB::connect(&url, 5).await.expect("connect") };
+    FreshDatabase::with_pool(connect, scenario).await;
 }
 
-impl SqliteFile {
-    fn new(name: &str) -> Self {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "offload-records-{name}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        Self { dir }
-    }
-
-    fn url(&self) -> String {
-        format!("sqlite://{}", self.dir.join("records.db").display())
-    }
-
-    async fn pool(&self) -> SqlitePool {
-        Sqlite::connect(&self.url(), 4).await.expect("open sqlite")
-    }
-}
-
-impl Drop for SqliteFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[sqlx::test(migrations = false)]
-                async fn $scenario(pool: sqlx::PgPool) {
-                    super::$scenario(pool).await;
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    let file = super::SqliteFile::new(stringify!($scenario));
-                    super::$scenario(file.pool().await).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_backends!(
+offload_test_fixture::on_both_backends!(on_fresh =>
     create_returns_201_with_location_and_queued_job,
     job_runs_to_done_with_iterated_hash,
     failed_enqueue_leaves_no_record,

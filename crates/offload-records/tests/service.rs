@@ -2,13 +2,14 @@
 //! same process, shuts down gracefully, and after a restart finishes every
 //! record it acknowledged.
 
+use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
 use offload_records::store::RecordStore;
 use offload_records::Config;
+use offload_test_fixture::{FreshBackend, FreshDatabase};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -147,64 +148,17 @@ async fn acknowledged_records_finish_after_graceful_restart<DB: RecordStore>(url
     shut_down(restarted).await;
 }
 
-fn postgres_url(pool: &sqlx::PgPool) -> String {
-    let options = pool.connect_options();
-    format!(
-        "postgres://{}@{}:{}/{}",
-        options.get_username(),
-        options.get_host(),
-        options.get_port(),
-        options.get_database().unwrap_or("postgres")
-    )
+/// Runs `scenario` with the URL of a fresh database of `DB`'s kind, then
+/// drops it.
+async fn on_fresh<DB: RecordStore + FreshBackend, F: Future<Output = ()>>(
+    scenario: fn(String) -> F,
+) {
+    let db = FreshDatabase::create::<DB>().await;
+    scenario(db.url().to_owned()).await;
+    db.cleanup().await;
 }
 
-struct SqliteDir(PathBuf);
-
-impl SqliteDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "offload-records-service-{name}-{}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        Self(dir)
-    }
-
-    fn url(&self) -> String {
-        format!("sqlite://{}", self.0.join("records.db").display())
-    }
-}
-
-impl Drop for SqliteDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[sqlx::test(migrations = false)]
-                async fn $scenario(pool: sqlx::PgPool) {
-                    super::$scenario::<sqlx::Postgres>(super::postgres_url(&pool)).await;
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    let dir = super::SqliteDir::new(stringify!($scenario));
-                    super::$scenario::<sqlx::Sqlite>(dir.url()).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_backends!(
+offload_test_fixture::on_both_backends!(on_fresh =>
     serves_and_processes_in_process,
     acknowledged_records_finish_after_graceful_restart,
 );

@@ -9,13 +9,13 @@
 use std::time::Duration;
 
 use offload::Backend;
+use offload_test_fixture::FreshDatabase;
 use sqlx::Sqlite;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_begin_leaves_no_transaction_open() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("cancel.db").display());
-    let pool = <Sqlite as Backend>::connect(&url, 1).await.unwrap();
+    let db = FreshDatabase::sqlite();
+    let pool = <Sqlite as Backend>::connect(db.url(), 1).await.unwrap();
     let mut cancelled = 0;
     for i in 0..2_000u64 {
         let begin = <Sqlite as Backend>::begin_write(&pool);

@@ -3,52 +3,67 @@
 
 #![allow(dead_code)]
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::http::{header, Request, StatusCode};
-use axum::Router;
-use http_body_util::BodyExt;
 use offload::{
     Backend, Client, Job, JobContext, JobError, JobState, NewJob, Registry, Worker, WorkerConfig,
     WorkerHandle,
 };
+use offload_test_fixture::{FreshBackend, FreshDatabase};
 use serde::{Deserialize, Serialize};
 use sqlx::{Pool, Sqlite};
-use tower::ServiceExt;
 
-/// Runs one generic scenario on PostgreSQL (a fresh database per test) and
-/// on an SQLite temp file.
+/// Runs one generic scenario on a fresh PostgreSQL database (a pool of 5)
+/// and on a fresh SQLite file (a pool of 8).
 #[macro_export]
 macro_rules! on_both_backends {
     ($($scenario:ident),* $(,)?) => {
         $(
             mod $scenario {
-                #[sqlx::test(migrations = false)]
-                async fn postgres(pool: sqlx::PgPool) {
-                    offload::Client::new(pool.clone()).migrate().await.expect("migrate");
-                    super::$scenario(pool).await;
+                #[tokio::test]
+                async fn postgres() {
+                    $crate::support::on_fresh::<sqlx::Postgres, _>(5, super::$scenario).await;
                 }
 
                 #[tokio::test]
                 async fn sqlite() {
-                    let (_dir, pool) = $crate::support::sqlite_pool().await;
-                    super::$scenario(pool).await;
+                    $crate::support::on_fresh::<sqlx::Sqlite, _>(8, super::$scenario).await;
                 }
             }
         )*
     };
 }
 
+/// Runs `scenario` on a fresh, migrated database of `DB`'s kind, with a
+/// pool of `connections`; the database goes afterwards.
+pub async fn on_fresh<DB: AdminBackend + FreshBackend, F: Future<Output = ()>>(
+    connections: u32,
+    scenario: fn(Pool<DB>) -> F,
+) {
+    let connect = |url: String| async move { migrated_pool(&url, connections).await };
+    FreshDatabase::with_pool(connect, scenario).await;
+}
+
+/// A fresh, migrated database of `DB`'s kind and a pool of `connections`
+/// on it (the database goes with the guard).
+pub async fn fresh_pool<DB: AdminBackend + FreshBackend>(
+    connections: u32,
+) -> (FreshDatabase, Pool<DB>) {
+    let db = FreshDatabase::create::<DB>().await;
+    let pool = migrated_pool(db.url(), connections).await;
+    (db, pool)
+}
+
 /// A migrated SQLite database in a temp directory (kept while the guard lives).
-pub async fn sqlite_pool() -> (tempfile::TempDir, Pool<Sqlite>) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!("sqlite://{}", dir.path().join("jobs.db").display());
-    let pool = <Sqlite as Backend>::connect(&url, 8)
-        .await
-        .expect("connect");
+pub async fn sqlite_pool() -> (FreshDatabase, Pool<Sqlite>) {
+    fresh_pool(8).await
+}
+
+async fn migrated_pool<DB: AdminBackend>(url: &str, connections: u32) -> Pool<DB> {
+    let pool = DB::connect(url, connections).await.expect("connect");
     Client::new(pool.clone()).migrate().await.expect("migrate");
-    (dir, pool)
+    pool
 }
 
 /// Fails when `fail` is set; one attempt only, so it ends discarded.
@@ -158,64 +173,4 @@ pub async fn insert<DB: Backend>(pool: &Pool<DB>, jobs: &[(&str, bool, &[&str])]
         .insert(&rows)
         .await
         .expect("insert")
-}
-
-/// A response, read whole.
-pub struct Reply {
-    pub status: StatusCode,
-    pub content_type: String,
-    pub headers: axum::http::HeaderMap,
-    pub text: String,
-}
-
-impl Reply {
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
-    }
-}
-
-pub async fn send(router: &Router, request: Request<Body>) -> Reply {
-    let response = router
-        .clone()
-        .oneshot(request)
-        .await
-        .expect("router answers");
-    let status = response.status();
-    let headers = response.headers().clone();
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    Reply {
-        status,
-        content_type,
-        headers,
-        text: String::from_utf8_lossy(&bytes).into_owned(),
-    }
-}
-
-pub async fn get(router: &Router, uri: &str) -> Reply {
-    send(
-        router,
-        Request::get(uri).body(Body::empty()).expect("request"),
-    )
-    .await
-}
-
-pub async fn post_json(router: &Router, uri: &str, body: serde_json::Value) -> Reply {
-    send(
-        router,
-        Request::post(uri)
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(body.to_string()))
-            .expect("request"),
-    )
-    .await
 }

@@ -1,20 +1,15 @@
 //! A fresh real database per test, and the app tables jobs write to.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use offload::{Backend, Client};
+use offload_test_fixture::{FreshBackend, FreshDatabase};
 use sqlx::{Pool, Postgres, Sqlite};
 
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
 /// What tests need from a backend beyond offload's own: a fresh database
-/// and a few app tables. The SQL for them lives here, per backend.
-pub trait TestDb: Backend {
-    /// Creates a fresh, empty database and returns its URL.
-    fn create_database() -> impl Future<Output = String> + Send;
-    /// Drops it.
-    fn drop_database(url: &str) -> impl Future<Output = ()> + Send;
+/// (from the fixture) and a few app tables. The SQL for them lives here,
+/// per backend.
+pub trait TestDb: Backend + FreshBackend {
     /// Creates the `counter` and `effects` tables.
     fn create_app_tables(pool: &Pool<Self>) -> impl Future<Output = ()> + Send;
     /// Adds one to the counter and records `job_id` as an effect.
@@ -39,49 +34,7 @@ pub trait TestDb: Backend {
     fn effects(pool: &Pool<Self>) -> impl Future<Output = (i64, i64)> + Send;
 }
 
-fn admin_url() -> String {
-    std::env::var("DATABASE_URL")
-        .ok()
-        .filter(|url| url.starts_with("postgres"))
-        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
-fn with_database(url: &str, name: &str) -> String {
-    let base = url.rsplit_once('/').map_or(url, |(base, _)| base);
-    format!("{base}/{name}")
-}
-
 impl TestDb for Postgres {
-    async fn create_database() -> String {
-        let name = format!(
-            "offload_test_{}_{}_{:x}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed),
-            rand::random::<u16>()
-        );
-        let admin = sqlx::PgPool::connect(&admin_url())
-            .await
-            .expect("connect to PostgreSQL");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&admin)
-            .await
-            .expect("create db");
-        admin.close().await;
-        with_database(&admin_url(), &name)
-    }
-
-    async fn drop_database(url: &str) {
-        let name = url.rsplit('/').next().unwrap_or_default().to_owned();
-        let admin = sqlx::PgPool::connect(&admin_url())
-            .await
-            .expect("connect to PostgreSQL");
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&admin)
-            .await
-            .expect("drop db");
-        admin.close().await;
-    }
-
     async fn create_app_tables(pool: &Pool<Self>) {
         sqlx::raw_sql(
             "CREATE TABLE counter (id int PRIMARY KEY, value bigint NOT NULL);
@@ -137,25 +90,6 @@ impl TestDb for Postgres {
 }
 
 impl TestDb for Sqlite {
-    async fn create_database() -> String {
-        let dir = std::env::temp_dir().join("offload-tests");
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = dir.join(format!(
-            "t{}_{}_{:x}.db",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed),
-            rand::random::<u32>()
-        ));
-        format!("sqlite://{}", path.display())
-    }
-
-    async fn drop_database(url: &str) {
-        let path = url.trim_start_matches("sqlite://");
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{path}{suffix}"));
-        }
-    }
-
     async fn create_app_tables(pool: &Pool<Self>) {
         sqlx::raw_sql(
             "CREATE TABLE counter (id INTEGER PRIMARY KEY, value INTEGER NOT NULL);
@@ -221,16 +155,24 @@ pub struct TestDatabase<DB: TestDb> {
     pub url: String,
     pub pool: Pool<DB>,
     pub client: Client<DB>,
+    /// Drops the database when the test ends, also when it panics.
+    fresh: FreshDatabase,
 }
 
 impl<DB: TestDb> TestDatabase<DB> {
     pub async fn create() -> Self {
-        let url = DB::create_database().await;
+        let fresh = FreshDatabase::create::<DB>().await;
+        let url = fresh.url().to_owned();
         let pool = DB::connect(&url, 16).await.expect("connect");
         let client = Client::new(pool.clone());
         client.migrate().await.expect("migrate");
         DB::create_app_tables(&pool).await;
-        Self { url, pool, client }
+        Self {
+            url,
+            pool,
+            client,
+            fresh,
+        }
     }
 
     /// Another pool on the same database, as another worker would have.
@@ -240,6 +182,6 @@ impl<DB: TestDb> TestDatabase<DB> {
 
     pub async fn drop_database(self) {
         self.pool.close().await;
-        DB::drop_database(&self.url).await;
+        self.fresh.cleanup().await;
     }
 }

@@ -5,12 +5,12 @@ pub mod cluster;
 pub mod database;
 pub mod jobs;
 
-use std::future::Future;
 use std::time::Duration;
 
 use offload::{Backend, Client, JobState, WorkerConfig};
 
 pub use database::{TestDatabase, TestDb};
+pub use offload_test_fixture::eventually;
 
 /// Worker settings fast enough for tests: short polls, leases and back-offs.
 pub fn fast_config() -> WorkerConfig {
@@ -25,22 +25,6 @@ pub fn fast_config() -> WorkerConfig {
         // A killed leader's maintenance (rescue) moves to another worker
         // within about this.
         .leader_ttl(Duration::from_secs(1))
-}
-
-/// Polls `check` until it returns true, or panics after `limit`.
-pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = std::time::Instant::now();
-    while start.elapsed() < limit {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("timed out after {limit:?} waiting for: {what}");
 }
 
 /// The job's state, panicking if it does not exist.
