@@ -37,7 +37,7 @@ macro_rules! on_both_backends {
 
 /// Runs `scenario` on a fresh, migrated database of `DB`'s kind, with a
 /// pool of `connections`; the database goes afterwards.
-pub async fn on_fresh<DB: AdminBackend + FreshBackend, F: Future<Output = ()>>(
+pub async fn on_fresh<DB: Backend + FreshBackend, F: Future<Output = ()>>(
     connections: u32,
     scenario: fn(Pool<DB>) -> F,
 ) {
@@ -47,9 +47,7 @@ pub async fn on_fresh<DB: AdminBackend + FreshBackend, F: Future<Output = ()>>(
 
 /// A fresh, migrated database of `DB`'s kind and a pool of `connections`
 /// on it (the database goes with the guard).
-pub async fn fresh_pool<DB: AdminBackend + FreshBackend>(
-    connections: u32,
-) -> (FreshDatabase, Pool<DB>) {
+pub async fn fresh_pool<DB: Backend + FreshBackend>(connections: u32) -> (FreshDatabase, Pool<DB>) {
     let db = FreshDatabase::create::<DB>().await;
     let pool = migrated_pool(db.url(), connections).await;
     (db, pool)
@@ -60,7 +58,7 @@ pub async fn sqlite_pool() -> (FreshDatabase, Pool<Sqlite>) {
     fresh_pool(8).await
 }
 
-async fn migrated_pool<DB: AdminBackend>(url: &str, connections: u32) -> Pool<DB> {
+async fn migrated_pool<DB: Backend>(url: &str, connections: u32) -> Pool<DB> {
     let pool = DB::connect(url, connections).await.expect("connect");
     Client::new(pool.clone()).migrate().await.expect("migrate");
     pool
