@@ -15,14 +15,18 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::{Pool, Transaction};
 
-use super::migrate::Migration;
 use super::query::{JobFilter, Page};
 use super::rows::{
     Attempt, ClaimedJob, JobRecord, JobSummary, Leader, NewJob, Outcome, WorkerInfo,
 };
-use super::sealed::Sealed;
+use super::schema::Migration;
 use crate::state::JobState;
 use crate::Result;
+
+pub(crate) mod sealed {
+    /// Only offload's backends implement [`Driver`](super::Driver).
+    pub trait Sealed {}
+}
 
 /// Where [`Driver::notification_listen`] delivers what it hears.
 #[derive(Debug, Clone, Copy)]
@@ -34,7 +38,7 @@ pub struct Signals {
 }
 
 /// Every statement offload runs on a backend. Not a stable API.
-pub trait Driver: sqlx::Database + Sized + Sealed {
+pub trait Driver: sqlx::Database + Sized + sealed::Sealed {
     /// How often an idle producer polls when no wake-up arrives.
     const DEFAULT_POLL_INTERVAL: Duration;
     /// Whether workers in other processes can be woken

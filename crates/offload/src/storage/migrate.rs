@@ -8,35 +8,12 @@
 
 use sqlx::Pool;
 
+pub use super::schema::Migration;
 use super::Driver;
 use crate::{Error, Result};
 
 /// offload's own version table.
 pub const OFFLOAD_TABLE: &str = "offload_migrations";
-
-/// One schema change.
-///
-/// ```
-/// use offload::migrate::Migration;
-/// const NOTES: &[Migration] = &[Migration::new(1, "notes", "CREATE TABLE notes (body TEXT)")];
-/// assert_eq!(NOTES[0].version, 1);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Migration {
-    /// Version number; applied in list order, each once.
-    pub version: i64,
-    /// A short name, stored beside the version.
-    pub name: &'static str,
-    /// The SQL, one or more statements.
-    pub sql: &'static str,
-}
-
-impl Migration {
-    /// A migration.
-    pub const fn new(version: i64, name: &'static str, sql: &'static str) -> Self {
-        Self { version, name, sql }
-    }
-}
 
 /// Applies the migrations of `migrations` not yet recorded in version table
 /// `table`, in one transaction: all of them or none.
@@ -77,15 +54,6 @@ fn check_table_name(table: &str) -> Result<()> {
         Err(Error::Config(format!(
             "migration table `{table}` must be a lower-case SQL identifier of at most 63 characters"
         )))
-    }
-}
-
-/// Wraps a failed migration's error with its version and name.
-pub(crate) fn failed(migration: &Migration, source: sqlx::Error) -> Error {
-    Error::Migration {
-        version: migration.version,
-        name: migration.name,
-        source,
     }
 }
 

@@ -15,6 +15,7 @@ pub mod ops;
 mod postgres;
 mod query;
 mod rows;
+mod schema;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod time;
@@ -32,11 +33,6 @@ pub use rows::{
 pub use time::DbTime;
 
 use crate::{Error, Result};
-
-pub(crate) mod sealed {
-    /// Only offload's backends implement [`Driver`](super::Driver).
-    pub trait Sealed {}
-}
 
 /// A database that can hold offload's jobs: [`sqlx::Postgres`] (feature
 /// `postgres`) and [`sqlx::Sqlite`] (feature `sqlite`). Sealed.

@@ -7,7 +7,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::{next_delay, sleep_or_stop};
+use super::shared::{next_delay, sleep_or_stop};
 use crate::storage::{Attempt, Backend};
 
 /// Drains `completions` until every sender is gone. Batches form by

@@ -6,6 +6,9 @@ use super::Periodic;
 use crate::defaults::DEFAULT_QUEUE;
 use crate::Error;
 
+/// Jobs the promoter moves or the pruner deletes per statement.
+pub(crate) const MAINTENANCE_BATCH: usize = 5_000;
+
 /// One queue a worker serves, and how many of its jobs run at once. Add
 /// one with [`WorkerConfig::queue`] or [`WorkerConfig::queue_config`].
 ///

@@ -9,7 +9,8 @@ use chrono::Utc;
 use futures::FutureExt;
 use tracing::Instrument;
 
-use super::{metrics, next_delay, running, sleep_or_stop, Shared};
+use super::shared::{next_delay, sleep_or_stop, Shared};
+use super::{metrics, running};
 use crate::context::JobContext;
 use crate::job::JobError;
 use crate::storage::{Attempt, Backend, ClaimedJob, Outcome};

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::sleep_or_stop;
+use super::shared::sleep_or_stop;
 use crate::storage::Backend;
 
 /// The name of the leadership that runs maintenance and periodic jobs.

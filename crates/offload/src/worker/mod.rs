@@ -12,11 +12,11 @@ pub mod metrics;
 mod periodic;
 mod producer;
 pub(crate) mod running;
+mod shared;
 pub(crate) mod wake;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use sqlx::Pool;
 use tokio::sync::{mpsc, watch};
@@ -25,6 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{QueueConfig, Retention, WorkerConfig};
 pub use periodic::{Periodic, Schedule};
+
+use shared::Shared;
 
 use crate::registry::Registry;
 use crate::storage::{Attempt, Backend, WorkerInfo};
@@ -216,37 +218,6 @@ impl WorkerHandle {
     }
 }
 
-/// State every task of one worker shares.
-pub(crate) struct Shared<DB: Backend> {
-    pub pool: Pool<DB>,
-    pub registry: Registry<DB>,
-    pub config: WorkerConfig,
-    pub worker: WorkerInfo,
-    /// The pool's identity (see `Driver::pool_identity`), shared by every
-    /// job's signal.
-    pub database: Arc<str>,
-    pub completions: mpsc::Sender<Attempt>,
-    /// Cancelled when shutdown gives up waiting for running jobs.
-    pub cancel_jobs: CancellationToken,
-    /// Cancelled when the worker's last job has ended.
-    pub stop_maintenance: CancellationToken,
-    /// Whether this worker leads; see [`leader`].
-    pub leading: watch::Receiver<bool>,
-}
-
-impl<DB: Backend> Shared<DB> {
-    pub fn poll_interval(&self) -> Duration {
-        self.config
-            .poll_interval
-            .unwrap_or(DB::DEFAULT_POLL_INTERVAL)
-    }
-
-    /// Whether this worker leads now.
-    pub fn leads(&self) -> bool {
-        *self.leading.borrow()
-    }
-}
-
 /// Resolves on SIGINT or SIGTERM (Ctrl-C elsewhere): pass it to
 /// [`Worker::run_until`] or axum's graceful shutdown.
 pub async fn shutdown_signal() {
@@ -287,18 +258,4 @@ fn worker_id() -> String {
         std::process::id(),
         rand::random::<u32>()
     )
-}
-
-/// Sleeps `delay`, or less if `stop` fires. Returns whether it fired.
-pub(crate) async fn sleep_or_stop(delay: Duration, stop: &CancellationToken) -> bool {
-    tokio::select! {
-        () = tokio::time::sleep(delay) => false,
-        () = stop.cancelled() => true,
-    }
-}
-
-/// Doubles `delay` up to five seconds: the pause between retries of a
-/// database call that failed.
-pub(crate) fn next_delay(delay: Duration) -> Duration {
-    (delay * 2).min(Duration::from_secs(5))
 }

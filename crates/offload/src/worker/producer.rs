@@ -10,8 +10,10 @@ use tokio::task::{Id, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::config::QueueConfig;
 use super::executor::{execute, record};
-use super::{metrics, next_delay, sleep_or_stop, wake, QueueConfig, Shared};
+use super::shared::{next_delay, sleep_or_stop, Shared};
+use super::{metrics, wake};
 use crate::storage::{Attempt, Backend, Outcome};
 
 pub(crate) async fn run<DB: Backend>(

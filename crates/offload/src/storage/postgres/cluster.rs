@@ -8,12 +8,16 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::PgListener;
 use sqlx::{Executor, PgConnection, PgPool, Postgres, Transaction};
 
-use super::{CANCEL_CHANNEL, JOBS_CHANNEL};
 use crate::storage::decode::LeaderRow;
-use crate::storage::migrate::{self, Migration};
+use crate::storage::schema::{failed, Migration};
 use crate::storage::time::span_secs;
 use crate::storage::{Driver, Leader, Signals, WorkerInfo};
 use crate::Result;
+
+/// The channel enqueues notify, with the queue name as payload.
+const JOBS_CHANNEL: &str = "offload_jobs";
+/// The channel operators' cancels notify, with the job id as payload.
+const CANCEL_CHANNEL: &str = "offload_cancel";
 
 const TRY_LEAD: &str = r#"
 INSERT INTO offload_leader (name, leader_id, elected_at, expires_at)
@@ -215,7 +219,7 @@ pub(super) async fn migration_apply(
 ) -> Result<()> {
     conn.execute(migration.sql)
         .await
-        .map_err(|source| migrate::failed(migration, source))?;
+        .map_err(|source| failed(migration, source))?;
     sqlx::query(&format!(
         "INSERT INTO {table} (version, name) VALUES ($1, $2)"
     ))

@@ -14,18 +14,13 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use cluster::notify;
 
-use super::migrate::Migration;
+use super::schema::Migration;
 use super::{
     Attempt, Backend, ClaimedJob, Driver, JobFilter, JobRecord, JobSummary, Leader, NewJob,
     Outcome, Page, Signals, WorkerInfo,
 };
 use crate::state::JobState;
 use crate::Result;
-
-/// The channel enqueues notify, with the queue name as payload.
-const JOBS_CHANNEL: &str = "offload_jobs";
-/// The channel operators' cancels notify, with the job id as payload.
-const CANCEL_CHANNEL: &str = "offload_cancel";
 
 const MIGRATIONS: &[Migration] = &[
     Migration::new(
@@ -55,7 +50,7 @@ const MIGRATIONS: &[Migration] = &[
     ),
 ];
 
-impl super::sealed::Sealed for Postgres {}
+impl super::driver::sealed::Sealed for Postgres {}
 
 impl Backend for Postgres {}
 

@@ -13,7 +13,7 @@ use sqlx::{
 
 use super::jobs::limit;
 use crate::storage::decode::LeaderRow;
-use crate::storage::migrate::{self, Migration};
+use crate::storage::schema::{failed, Migration};
 use crate::storage::time::{duration_micros, from_micros, micros, now_micros};
 use crate::storage::{Leader, WorkerInfo};
 use crate::Result;
@@ -232,7 +232,7 @@ pub(super) async fn migration_apply(
 ) -> Result<()> {
     conn.execute(migration.sql)
         .await
-        .map_err(|source| migrate::failed(migration, source))?;
+        .map_err(|source| failed(migration, source))?;
     sqlx::query(&format!(
         "INSERT INTO {table} (version, name, applied_at) VALUES (?1, ?2, ?3)"
     ))

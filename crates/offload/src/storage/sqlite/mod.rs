@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 
-use super::migrate::Migration;
+use super::schema::Migration;
 use super::{
     Attempt, Backend, ClaimedJob, Driver, JobFilter, JobRecord, JobSummary, Leader, NewJob,
     Outcome, Page, Signals, WorkerInfo,
@@ -42,7 +42,7 @@ const MIGRATIONS: &[Migration] = &[
     ),
 ];
 
-impl super::sealed::Sealed for Sqlite {}
+impl super::driver::sealed::Sealed for Sqlite {}
 
 impl Backend for Sqlite {}
 

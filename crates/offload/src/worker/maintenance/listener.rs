@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::super::{next_delay, running, sleep_or_stop, wake, Shared};
 use crate::storage::{Backend, Signals};
+use crate::worker::shared::{next_delay, sleep_or_stop, Shared};
+use crate::worker::{running, wake};
 
 pub(super) async fn run<DB: Backend>(shared: Arc<Shared<DB>>, stop: CancellationToken) {
     let signals = Signals {

@@ -17,11 +17,9 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::{periodic, sleep_or_stop, Shared};
+use super::periodic;
+use super::shared::{sleep_or_stop, Shared};
 use crate::storage::Backend;
-
-/// Jobs moved or deleted per statement.
-const BATCH: usize = 5_000;
 
 /// Starts every service of this worker; they stop when `stop` fires.
 pub(crate) fn spawn<DB: Backend>(shared: Arc<Shared<DB>>, stop: CancellationToken) -> JoinSet<()> {

@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
-use super::super::{wake, Shared};
-use super::BATCH;
 use crate::storage::Backend;
+use crate::worker::config::MAINTENANCE_BATCH as BATCH;
+use crate::worker::shared::Shared;
+use crate::worker::wake;
 
 pub(super) async fn step<DB: Backend>(shared: Arc<Shared<DB>>) -> crate::Result<()> {
     loop {

@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
-use super::super::Shared;
-use super::BATCH;
 use crate::state::JobState;
 use crate::storage::Backend;
+use crate::worker::config::MAINTENANCE_BATCH as BATCH;
+use crate::worker::shared::Shared;
 
 pub(super) async fn step<DB: Backend>(shared: Arc<Shared<DB>>) -> crate::Result<()> {
     let retention = &shared.config.retention;

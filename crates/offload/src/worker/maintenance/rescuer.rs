@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
-use super::super::{wake, Shared};
 use crate::storage::Backend;
+use crate::worker::shared::Shared;
+use crate::worker::wake;
 
 pub(super) async fn step<DB: Backend>(shared: Arc<Shared<DB>>) -> crate::Result<()> {
     let lease = shared.config.lease;

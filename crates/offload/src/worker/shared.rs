@@ -1,0 +1,57 @@
+//! What every task of one worker shares, and how they wait and retry.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::Pool;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::config::WorkerConfig;
+use crate::registry::Registry;
+use crate::storage::{Attempt, Backend, WorkerInfo};
+
+/// State every task of one worker shares.
+pub(crate) struct Shared<DB: Backend> {
+    pub pool: Pool<DB>,
+    pub registry: Registry<DB>,
+    pub config: WorkerConfig,
+    pub worker: WorkerInfo,
+    /// The pool's identity (see `Driver::pool_identity`), shared by every
+    /// job's signal.
+    pub database: Arc<str>,
+    pub completions: mpsc::Sender<Attempt>,
+    /// Cancelled when shutdown gives up waiting for running jobs.
+    pub cancel_jobs: CancellationToken,
+    /// Cancelled when the worker's last job has ended.
+    pub stop_maintenance: CancellationToken,
+    /// Whether this worker leads; see [`super::leader`].
+    pub leading: watch::Receiver<bool>,
+}
+
+impl<DB: Backend> Shared<DB> {
+    pub fn poll_interval(&self) -> Duration {
+        self.config
+            .poll_interval
+            .unwrap_or(DB::DEFAULT_POLL_INTERVAL)
+    }
+
+    /// Whether this worker leads now.
+    pub fn leads(&self) -> bool {
+        *self.leading.borrow()
+    }
+}
+
+/// Sleeps `delay`, or less if `stop` fires. Returns whether it fired.
+pub(crate) async fn sleep_or_stop(delay: Duration, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(delay) => false,
+        () = stop.cancelled() => true,
+    }
+}
+
+/// Doubles `delay` up to five seconds: the pause between retries of a
+/// database call that failed.
+pub(crate) fn next_delay(delay: Duration) -> Duration {
+    (delay * 2).min(Duration::from_secs(5))
+}
