@@ -30,7 +30,9 @@ ORDER BY key
 RETURNING id
 "#;
 
-static CLAIM: LazyLock<String> = LazyLock::new(|| {
+/// The claim with `limit` as its `LIMIT` expression (`?4` is the number
+/// asked for).
+fn claim_sql(limit: &str) -> String {
     format!(
         r#"
 UPDATE offload_jobs
@@ -40,32 +42,23 @@ WHERE id IN (
     WHERE state = 'available' AND queue = ?3
       AND NOT EXISTS (SELECT 1 FROM offload_queues q WHERE q.name = ?3 AND q.paused)
     ORDER BY priority, id
-    LIMIT ?4
+    LIMIT {limit}
 )
 RETURNING {CLAIM_COLUMNS_SQLITE}
 "#
     )
-});
+}
+
+static CLAIM: LazyLock<String> = LazyLock::new(|| claim_sql("?4"));
 
 /// Like `CLAIM`, never taking more than the queue's global limit leaves
 /// free. SQLite runs one writer at a time, so the count is current.
 static CLAIM_LIMITED: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        r#"
-UPDATE offload_jobs
-SET state = 'running', attempt = attempt + 1, attempted_at = ?1, worker_id = ?2
-WHERE id IN (
-    SELECT id FROM offload_jobs
-    WHERE state = 'available' AND queue = ?3
-      AND NOT EXISTS (SELECT 1 FROM offload_queues q WHERE q.name = ?3 AND q.paused)
-    ORDER BY priority, id
-    LIMIT max(0, min(?4, COALESCE(
+    claim_sql(
+        "max(0, min(?4, COALESCE(
         (SELECT global_limit FROM offload_queues WHERE name = ?3)
           - (SELECT count(*) FROM offload_jobs WHERE queue = ?3 AND state = 'running'),
-        ?4)))
-)
-RETURNING {CLAIM_COLUMNS_SQLITE}
-"#
+        ?4)))",
     )
 });
 
