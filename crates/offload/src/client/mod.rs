@@ -190,12 +190,8 @@ impl<DB: Backend> Client<DB> {
         if jobs.iter().any(|job| job.unique.is_some()) {
             let mut ids = Vec::with_capacity(jobs.len());
             for job in jobs {
-                let id = if job.unique.is_some() {
-                    insert_unique::<DB>(conn, job).await?.id
-                } else {
-                    first_id(DB::job_insert_many(conn, std::slice::from_ref(job), true).await?)?
-                };
-                ids.push(id);
+                // Inserts plain rows too, one at a time, in order.
+                ids.push(insert_unique::<DB>(conn, job).await?.id);
             }
             wake::wake_all(jobs.iter().map(|job| job.queue.as_str()));
             return Ok(ids);
