@@ -1,38 +1,84 @@
 //! What a running job receives.
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::{Pool, Transaction};
-use std::future::Future;
 
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::job::JobError;
-use crate::storage::{Backend, ClaimedJob};
+use crate::storage::{Backend, BackendTx, ClaimedJob, SqlTarget};
 
-/// A running job's own view of the world: its transaction, its identity and
-/// its cancellation signal. It never holds the enqueuing request's session.
+/// A running job's own view of the world: its transaction, its identity,
+/// the application state `S` and its cancellation signal. It never holds the
+/// enqueuing request's session.
 ///
 /// The transaction is opened on the first call to [`tx`](JobContext::tx), so
 /// a job that does not touch the database holds no connection. Do slow,
 /// non-database work (HTTP calls, mail) *before* opening it: an open
 /// transaction pins a pooled connection and, on PostgreSQL, holds back
 /// vacuum.
-pub struct JobContext<DB: Backend> {
+///
+/// ```
+/// use offload::{Job, JobContext, JobError};
+/// use serde::{Deserialize, Serialize};
+/// use sqlx::Sqlite;
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Archive { note_id: i64 }
+///
+/// impl Job<Sqlite> for Archive {
+///     const KIND: &'static str = "archive";
+///     async fn run(self, ctx: &mut JobContext<Sqlite>) -> Result<(), JobError> {
+///         if ctx.attempt() > 1 {
+///             tracing::info!(id = ctx.id(), attempt = ctx.attempt(), "trying again");
+///         }
+///         // Slow work first, then the transaction: it commits with the
+///         // job's completion.
+///         ctx.sleep(std::time::Duration::from_millis(1)).await?;
+///         sqlx::query("UPDATE notes SET archived = 1 WHERE id = ?1")
+///             .bind(self.note_id)
+///             .execute(ctx.tx().await?)
+///             .await?;
+///         Ok(())
+///     }
+/// }
+/// ```
+pub struct JobContext<DB: Backend, S = ()> {
     job: ClaimedJob,
     pool: Pool<DB>,
     tx: Option<Transaction<'static, DB>>,
     cancel: CancellationToken,
+    state: Arc<S>,
 }
 
-impl<DB: Backend> JobContext<DB> {
-    pub(crate) fn new(job: ClaimedJob, pool: Pool<DB>, cancel: CancellationToken) -> Self {
+impl<DB: Backend, S> JobContext<DB, S> {
+    pub(crate) fn new(
+        job: ClaimedJob,
+        pool: Pool<DB>,
+        cancel: CancellationToken,
+        state: Arc<S>,
+    ) -> Self {
         Self {
             job,
             pool,
             tx: None,
             cancel,
+            state,
         }
+    }
+
+    /// The application state the [`Registry`](crate::Registry) was built
+    /// with ([`Registry::with_state`](crate::Registry::with_state)).
+    pub fn state(&self) -> &S {
+        &self.state
+    }
+
+    /// The application state, shared, to move into spawned or blocking work.
+    pub fn state_arc(&self) -> Arc<S> {
+        self.state.clone()
     }
 
     /// The job's id.
@@ -69,6 +115,33 @@ impl<DB: Backend> JobContext<DB> {
             None => DB::begin_write(&self.pool).await?,
         };
         Ok(&mut **self.tx.insert(tx))
+    }
+
+    /// The job's transaction as the backend's own connection type, for SQL
+    /// written per backend in a job generic over `DB`.
+    ///
+    /// ```
+    /// use offload::{Backend, BackendTx, Job, JobContext, JobError};
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct Touch { id: i64 }
+    /// impl<DB: Backend> Job<DB> for Touch {
+    ///     const KIND: &'static str = "touch";
+    ///     async fn run(self, ctx: &mut JobContext<DB>) -> Result<(), JobError> {
+    ///         match ctx.backend_tx().await? {
+    ///             BackendTx::Postgres(conn) => {
+    ///                 sqlx::query("UPDATE notes SET seen = now() WHERE id = $1")
+    ///                     .bind(self.id).execute(conn).await?;
+    ///             }
+    ///             BackendTx::Sqlite(conn) => {
+    ///                 sqlx::query("UPDATE notes SET seen = unixepoch() WHERE id = ?1")
+    ///                     .bind(self.id).execute(conn).await?;
+    ///             }
+    ///         }
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
+    pub async fn backend_tx(&mut self) -> Result<BackendTx<'_>, sqlx::Error> {
+        Ok(DB::backend_tx(self.tx().await?))
     }
 
     /// Whether the job has opened its transaction.
@@ -132,5 +205,13 @@ impl<DB: Backend> JobContext<DB> {
                 }
             })
         }
+    }
+}
+
+/// [`Sql`](crate::Sql) run on a job's context goes into the job's own
+/// transaction, opened if needed.
+impl<DB: Backend, S: Send + Sync> SqlTarget<DB> for JobContext<DB, S> {
+    async fn connection(&mut self) -> Result<&mut DB::Connection, sqlx::Error> {
+        self.tx().await
     }
 }

@@ -12,11 +12,18 @@ use crate::defaults::{DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE};
 use crate::storage::Backend;
 
 /// A kind of background work: its args are the struct's fields, stored as
-/// JSON, and [`run`](Job::run) does the work on database `DB`.
+/// JSON, and [`run`](Job::run) does the work on database `DB`, with the
+/// application state `S` the [`Registry`](crate::Registry) was built with
+/// (`()` when there is none).
 ///
 /// A job receives only its own [`JobContext`]: the enqueuing request's
 /// transaction cannot reach it (a `Job` is `'static` and serializable, which
 /// a borrowed transaction is not).
+///
+/// One definition can serve both backends: implement `Job<DB>` for every
+/// `DB: Backend` and write its SQL once with [`Sql`](crate::Sql), or per
+/// backend through [`JobContext::backend_tx`] (see the crate's "Both
+/// backends" section).
 ///
 /// ```
 /// use offload::{Job, JobContext, JobError};
@@ -43,7 +50,9 @@ use crate::storage::Backend;
 ///     }
 /// }
 /// ```
-pub trait Job<DB: Backend>: Serialize + DeserializeOwned + Send + 'static {
+pub trait Job<DB: Backend, S: Send + Sync + 'static = ()>:
+    Serialize + DeserializeOwned + Send + 'static
+{
     /// The name stored with each job; it maps a row back to this type.
     const KIND: &'static str;
     /// The queue this kind runs on unless the enqueue names another.
@@ -63,7 +72,7 @@ pub trait Job<DB: Backend>: Serialize + DeserializeOwned + Send + 'static {
 
     /// Does the work. `Ok(())` commits the job's transaction (if it opened
     /// one) together with its completion; an error rolls it back.
-    fn run(self, ctx: &mut JobContext<DB>) -> impl Future<Output = Result<(), JobError>> + Send;
+    fn run(self, ctx: &mut JobContext<DB, S>) -> impl Future<Output = Result<(), JobError>> + Send;
 }
 
 /// Why a job did not complete, and what happens next.

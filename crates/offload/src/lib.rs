@@ -13,14 +13,16 @@ mod unique;
 pub mod storage;
 // The job contract:
 mod context;
+mod hooks;
 mod job;
 mod options;
+mod periodic;
 mod registry;
+mod schedule;
 // The runtime:
 mod worker;
 // The application's API:
 mod client;
-mod periodic;
 // The operator's API:
 pub mod admin;
 
@@ -32,15 +34,18 @@ pub use defaults::{
     database_url_from_env, DEFAULT_DATABASE_URL, DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, MAX_ERROR_LEN,
 };
 pub use error::{Error, Result};
+pub use hooks::{AttemptOutcome, JobEvent, JobHook, JobInfo};
 pub use job::{Job, JobError};
 pub use options::EnqueueOptions;
 pub use periodic::PeriodicJob;
 pub use registry::Registry;
+pub use schedule::{Periodic, Schedule};
 pub use state::{JobState, UnknownState};
 pub use storage::migrate;
-pub use storage::{clean_error, AttemptError, Backend, BackendKind, JobRecord, Leader, NewJob};
+pub use storage::{
+    clean_error, AttemptError, Backend, BackendKind, BackendTx, JobRecord, Leader, NewJob,
+    PortableRow, Sql, SqlTarget, SqlValue,
+};
 pub use unique::{EnqueueResult, UniqueKey, UniqueOptions, DEFAULT_UNIQUE_STATES};
 pub use worker::metrics;
-pub use worker::{
-    shutdown_signal, Periodic, QueueConfig, Retention, Schedule, Worker, WorkerConfig, WorkerHandle,
-};
+pub use worker::{shutdown_signal, QueueConfig, Retention, Worker, WorkerConfig, WorkerHandle};

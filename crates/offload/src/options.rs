@@ -93,7 +93,7 @@ impl EnqueueOptions {
 }
 
 /// Builds the row for `job` of backend `DB`.
-pub(crate) fn new_job_row<DB: Backend, J: Job<DB>>(
+pub(crate) fn new_job_row<DB: Backend, S: Send + Sync + 'static, J: Job<DB, S>>(
     job: &J,
     options: EnqueueOptions,
 ) -> Result<NewJob> {

@@ -1,8 +1,7 @@
-//! Periodic jobs: a job enqueued on a cron schedule or at a fixed
-//! interval by the workers' leader (see `worker::periodic` for how each
-//! tick is enqueued exactly once).
+//! Periodic jobs: a job enqueued on a cron schedule or at a fixed interval
+//! by the workers' leader (see `worker::periodic` for how each tick is
+//! enqueued exactly once).
 
-use std::marker::PhantomData;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,20 +11,18 @@ use croner::Cron;
 
 use crate::job::Job;
 use crate::options::{new_job_row, EnqueueOptions};
-use crate::storage::{Backend, NewJob};
-use crate::worker::{Periodic, Schedule};
+use crate::schedule::{Periodic, Schedule};
+use crate::storage::Backend;
 use crate::{Error, Result};
 
-type MakeJob = Arc<dyn Fn(&EnqueueOptions) -> Result<NewJob> + Send + Sync>;
-
-/// A job to enqueue on a schedule, built for backend `DB`. Add it to a
-/// worker with [`WorkerConfig::periodic`](crate::WorkerConfig::periodic);
-/// every worker on the database can carry the same list, only the leader
-/// enqueues.
+/// A job of type `J` to enqueue on a schedule. Add it to a worker with
+/// [`Registry::periodic`](crate::Registry::periodic), which fixes the
+/// backend; every worker on the database can carry the same list, only the
+/// leader enqueues.
 ///
 /// ```
 /// use std::time::Duration;
-/// use offload::{Job, JobContext, JobError, PeriodicJob, WorkerConfig};
+/// use offload::{Job, JobContext, JobError, PeriodicJob, Registry};
 /// use serde::{Deserialize, Serialize};
 /// use sqlx::Sqlite;
 ///
@@ -42,7 +39,8 @@ type MakeJob = Arc<dyn Fn(&EnqueueOptions) -> Result<NewJob> + Send + Sync>;
 /// }
 ///
 /// # fn main() -> offload::Result<()> {
-/// let config = WorkerConfig::default()
+/// let registry = Registry::<Sqlite>::new()
+///     .register::<SendDigest>()
 ///     // 08:30 on weekdays, Paris time.
 ///     .periodic(PeriodicJob::cron("morning_digest", "30 8 * * MON-FRI", chrono_tz::Europe::Paris, || {
 ///         SendDigest { edition: "morning".into() }
@@ -51,24 +49,22 @@ type MakeJob = Arc<dyn Fn(&EnqueueOptions) -> Result<NewJob> + Send + Sync>;
 ///     .periodic(PeriodicJob::every("quarter_digest", Duration::from_secs(900), || {
 ///         SendDigest { edition: "quarter".into() }
 ///     })?);
-/// assert_eq!(config.periodic.len(), 2);
+/// assert_eq!(registry.periodic_names().collect::<Vec<_>>(), ["morning_digest", "quarter_digest"]);
 /// # Ok(()) }
 /// ```
-pub struct PeriodicJob<DB: Backend> {
+pub struct PeriodicJob<J> {
     name: String,
     schedule: Schedule,
     options: EnqueueOptions,
-    make: MakeJob,
-    _backend: PhantomData<fn() -> DB>,
+    make: Arc<dyn Fn() -> J + Send + Sync>,
 }
 
-impl<DB: Backend> PeriodicJob<DB> {
+impl<J: Send + 'static> PeriodicJob<J> {
     /// Enqueues `make()` at every tick of cron expression `expr` read in
     /// time zone `tz`. Five fields (minute first), or six with seconds
     /// first. `name` identifies the schedule across workers and restarts.
-    pub fn cron<J, F>(name: impl Into<String>, expr: &str, tz: Tz, make: F) -> Result<Self>
+    pub fn cron<F>(name: impl Into<String>, expr: &str, tz: Tz, make: F) -> Result<Self>
     where
-        J: Job<DB>,
         F: Fn() -> J + Send + Sync + 'static,
     {
         let cron = Cron::from_str(expr)
@@ -85,9 +81,8 @@ impl<DB: Backend> PeriodicJob<DB> {
 
     /// Enqueues `make()` every `interval`, on multiples of it since the Unix
     /// epoch (every minute: on the minute).
-    pub fn every<J, F>(name: impl Into<String>, interval: Duration, make: F) -> Result<Self>
+    pub fn every<F>(name: impl Into<String>, interval: Duration, make: F) -> Result<Self>
     where
-        J: Job<DB>,
         F: Fn() -> J + Send + Sync + 'static,
     {
         if interval < Duration::from_millis(1) {
@@ -98,21 +93,18 @@ impl<DB: Backend> PeriodicJob<DB> {
         Self::new(name.into(), Schedule::Every(interval), make)
     }
 
-    fn new<J, F>(name: String, schedule: Schedule, make: F) -> Result<Self>
+    fn new<F>(name: String, schedule: Schedule, make: F) -> Result<Self>
     where
-        J: Job<DB>,
         F: Fn() -> J + Send + Sync + 'static,
     {
         if name.trim().is_empty() {
             return Err(Error::Config("a periodic job needs a name".into()));
         }
-        let make: MakeJob = Arc::new(move |options| new_job_row::<DB, J>(&make(), options.clone()));
         Ok(Self {
             name,
             schedule,
             options: EnqueueOptions::default(),
-            make,
-            _backend: PhantomData,
+            make: Arc::new(make),
         })
     }
 
@@ -132,11 +124,17 @@ impl<DB: Backend> PeriodicJob<DB> {
     pub fn schedule(&self) -> &Schedule {
         &self.schedule
     }
-}
 
-impl<DB: Backend> From<PeriodicJob<DB>> for Periodic {
-    fn from(job: PeriodicJob<DB>) -> Self {
-        let (make, options) = (job.make, job.options);
-        Periodic::new(job.name, job.schedule, Arc::new(move || make(&options)))
+    /// The schedule as a worker on backend `DB` with state `S` keeps it.
+    pub(crate) fn into_periodic<DB: Backend, S: Send + Sync + 'static>(self) -> Periodic
+    where
+        J: Job<DB, S>,
+    {
+        let (make, options) = (self.make, self.options);
+        Periodic::new(
+            self.name,
+            self.schedule,
+            Arc::new(move || new_job_row::<DB, S, J>(&make(), options.clone())),
+        )
     }
 }

@@ -13,9 +13,14 @@ const LAYERS: &[(&str, &[&str])] = &[
         &["defaults", "error", "state", "backoff", "unique"],
     ),
     ("storage", &["storage"]),
-    ("job contract", &["job", "context", "options", "registry"]),
+    (
+        "job contract",
+        &[
+            "job", "context", "hooks", "options", "periodic", "registry", "schedule",
+        ],
+    ),
     ("runtime", &["worker"]),
-    ("application API", &["client", "periodic"]),
+    ("application API", &["client"]),
     ("operator API", &["admin"]),
 ];
 

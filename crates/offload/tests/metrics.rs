@@ -28,7 +28,10 @@ async fn job_outcomes_and_latencies_are_recorded_as_metrics() {
     let batched = db.client.enqueue(Noop { n: 7 }).await.unwrap();
     let unknown = db
         .client
-        .insert(&[NewJob::new("no_such_kind", "{}")])
+        .insert(&[NewJob {
+            max_attempts: 1,
+            ..NewJob::new("no_such_kind", "{}")
+        }])
         .await
         .unwrap()[0];
     wait_for_state(&db.client, in_tx, JobState::Completed).await;

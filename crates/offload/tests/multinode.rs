@@ -22,8 +22,8 @@ use offload::{
 use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, Sqlite};
 use support::cluster::{
-    node_config, node_registry, pid_of, ClusterDb, HoldsWrite, MeasureConcurrency, GLOBAL_LIMIT,
-    LIMITED_QUEUE,
+    node_config, node_registry, pid_of, ticking_node_registry, ClusterDb, HoldsWrite,
+    MeasureConcurrency, GLOBAL_LIMIT, LIMITED_QUEUE,
 };
 use support::jobs::Noop;
 use support::{eventually, wait_for_state, TestDatabase, TestDb};
@@ -46,14 +46,10 @@ fn child_node_process() {
         let pool = <Postgres as offload::Backend>::connect(&url, 16)
             .await
             .expect("node connects");
-        Worker::new(
-            pool,
-            node_registry::<Postgres>(),
-            node_config::<Postgres>(ttl),
-        )
-        .run_until(offload::shutdown_signal())
-        .await
-        .expect("node runs");
+        Worker::new(pool, ticking_node_registry::<Postgres>(), node_config(ttl))
+            .run_until(offload::shutdown_signal())
+            .await
+            .expect("node runs");
     });
 }
 
@@ -119,7 +115,7 @@ async fn start_local_nodes<DB: ClusterDb>(
     for _ in 0..NODES {
         let pool = db.another_pool().await;
         nodes.push(
-            Worker::new(pool, node_registry::<DB>(), node_config::<DB>(leader_ttl))
+            Worker::new(pool, ticking_node_registry::<DB>(), node_config(leader_ttl))
                 .start()
                 .await
                 .expect("node starts"),
@@ -284,15 +280,13 @@ async fn a_new_leader_enqueues_only_the_latest_missed_tick<DB: ClusterDb>(db: &T
         .unwrap()
         .expect("first tick");
 
-    let every_minute =
-        offload::PeriodicJob::<DB>::every("every_minute", Duration::from_secs(60), || {
-            support::cluster::Tick
-        })
-        .unwrap();
-    let config = offload::WorkerConfig::default()
-        .queue("other", 1)
-        .periodic(every_minute);
-    let worker = Worker::new(db.pool.clone(), node_registry::<DB>(), config)
+    let every_minute = offload::PeriodicJob::every("every_minute", Duration::from_secs(60), || {
+        support::cluster::Tick
+    })
+    .unwrap();
+    let config = offload::WorkerConfig::default().queue("other", 1);
+    let registry = node_registry::<DB>().periodic(every_minute);
+    let worker = Worker::new(db.pool.clone(), registry, config)
         .start()
         .await
         .unwrap();
@@ -323,17 +317,16 @@ async fn a_new_leader_enqueues_only_the_latest_missed_tick<DB: ClusterDb>(db: &T
 
 async fn cron_schedule_in_a_time_zone_enqueues_each_tick<DB: ClusterDb>(db: &TestDatabase<DB>) {
     // Every second, read in Tokyo time (seconds fields agree in every zone).
-    let every_second = offload::PeriodicJob::<DB>::cron(
+    let every_second = offload::PeriodicJob::cron(
         "cron_every_second",
         "* * * * * *",
         offload::chrono_tz::Asia::Tokyo,
         || support::cluster::Tick,
     )
     .unwrap();
-    let config = offload::WorkerConfig::default()
-        .queue("ticks", 2)
-        .periodic(every_second);
-    let worker = Worker::new(db.pool.clone(), node_registry::<DB>(), config)
+    let config = offload::WorkerConfig::default().queue("ticks", 2);
+    let registry = node_registry::<DB>().periodic(every_second);
+    let worker = Worker::new(db.pool.clone(), registry, config)
         .start()
         .await
         .unwrap();

@@ -73,30 +73,42 @@ impl<DB: Backend> Client<DB> {
     }
 
     /// Builds the row for `job` without inserting it.
-    pub fn new_job<J: Job<DB>>(&self, job: &J, options: EnqueueOptions) -> Result<NewJob> {
-        new_job_row::<DB, J>(job, options)
+    pub fn new_job<J: Job<DB, S>, S: Send + Sync + 'static>(
+        &self,
+        job: &J,
+        options: EnqueueOptions,
+    ) -> Result<NewJob> {
+        new_job_row::<DB, S, J>(job, options)
     }
 
     /// Enqueues `job` in its own statement. Returns its id.
-    pub async fn enqueue<J: Job<DB>>(&self, job: J) -> Result<i64> {
+    pub async fn enqueue<J: Job<DB, S>, S: Send + Sync + 'static>(&self, job: J) -> Result<i64> {
         self.enqueue_with(job, EnqueueOptions::default()).await
     }
 
     /// Enqueues `job` with `options`.
-    pub async fn enqueue_with<J: Job<DB>>(&self, job: J, options: EnqueueOptions) -> Result<i64> {
+    pub async fn enqueue_with<J: Job<DB, S>, S: Send + Sync + 'static>(
+        &self,
+        job: J,
+        options: EnqueueOptions,
+    ) -> Result<i64> {
         let row = self.new_job(&job, options)?;
         first_id(self.insert(&[row]).await?)
     }
 
     /// Enqueues `job` on `conn`, normally the caller's transaction: the job
     /// exists if and only if that transaction commits.
-    pub async fn enqueue_tx<J: Job<DB>>(&self, conn: &mut DB::Connection, job: J) -> Result<i64> {
+    pub async fn enqueue_tx<J: Job<DB, S>, S: Send + Sync + 'static>(
+        &self,
+        conn: &mut DB::Connection,
+        job: J,
+    ) -> Result<i64> {
         self.enqueue_tx_with(conn, job, EnqueueOptions::default())
             .await
     }
 
     /// [`enqueue_tx`](Self::enqueue_tx) with `options`.
-    pub async fn enqueue_tx_with<J: Job<DB>>(
+    pub async fn enqueue_tx_with<J: Job<DB, S>, S: Send + Sync + 'static>(
         &self,
         conn: &mut DB::Connection,
         job: J,
@@ -125,7 +137,7 @@ impl<DB: Backend> Client<DB> {
     /// assert_eq!(first.id, again.id);
     /// # Ok(()) }
     /// ```
-    pub async fn enqueue_unique<J: Job<DB>>(
+    pub async fn enqueue_unique<J: Job<DB, S>, S: Send + Sync + 'static>(
         &self,
         job: J,
         unique: UniqueOptions,
@@ -139,7 +151,7 @@ impl<DB: Backend> Client<DB> {
 
     /// [`enqueue_unique`](Self::enqueue_unique) inside the caller's
     /// transaction, with more `options`.
-    pub async fn enqueue_unique_tx<J: Job<DB>>(
+    pub async fn enqueue_unique_tx<J: Job<DB, S>, S: Send + Sync + 'static>(
         &self,
         conn: &mut DB::Connection,
         job: J,
@@ -154,7 +166,7 @@ impl<DB: Backend> Client<DB> {
 
     /// Enqueues many jobs of one kind in one statement. Returns their ids in
     /// order.
-    pub async fn enqueue_many<J: Job<DB>>(
+    pub async fn enqueue_many<J: Job<DB, S>, S: Send + Sync + 'static>(
         &self,
         jobs: impl IntoIterator<Item = J>,
     ) -> Result<Vec<i64>> {
@@ -166,7 +178,7 @@ impl<DB: Backend> Client<DB> {
     }
 
     /// [`enqueue_many`](Self::enqueue_many) inside the caller's transaction.
-    pub async fn enqueue_many_tx<J: Job<DB>>(
+    pub async fn enqueue_many_tx<J: Job<DB, S>, S: Send + Sync + 'static>(
         &self,
         conn: &mut DB::Connection,
         jobs: impl IntoIterator<Item = J>,

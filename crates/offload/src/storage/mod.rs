@@ -11,6 +11,7 @@ mod decode;
 mod driver;
 pub mod migrate;
 pub mod ops;
+mod portable;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod query;
@@ -25,6 +26,9 @@ use std::future::Future;
 use sqlx::{Pool, Transaction};
 
 pub use driver::{Driver, Signals};
+pub use portable::{
+    BackendTx, FromPgRow, FromSqliteRow, PortableRow, PortableSql, Sql, SqlTarget, SqlValue,
+};
 pub use query::{JobFilter, Page, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 pub use rows::{
     clean_error, Attempt, AttemptError, ClaimedJob, JobRecord, JobSummary, Leader, NewJob, Outcome,
@@ -51,7 +55,7 @@ use crate::{Error, Result};
 /// tx.commit().await?;
 /// # Ok(()) }
 /// ```
-pub trait Backend: Driver {
+pub trait Backend: Driver + PortableSql {
     /// Opens a pool with the settings offload relies on. On SQLite: WAL, a
     /// busy timeout, and a release hook that rolls back a transaction left
     /// open by a cancelled `BEGIN` (an sqlx 0.8 gap), which would otherwise

@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use super::Periodic;
 use crate::defaults::DEFAULT_QUEUE;
 use crate::Error;
 
@@ -143,8 +142,6 @@ pub struct WorkerConfig {
     /// third of it; when it dies another worker takes over within about
     /// `leader_ttl` (at once when it shuts down gracefully).
     pub leader_ttl: Duration,
-    /// Jobs the leader enqueues on a schedule.
-    pub periodic: Vec<Periodic>,
 }
 
 impl Default for WorkerConfig {
@@ -163,7 +160,6 @@ impl Default for WorkerConfig {
             cancel_grace: Duration::from_secs(2),
             completer_batch: 1000,
             leader_ttl: Duration::from_secs(10),
-            periodic: Vec::new(),
         }
     }
 }
@@ -271,14 +267,6 @@ impl WorkerConfig {
         global_limit: usize,
     ) -> Self {
         self.queue_config(QueueConfig::new(name, concurrency).global_limit(global_limit))
-    }
-
-    /// Adds a periodic job (replacing one of the same name).
-    pub fn periodic(mut self, job: impl Into<Periodic>) -> Self {
-        let job = job.into();
-        self.periodic.retain(|other| other.name() != job.name());
-        self.periodic.push(job);
-        self
     }
 
     pub(crate) fn validated(mut self) -> Result<Self, Error> {

@@ -1,5 +1,5 @@
 //! Runs one claimed job: decode, run in its own transaction, record how it
-//! ended.
+//! ended, tell the hooks and the event stream.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -11,8 +11,9 @@ use tracing::Instrument;
 
 use super::shared::{next_delay, sleep_or_stop, Shared};
 use super::{metrics, running};
-use crate::context::JobContext;
+use crate::hooks::{AttemptOutcome, JobEvent, JobInfo};
 use crate::job::JobError;
+use crate::registry::Attempted;
 use crate::storage::{Attempt, Backend, ClaimedJob, Outcome};
 
 pub(crate) async fn execute<DB: Backend>(shared: Arc<Shared<DB>>, mut job: ClaimedJob) {
@@ -25,77 +26,89 @@ pub(crate) async fn execute<DB: Backend>(shared: Arc<Shared<DB>>, mut job: Claim
     );
     async move {
         let key = job.attempt_key();
-        let Some(handler) = shared.registry.get(&job.kind).cloned() else {
-            let error = format!(
-                "unknown job kind `{}`: no handler is registered for it on worker {}",
+        let info = JobInfo {
+            id: job.id,
+            kind: job.kind.clone(),
+            queue: job.queue.clone(),
+            attempt: job.attempt,
+            max_attempts: job.max_attempts,
+        };
+        let started = std::time::Instant::now();
+        let Some(handler) = shared.kinds.get(&job.kind).cloned() else {
+            // A newer deploy's kind, claimed by an older worker: retried with
+            // back-off, so a worker that knows it gets it; discarded only
+            // after its last attempt.
+            let error = JobError::failed(format!(
+                "unknown job kind `{}`: no handler is registered for it on worker {} (deploy the code that defines it, or delete the job)",
                 job.kind, shared.worker.id
-            );
-            tracing::error!(%error, "job discarded");
-            metrics::job_finished(&job.kind, &job.queue, "discarded", Duration::ZERO);
-            record(&shared, key, Outcome::Discard { error }).await;
+            ));
+            let outcome = outcome_for(&shared, key, job.max_attempts, error, crate::backoff::exponential);
+            finish(&shared, key, info, Ended::Failed(outcome), started).await;
             return;
         };
-        let max_attempts = job.max_attempts;
-        let (kind, queue) = (job.kind.clone(), job.queue.clone());
         let waited = (Utc::now() - job.run_at).to_std().unwrap_or_default();
-        metrics::job_started(&queue, waited);
-        let started = std::time::Instant::now();
+        metrics::job_started(&job.queue, waited);
+        let hooks = shared.kinds.hooks.clone();
+        for hook in hooks.iter() {
+            guard_hook(hook.before_attempt(&info)).await;
+        }
         let args = std::mem::take(&mut job.args);
         let cancel = shared.cancel_jobs.child_token();
         let _tracked = running::track(shared.database.clone(), key.id, cancel.clone());
-        let mut ctx = JobContext::new(job, shared.pool.clone(), cancel);
+        let max_attempts = job.max_attempts;
+        let Attempted { result, tx } = handler
+            .attempt(job, args, shared.pool.clone(), cancel, hooks, info.clone())
+            .await;
 
-        let run = AssertUnwindSafe(handler.run(&args, &mut ctx)).catch_unwind();
-        let result = match handler.timeout() {
-            Some(limit) => tokio::time::timeout(limit, run).await.unwrap_or_else(|_| {
-                Ok(Err(JobError::failed(format!("timed out after {limit:?}"))))
-            }),
-            None => run.await,
-        };
-        let result =
-            result.unwrap_or_else(|panic| Err(JobError::from_panic("panicked", panic.as_ref())));
-
-        match result {
-            Ok(()) => {
-                let outcome = succeed(&shared, key, &mut ctx).await;
-                metrics::job_finished(&kind, &queue, outcome, started.elapsed());
-            }
+        let ended = match result {
+            Ok(()) => match tx {
+                None => {
+                    if shared.completions.send(key).await.is_err() {
+                        tracing::error!("completer stopped before the job's completion was recorded");
+                    }
+                    Ended::Completed
+                }
+                Some(tx) => complete_in_tx(&shared, key, max_attempts, tx).await,
+            },
             Err(error) => {
-                if let Some(tx) = ctx.take_tx() {
+                if let Some(tx) = tx {
                     if let Err(error) = tx.rollback().await {
                         tracing::warn!(%error, "rollback failed; the connection is discarded");
                     }
                 }
-                let outcome = outcome_for(&shared, key, max_attempts, error, |attempt| {
+                Ended::Failed(outcome_for(&shared, key, max_attempts, error, |attempt| {
                     handler.backoff(attempt)
-                });
-                let label = metrics::outcome_label(&outcome);
-                metrics::job_finished(&kind, &queue, label, started.elapsed());
-                record(&shared, key, outcome).await;
+                }))
             }
-        }
+        };
+        finish(&shared, key, info, ended, started).await;
     }
     .instrument(span)
     .await;
 }
 
-/// Completes a job that returned `Ok`: in its own transaction if it opened
-/// one, else through the batched completer. Returns the outcome's metric label.
-async fn succeed<DB: Backend>(
+/// How an attempt ended, before it is recorded.
+enum Ended {
+    /// Completed (in its transaction, or handed to the completer).
+    Completed,
+    /// The row was no longer this attempt's (rescued, cancelled or deleted
+    /// meanwhile): nothing to record.
+    Lost,
+    /// Not completed: this outcome is to be recorded.
+    Failed(Outcome),
+}
+
+/// Commits a job that returned `Ok` together with its completion.
+async fn complete_in_tx<DB: Backend>(
     shared: &Shared<DB>,
     key: Attempt,
-    ctx: &mut JobContext<DB>,
-) -> &'static str {
+    max_attempts: i32,
+    mut tx: sqlx::Transaction<'static, DB>,
+) -> Ended {
     let delete = shared.config.retention.completed.is_zero();
-    let Some(mut tx) = ctx.take_tx() else {
-        if shared.completions.send(key).await.is_err() {
-            tracing::error!("completer stopped before the job's completion was recorded");
-        }
-        return "completed";
-    };
     let error = match DB::job_complete_in_tx(&mut tx, key, delete).await {
         Ok(true) => match tx.commit().await {
-            Ok(()) => return "completed",
+            Ok(()) => return Ended::Completed,
             Err(error) => format!("commit of the job's transaction failed: {error}"),
         },
         Ok(false) => {
@@ -103,23 +116,102 @@ async fn succeed<DB: Backend>(
             tracing::warn!(
                 "job is no longer this attempt's (rescued, cancelled or deleted); its transaction was rolled back"
             );
-            return "cancelled";
+            return Ended::Lost;
         }
         Err(error) => {
             let _ = tx.rollback().await;
             format!("recording completion in the job's transaction failed: {error}")
         }
     };
-    let outcome = outcome_for(
+    Ended::Failed(outcome_for(
         shared,
         key,
-        ctx.max_attempts(),
+        max_attempts,
         JobError::failed(error),
         crate::backoff::exponential,
-    );
-    let label = metrics::outcome_label(&outcome);
-    record(shared, key, outcome).await;
-    label
+    ))
+}
+
+/// Records how the attempt ended, counts it, and tells the hooks and the
+/// event stream.
+async fn finish<DB: Backend>(
+    shared: &Shared<DB>,
+    key: Attempt,
+    job: JobInfo,
+    ended: Ended,
+    started: std::time::Instant,
+) {
+    let (label, outcome) = match ended {
+        Ended::Completed => ("completed", AttemptOutcome::Completed),
+        Ended::Lost => (
+            "cancelled",
+            AttemptOutcome::Cancelled {
+                reason: "the job was rescued, cancelled or deleted while it ran".into(),
+            },
+        ),
+        Ended::Failed(outcome) => {
+            let told = (metrics::outcome_label(&outcome), attempt_outcome(&outcome));
+            record(shared, key, outcome).await;
+            told
+        }
+    };
+    metrics::job_finished(&job.kind, &job.queue, label, started.elapsed());
+    announce(shared, job, outcome, started).await;
+}
+
+/// Runs the hooks' `after_attempt` (and `on_discard`) and sends the event,
+/// building it only when someone listens.
+async fn announce<DB: Backend>(
+    shared: &Shared<DB>,
+    job: JobInfo,
+    outcome: AttemptOutcome,
+    started: std::time::Instant,
+) {
+    let hooks = &shared.kinds.hooks;
+    if hooks.is_empty() && shared.events.receiver_count() == 0 {
+        return;
+    }
+    let event = JobEvent {
+        job,
+        outcome,
+        duration: started.elapsed(),
+    };
+    for hook in hooks.iter() {
+        guard_hook(hook.after_attempt(&event)).await;
+        if matches!(event.outcome, AttemptOutcome::Discarded { .. }) {
+            guard_hook(hook.on_discard(&event)).await;
+        }
+    }
+    // No receiver is not an error: nobody subscribed.
+    let _ = shared.events.send(event);
+}
+
+/// Awaits a hook, logging a panic instead of passing it on.
+async fn guard_hook(hook: futures::future::BoxFuture<'_, ()>) {
+    if let Err(panic) = AssertUnwindSafe(hook).catch_unwind().await {
+        let error = JobError::from_panic("hook panicked", panic.as_ref());
+        tracing::error!(%error, "a job hook panicked; the job's outcome stands");
+    }
+}
+
+/// The outcome as hooks and subscribers see it.
+fn attempt_outcome(outcome: &Outcome) -> AttemptOutcome {
+    match outcome {
+        Outcome::Retry { error, at } => AttemptOutcome::Retrying {
+            error: error.clone(),
+            at: *at,
+        },
+        Outcome::Snooze { at } => AttemptOutcome::Snoozed { until: *at },
+        Outcome::Cancel { reason } => AttemptOutcome::Cancelled {
+            reason: reason.clone(),
+        },
+        Outcome::Discard { error } => AttemptOutcome::Discarded {
+            error: error.clone(),
+        },
+        Outcome::Requeue { reason } => AttemptOutcome::Requeued {
+            reason: reason.clone(),
+        },
+    }
 }
 
 fn outcome_for<DB: Backend>(

@@ -19,16 +19,16 @@ use std::future::Future;
 use std::sync::Arc;
 
 use sqlx::Pool;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{QueueConfig, Retention, WorkerConfig};
-pub use periodic::{Periodic, Schedule};
 
 use shared::Shared;
 
-use crate::registry::Registry;
+use crate::hooks::JobEvent;
+use crate::registry::{Kinds, Registry};
 use crate::storage::{Attempt, Backend, WorkerInfo};
 use crate::Result;
 
@@ -52,18 +52,34 @@ use crate::Result;
 /// ```
 pub struct Worker<DB: Backend> {
     pool: Pool<DB>,
-    registry: Registry<DB>,
+    kinds: Kinds<DB>,
     config: WorkerConfig,
+    events: broadcast::Sender<JobEvent>,
 }
+
+/// Events a slow subscriber may fall behind by before it misses some (it
+/// then gets `RecvError::Lagged` with the count).
+const EVENT_BUFFER: usize = 4096;
 
 impl<DB: Backend> Worker<DB> {
     /// A worker for the kinds in `registry`, on `pool`.
-    pub fn new(pool: Pool<DB>, registry: Registry<DB>, config: WorkerConfig) -> Self {
+    pub fn new<S: Send + Sync + 'static>(
+        pool: Pool<DB>,
+        registry: Registry<DB, S>,
+        config: WorkerConfig,
+    ) -> Self {
         Self {
             pool,
-            registry,
+            kinds: registry.into_kinds(),
             config,
+            events: broadcast::channel(EVENT_BUFFER).0,
         }
+    }
+
+    /// Subscribes to the end of every attempt this worker runs, before it
+    /// starts so that none is missed. See [`WorkerHandle::events`].
+    pub fn events(&self) -> broadcast::Receiver<JobEvent> {
+        self.events.subscribe()
     }
 
     /// Registers the worker and starts its tasks. Fails if the database
@@ -87,6 +103,7 @@ impl<DB: Backend> Worker<DB> {
                 DB::queue_set_global_limit(&self.pool, &queue.name, Some(limit)).await?;
             }
         }
+        warn_of_unserved_kinds(&self.kinds, &config);
         let worker_id = info.id.clone();
         tracing::info!(worker = %worker_id, queues = %info.queues, backend = <DB as sqlx::Database>::NAME, "worker started");
 
@@ -106,7 +123,7 @@ impl<DB: Backend> Worker<DB> {
         ));
         let shared = Arc::new(Shared {
             pool: self.pool.clone(),
-            registry: self.registry,
+            kinds: self.kinds,
             config,
             worker: info.clone(),
             database: Arc::from(DB::pool_identity(&self.pool)),
@@ -114,6 +131,7 @@ impl<DB: Backend> Worker<DB> {
             cancel_jobs: cancel_jobs.clone(),
             stop_maintenance: stop_maintenance.clone(),
             leading: leading.clone(),
+            events: self.events.clone(),
         });
 
         let mut producers = JoinSet::new();
@@ -162,6 +180,7 @@ impl<DB: Backend> Worker<DB> {
             supervisor,
             id: worker_id,
             leading,
+            events: self.events,
         })
     }
 
@@ -182,6 +201,7 @@ pub struct WorkerHandle {
     supervisor: tokio::task::JoinHandle<()>,
     id: String,
     leading: watch::Receiver<bool>,
+    events: broadcast::Sender<JobEvent>,
 }
 
 impl WorkerHandle {
@@ -212,6 +232,25 @@ impl WorkerHandle {
         }
     }
 
+    /// Subscribes to the end of every attempt this worker runs from now on:
+    /// each [`JobEvent`] comes after its outcome is written (a completion
+    /// without a transaction of its own: once handed to the batched
+    /// completer, which writes it within milliseconds). A subscriber
+    /// that falls more than 4,096 events behind misses the oldest and is
+    /// told how many (`RecvError::Lagged`).
+    ///
+    /// ```no_run
+    /// # async fn example(worker: offload::WorkerHandle) {
+    /// let mut events = worker.events();
+    /// while let Ok(event) = events.recv().await {
+    ///     println!("job {} {}", event.job.id, event.outcome.label());
+    /// }
+    /// # }
+    /// ```
+    pub fn events(&self) -> broadcast::Receiver<JobEvent> {
+        self.events.subscribe()
+    }
+
     /// Asks running jobs to stop now, without waiting for the timeout.
     pub fn cancel_running_jobs(&self) {
         self.cancel_jobs.cancel();
@@ -239,6 +278,25 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Warns of registered kinds whose default queue this worker does not
+/// serve: their jobs wait for a worker that does, maybe forever.
+fn warn_of_unserved_kinds<DB: Backend>(kinds: &Kinds<DB>, config: &WorkerConfig) {
+    let mut unserved: Vec<(&str, &str)> = kinds
+        .handlers
+        .iter()
+        .map(|(kind, handler)| (*kind, handler.queue()))
+        .filter(|(_, queue)| !config.queues.iter().any(|served| served.name == *queue))
+        .collect();
+    unserved.sort_unstable();
+    for (kind, queue) in unserved {
+        tracing::warn!(
+            kind,
+            queue,
+            "job kind is registered, but its queue is not one this worker serves: its jobs wait for a worker that serves `{queue}` (add it with WorkerConfig::queue)"
+        );
     }
 }
 

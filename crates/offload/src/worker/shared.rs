@@ -4,17 +4,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::Pool;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::config::WorkerConfig;
-use crate::registry::Registry;
+use crate::hooks::JobEvent;
+use crate::registry::Kinds;
 use crate::storage::{Attempt, Backend, WorkerInfo};
 
 /// State every task of one worker shares.
 pub(crate) struct Shared<DB: Backend> {
     pub pool: Pool<DB>,
-    pub registry: Registry<DB>,
+    pub kinds: Kinds<DB>,
     pub config: WorkerConfig,
     pub worker: WorkerInfo,
     /// The pool's identity (see `Driver::pool_identity`), shared by every
@@ -27,6 +28,8 @@ pub(crate) struct Shared<DB: Backend> {
     pub stop_maintenance: CancellationToken,
     /// Whether this worker leads; see [`super::leader`].
     pub leading: watch::Receiver<bool>,
+    /// Every attempt's end, for [`crate::WorkerHandle::events`].
+    pub events: broadcast::Sender<JobEvent>,
 }
 
 impl<DB: Backend> Shared<DB> {

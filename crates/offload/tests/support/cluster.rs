@@ -196,17 +196,21 @@ pub fn node_registry<DB: ClusterDb>() -> Registry<DB> {
         .register::<HoldsWrite>()
 }
 
-/// A node's settings: the default queue, the tick queue, the limited queue
-/// and the periodic tick, with leadership lasting `leader_ttl`.
-pub fn node_config<DB: ClusterDb>(leader_ttl: Duration) -> WorkerConfig {
-    let tick = PeriodicJob::<DB>::every(TICK_SCHEDULE, Duration::from_secs(1), || Tick)
-        .expect("valid schedule");
+/// [`node_registry`] with the periodic tick.
+pub fn ticking_node_registry<DB: ClusterDb>() -> Registry<DB> {
+    let tick =
+        PeriodicJob::every(TICK_SCHEDULE, Duration::from_secs(1), || Tick).expect("valid schedule");
+    node_registry::<DB>().periodic(tick)
+}
+
+/// A node's settings: the default queue, the tick queue and the limited
+/// queue, with leadership lasting `leader_ttl`.
+pub fn node_config(leader_ttl: Duration) -> WorkerConfig {
     fast_config()
         .leader_ttl(leader_ttl)
         .queue("default", LOCAL_CONCURRENCY)
         .queue("ticks", LOCAL_CONCURRENCY)
         .queue_with_global_limit(LIMITED_QUEUE, LOCAL_CONCURRENCY, GLOBAL_LIMIT)
-        .periodic(tick)
 }
 
 /// The pid in a worker id (`host-pid-suffix`).

@@ -56,10 +56,10 @@ pub(crate) fn spawn<DB: Backend>(shared: Arc<Shared<DB>>, stop: CancellationToke
         "pruner",
         pruner::step,
     );
-    if !config.periodic.is_empty() {
+    if !shared.kinds.periodic.is_empty() {
         tasks.spawn(periodic::run(
             shared.pool.clone(),
-            config.periodic.clone(),
+            shared.kinds.periodic.clone(),
             shared.leading.clone(),
             stop.clone(),
         ));
