@@ -509,3 +509,66 @@ async fn unknown_kind_is_discarded_after_its_last_attempt<DB: TestDb>(db: &TestD
         .error
         .contains("unknown job kind `no_such_kind`"));
 }
+
+// ------------------------------------------------------- unserved queues
+
+/// A job whose queue the worker below does not serve.
+#[derive(Serialize, Deserialize)]
+struct OnTheMailQueue;
+
+impl Job<sqlx::Sqlite> for OnTheMailQueue {
+    const KIND: &'static str = "on_the_mail_queue";
+    const QUEUE: &'static str = "mail";
+
+    async fn run(self, _: &mut JobContext<sqlx::Sqlite>) -> Result<(), JobError> {
+        Ok(())
+    }
+}
+
+/// A log sink for one test.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn start_warns_of_kinds_whose_queue_is_not_served() {
+    let db = TestDatabase::<sqlx::Sqlite>::create().await;
+    let log = Captured::default();
+    let sink = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let registry = Registry::<sqlx::Sqlite>::new()
+        .register::<OnTheMailQueue>()
+        .register::<NamesItsBackend>();
+    let worker = Worker::new(db.pool.clone(), registry, fast_config().queue("default", 2))
+        .start()
+        .await
+        .unwrap();
+    worker.shutdown().await;
+    let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    let warnings: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains("its queue is not one this worker serves"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{text}");
+    assert!(
+        warnings[0].contains("kind=\"on_the_mail_queue\"")
+            && warnings[0].contains("queue=\"mail\""),
+        "{}",
+        warnings[0]
+    );
+    db.drop_database().await;
+}
