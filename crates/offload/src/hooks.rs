@@ -6,7 +6,22 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 
-/// The job an attempt belongs to.
+/// The job an attempt belongs to, as hooks see it.
+///
+/// ```
+/// use futures::future::BoxFuture;
+/// use offload::{JobHook, JobInfo};
+///
+/// struct LogStarts;
+///
+/// impl JobHook for LogStarts {
+///     fn before_attempt<'a>(&'a self, job: &'a JobInfo) -> BoxFuture<'a, ()> {
+///         Box::pin(async move {
+///             tracing::info!(job.id, job.kind, job.attempt, job.max_attempts, "starting");
+///         })
+///     }
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct JobInfo {
@@ -23,6 +38,12 @@ pub struct JobInfo {
 }
 
 /// How one attempt ended, once its outcome is recorded.
+///
+/// ```
+/// use offload::AttemptOutcome;
+/// let outcome = AttemptOutcome::Discarded { error: "smtp refused".into() };
+/// assert_eq!(outcome.label(), "discarded");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AttemptOutcome {
@@ -76,6 +97,22 @@ impl AttemptOutcome {
 
 /// One attempt, ended: what hooks' [`after_attempt`](JobHook::after_attempt)
 /// get and [`WorkerHandle::events`](crate::WorkerHandle::events) sends.
+///
+/// ```no_run
+/// use offload::{AttemptOutcome, Registry, Worker, WorkerConfig};
+/// # async fn example(pool: sqlx::SqlitePool) -> offload::Result<()> {
+/// let worker = Worker::new(pool, Registry::new(), WorkerConfig::default());
+/// let mut events = worker.events();
+/// let handle = worker.start().await?;
+/// tokio::spawn(async move {
+///     while let Ok(event) = events.recv().await {
+///         if let AttemptOutcome::Retrying { error, at } = &event.outcome {
+///             eprintln!("job {} failed ({error}); again at {at}", event.job.id);
+///         }
+///     }
+/// });
+/// # handle.shutdown().await; Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct JobEvent {

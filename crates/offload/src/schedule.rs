@@ -89,7 +89,8 @@ fn interval_micros(interval: Duration) -> i64 {
 }
 
 /// A [`PeriodicJob`](crate::PeriodicJob) as the worker keeps it, whatever
-/// its job type and backend.
+/// its job type and backend: what [`Registry::periodic`](crate::Registry::periodic)
+/// stores.
 #[derive(Clone)]
 pub struct Periodic {
     name: String,

@@ -12,6 +12,15 @@ use serde::{Deserialize, Serialize};
 ///            ├─> available ─> running ─> completed
 /// retryable ─┘                   │  └──> retryable / discarded / cancelled
 /// ```
+///
+/// ```
+/// use offload::JobState;
+/// let state: JobState = "retryable".parse().unwrap();
+/// assert_eq!(state.as_str(), "retryable");
+/// assert!(!state.is_final());
+/// assert!(JobState::Discarded.is_final());
+/// assert!("done".parse::<JobState>().is_err());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]

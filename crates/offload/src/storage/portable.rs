@@ -15,6 +15,13 @@ use sqlx::pool::PoolConnection;
 use sqlx::Transaction;
 
 /// A value bound to a [`Sql`] statement. `None` binds a typed `NULL`.
+///
+/// ```
+/// use offload::SqlValue;
+/// assert_eq!(SqlValue::from(7_i32), SqlValue::I64(Some(7)));
+/// assert_eq!(SqlValue::from(None::<String>), SqlValue::Text(None));
+/// assert_eq!(SqlValue::from("hi"), SqlValue::Text(Some("hi".into())));
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum SqlValue {
@@ -68,6 +75,16 @@ sql_value_from! {
 /// A type a [`Sql`] query can return rows as, on every enabled backend:
 /// anything that derives [`sqlx::FromRow`] with portable column types
 /// (integers, floats, text, bytes, booleans), or a tuple of them.
+///
+/// ```
+/// fn portable<T: offload::PortableRow>() {}
+///
+/// #[derive(sqlx::FromRow)]
+/// struct Ticket { id: i64, title: String, closed: bool }
+///
+/// portable::<Ticket>();
+/// portable::<(i64, Option<String>)>();
+/// ```
 pub trait PortableRow: FromPgRow + FromSqliteRow + Send + Unpin + 'static {}
 impl<T: FromPgRow + FromSqliteRow + Send + Unpin + 'static> PortableRow for T {}
 
@@ -96,6 +113,17 @@ impl<T> FromSqliteRow for T {}
 /// A connection of backend `DB` (a [`Backend`](crate::Backend)) a [`Sql`] statement can run on: a
 /// [`Transaction`], a [`PoolConnection`], or a job's
 /// [`JobContext`](crate::JobContext) (its own transaction).
+///
+/// ```no_run
+/// use offload::{Backend, Sql};
+/// # async fn example<DB: Backend>(pool: sqlx::Pool<DB>) -> Result<(), sqlx::Error> {
+/// let mut tx = DB::begin_write(&pool).await?;
+/// Sql::new("DELETE FROM sessions WHERE user_id = $1").bind(7).execute(&mut tx).await?;
+/// tx.commit().await?;
+/// let mut conn = pool.acquire().await?;
+/// let left: i64 = Sql::new("SELECT count(*) FROM sessions").fetch_scalar(&mut conn).await?;
+/// # Ok(()) }
+/// ```
 pub trait SqlTarget<DB: PortableSql>: Send {
     /// The connection to run on.
     fn connection(
@@ -230,7 +258,22 @@ impl Sql {
 }
 
 /// A connection as its backend's own type, to write SQL per backend in
-/// code generic over `DB` ([`JobContext::backend_tx`](crate::JobContext::backend_tx)).
+/// code generic over `DB` ([`JobContext::backend_tx`](crate::JobContext::backend_tx),
+/// or `DB::backend_tx(&mut *tx)` on a request's transaction).
+///
+/// ```no_run
+/// use offload::{Backend, BackendTx};
+/// # async fn example<DB: Backend>(pool: sqlx::Pool<DB>) -> Result<(), sqlx::Error> {
+/// let mut tx = DB::begin_write(&pool).await?;
+/// match DB::backend_tx(&mut *tx) {
+///     BackendTx::Postgres(conn) => {
+///         sqlx::query("LOCK TABLE reports IN SHARE MODE").execute(conn).await?;
+///     }
+///     BackendTx::Sqlite(_) => {} // BEGIN IMMEDIATE already holds the write lock.
+/// }
+/// tx.commit().await?;
+/// # Ok(()) }
+/// ```
 pub enum BackendTx<'c> {
     /// A PostgreSQL connection.
     #[cfg(feature = "postgres")]

@@ -195,6 +195,17 @@ impl<DB: Backend> Worker<DB> {
 
 /// A started worker. Dropping it leaves the worker running; call
 /// [`shutdown`](WorkerHandle::shutdown) to stop it.
+///
+/// ```no_run
+/// # use offload::{Registry, Worker, WorkerConfig};
+/// # async fn example(pool: sqlx::SqlitePool) -> offload::Result<()> {
+/// let worker = Worker::new(pool, Registry::new(), WorkerConfig::default()).start().await?;
+/// println!("worker {} started; leader: {}", worker.id(), worker.is_leader());
+/// offload::shutdown_signal().await;
+/// // Stops claiming, lets running jobs finish (up to `shutdown_timeout`).
+/// worker.shutdown().await;
+/// # Ok(()) }
+/// ```
 pub struct WorkerHandle {
     stop_fetching: CancellationToken,
     cancel_jobs: CancellationToken,
@@ -259,6 +270,14 @@ impl WorkerHandle {
 
 /// Resolves on SIGINT or SIGTERM (Ctrl-C elsewhere): pass it to
 /// [`Worker::run_until`] or axum's graceful shutdown.
+///
+/// ```no_run
+/// # async fn example(listener: tokio::net::TcpListener, router: axum::Router) -> std::io::Result<()> {
+/// axum::serve(listener, router)
+///     .with_graceful_shutdown(offload::shutdown_signal())
+///     .await
+/// # }
+/// ```
 pub async fn shutdown_signal() {
     #[cfg(unix)]
     {
