@@ -179,7 +179,7 @@ pub(crate) trait Handler<DB: Backend>: Send + Sync {
         pool: Pool<DB>,
         cancel: CancellationToken,
         hooks: Arc<[Arc<dyn JobHook>]>,
-        info: JobInfo,
+        info: Arc<JobInfo>,
     ) -> BoxFuture<'static, Attempted<DB>>;
     /// The queue the kind runs on unless an enqueue names another.
     fn queue(&self) -> &'static str;
@@ -199,7 +199,7 @@ impl<DB: Backend, S: Send + Sync + 'static, J: Job<DB, S>> Handler<DB> for Typed
         pool: Pool<DB>,
         cancel: CancellationToken,
         hooks: Arc<[Arc<dyn JobHook>]>,
-        info: JobInfo,
+        info: Arc<JobInfo>,
     ) -> BoxFuture<'static, Attempted<DB>> {
         let state = self.state.clone();
         Box::pin(async move {

@@ -26,13 +26,14 @@ pub(crate) async fn execute<DB: Backend>(shared: Arc<Shared<DB>>, mut job: Claim
     );
     async move {
         let key = job.attempt_key();
-        let info = JobInfo {
+        // Shared with the handler's future, which is 'static.
+        let info = Arc::new(JobInfo {
             id: job.id,
             kind: job.kind.clone(),
             queue: job.queue.clone(),
             attempt: job.attempt,
             max_attempts: job.max_attempts,
-        };
+        });
         let started = std::time::Instant::now();
         let Some(handler) = shared.kinds.get(&job.kind).cloned() else {
             // A newer deploy's kind, claimed by an older worker: retried with
@@ -57,7 +58,7 @@ pub(crate) async fn execute<DB: Backend>(shared: Arc<Shared<DB>>, mut job: Claim
         let _tracked = running::track(shared.database.clone(), key.id, cancel.clone());
         let max_attempts = job.max_attempts;
         let Attempted { result, tx } = handler
-            .attempt(job, args, shared.pool.clone(), cancel, hooks, info.clone())
+            .attempt(job, args, shared.pool.clone(), cancel, hooks, Arc::clone(&info))
             .await;
 
         let ended = match result {
@@ -137,7 +138,7 @@ async fn complete_in_tx<DB: Backend>(
 async fn finish<DB: Backend>(
     shared: &Shared<DB>,
     key: Attempt,
-    job: JobInfo,
+    job: Arc<JobInfo>,
     ended: Ended,
     started: std::time::Instant,
 ) {
@@ -163,7 +164,7 @@ async fn finish<DB: Backend>(
 /// building it only when someone listens.
 async fn announce<DB: Backend>(
     shared: &Shared<DB>,
-    job: JobInfo,
+    job: Arc<JobInfo>,
     outcome: AttemptOutcome,
     started: std::time::Instant,
 ) {
@@ -172,7 +173,7 @@ async fn announce<DB: Backend>(
         return;
     }
     let event = JobEvent {
-        job,
+        job: Arc::unwrap_or_clone(job),
         outcome,
         duration: started.elapsed(),
     };
