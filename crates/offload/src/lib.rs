@@ -6,6 +6,7 @@
 pub mod backoff;
 mod defaults;
 mod error;
+mod queue_name;
 mod state;
 mod unique;
 // Storage (the only SQL):
@@ -35,6 +36,7 @@ pub use error::{Error, Result};
 pub use job::{Job, JobError};
 pub use options::EnqueueOptions;
 pub use periodic::PeriodicJob;
+pub use queue_name::{check_queue_name, InvalidQueueName, MAX_QUEUE_NAME_LEN};
 pub use registry::Registry;
 pub use state::{JobState, UnknownState};
 pub use storage::migrate;

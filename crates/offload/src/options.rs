@@ -5,6 +5,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::job::Job;
+use crate::queue_name::check_queue_name;
 use crate::storage::{Backend, NewJob};
 use crate::unique::UniqueOptions;
 use crate::{Error, Result};
@@ -43,7 +44,9 @@ impl EnqueueOptions {
         Self::default()
     }
 
-    /// Runs on `queue`.
+    /// Runs on `queue`, which must pass
+    /// [`check_queue_name`](crate::check_queue_name) (the enqueue fails
+    /// otherwise).
     pub fn queue(mut self, queue: impl Into<String>) -> Self {
         self.queue = Some(queue.into());
         self
@@ -92,11 +95,14 @@ impl EnqueueOptions {
     }
 }
 
-/// Builds the row for `job` of backend `DB`.
+/// Builds the row for `job` of backend `DB`. Every enqueue and every
+/// periodic tick passes here.
 pub(crate) fn new_job_row<DB: Backend, J: Job<DB>>(
     job: &J,
     options: EnqueueOptions,
 ) -> Result<NewJob> {
+    let queue = options.queue.unwrap_or_else(|| J::QUEUE.to_owned());
+    check_queue_name(&queue)?;
     let args = serde_json::to_string(job).map_err(|source| Error::EncodeArgs {
         kind: J::KIND.to_owned(),
         source,
@@ -107,7 +113,7 @@ pub(crate) fn new_job_row<DB: Backend, J: Job<DB>>(
         .transpose()?;
     Ok(NewJob {
         kind: J::KIND.to_owned(),
-        queue: options.queue.unwrap_or_else(|| J::QUEUE.to_owned()),
+        queue,
         args,
         priority: options.priority.unwrap_or(J::PRIORITY),
         max_attempts: options.max_attempts.unwrap_or(J::MAX_ATTEMPTS),
