@@ -40,8 +40,10 @@ pub use queue_name::{check_queue_name, InvalidQueueName, MAX_QUEUE_NAME_LEN};
 pub use registry::Registry;
 pub use state::{JobState, UnknownState};
 pub use storage::migrate;
-pub use storage::{clean_error, AttemptError, Backend, BackendKind, JobRecord, Leader, NewJob};
-pub use unique::{EnqueueResult, UniqueKey, UniqueOptions, DEFAULT_UNIQUE_STATES};
+pub use storage::{
+    clean_error, AttemptError, Backend, BackendKind, Enqueued, JobRecord, Leader, NewJob,
+};
+pub use unique::{UniqueKey, UniqueOptions, DEFAULT_UNIQUE_STATES};
 pub use worker::metrics;
 pub use worker::{
     shutdown_signal, Periodic, QueueConfig, Retention, Schedule, Worker, WorkerConfig, WorkerHandle,

@@ -88,7 +88,16 @@ impl EnqueueOptions {
     }
 
     /// Enqueues the job only if no job holds the same unique key; otherwise
-    /// the enqueue returns the id of the job that does.
+    /// the enqueue inserts nothing and returns the id of the job that does,
+    /// with [`Enqueued::duplicate`](crate::Enqueued::duplicate) set. Every
+    /// enqueue method takes it, one job or many, on the pool or in a
+    /// transaction.
+    ///
+    /// ```
+    /// use offload::{EnqueueOptions, UniqueOptions};
+    /// let options = EnqueueOptions::new().queue("reports").unique(UniqueOptions::by_args());
+    /// assert!(options.unique.is_some());
+    /// ```
     pub fn unique(mut self, unique: UniqueOptions) -> Self {
         self.unique = Some(unique);
         self

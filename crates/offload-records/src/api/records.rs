@@ -166,7 +166,8 @@ async fn insert_in_request_tx<DB: RecordStore>(
         .client
         .enqueue_tx(&mut *tx, job)
         .await
-        .map_err(database_problem)?;
+        .map_err(database_problem)?
+        .id;
     DB::attach_job(&mut tx, record.id, job_id)
         .await
         .map_err(database_problem)?;

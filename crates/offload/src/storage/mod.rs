@@ -27,8 +27,8 @@ use sqlx::{Pool, Transaction};
 pub use driver::{Driver, Signals};
 pub use query::{JobFilter, Page, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 pub use rows::{
-    clean_error, Attempt, AttemptError, ClaimedJob, JobRecord, JobSummary, Leader, NewJob, Outcome,
-    StateChange, WorkerInfo, ARGS_PREVIEW_LEN,
+    clean_error, Attempt, AttemptError, ClaimedJob, Enqueued, JobRecord, JobSummary, Leader,
+    NewJob, Outcome, StateChange, WorkerInfo, ARGS_PREVIEW_LEN,
 };
 pub use time::DbTime;
 
