@@ -5,7 +5,9 @@
 //! the request's writes do.
 //!
 //! Errors are RFC 9457 problem details ([`Problem`]); every way an
-//! extractor of this crate can fail is its own type in [`rejection`].
+//! extractor of this crate can fail is its own type in [`rejection`], and
+//! an [`offload::Error`] converts with `?` (503 while the database is
+//! unavailable, 500 otherwise).
 //!
 //! ```
 //! use axum::{routing::get, Router};

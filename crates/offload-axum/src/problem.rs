@@ -1,4 +1,5 @@
-//! RFC 9457 problem details: the body of every error response.
+//! RFC 9457 problem details: the body of every error response, and how
+//! offload's errors become one.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -46,7 +47,15 @@ pub struct Problem {
     #[serde(flatten)]
     #[cfg_attr(feature = "utoipa", schema(value_type = Object))]
     pub extensions: Box<Map<String, Value>>,
+    /// Seconds the client should wait before trying again, sent as the
+    /// `Retry-After` header (not in the body).
+    #[serde(skip)]
+    pub retry_after: Option<u32>,
 }
+
+/// How long a client waits before retrying while the database is
+/// unavailable: long enough for a restart or a burst to pass.
+const UNAVAILABLE_RETRY_SECS: u32 = 5;
 
 impl Problem {
     /// A problem with `status`, titled by its reason phrase.
@@ -65,6 +74,7 @@ impl Problem {
             detail: None,
             field: None,
             extensions: Box::default(),
+            retry_after: None,
         }
     }
 
@@ -87,10 +97,26 @@ impl Problem {
             .with_detail("the server could not complete the request")
     }
 
-    /// 503: a dependency (usually the database) is unavailable.
+    /// 503: a dependency (usually the database) is unavailable. Asks the
+    /// client to retry in 5 seconds (`Retry-After`).
+    ///
+    /// ```
+    /// use axum::response::IntoResponse;
+    /// let response = offload_axum::Problem::unavailable().into_response();
+    /// assert_eq!(response.status(), 503);
+    /// assert_eq!(response.headers()["retry-after"], "5");
+    /// ```
     pub fn unavailable() -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE)
             .with_detail("the service is temporarily unable to handle the request")
+            .with_retry_after(UNAVAILABLE_RETRY_SECS)
+    }
+
+    /// Asks the client to wait `seconds` before trying again
+    /// (`Retry-After`), as for a 503 or a 429.
+    pub fn with_retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     /// Sets the human-readable detail.
@@ -155,11 +181,129 @@ impl IntoResponse for Problem {
             // Serializing a string map cannot fail; keep a valid body anyway.
             br#"{"type":"about:blank","title":"Internal Server Error","status":500}"#.to_vec()
         });
-        (
+        let mut response = (
             status,
             [(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON))],
             body,
         )
-            .into_response()
+            .into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+/// An offload error in a handler, so `client.enqueue_tx(..).await?` needs
+/// no `map_err`. The cause is logged; the body never carries it.
+///
+/// * 503 with `Retry-After` when the database cannot serve now but may
+///   soon: unreachable, connection lost, pool exhausted or closed,
+///   PostgreSQL shutting down, out of connections or resources, a
+///   serialization failure, deadlock, lock or statement timeout, SQLite
+///   busy or locked; and a unique key that kept changing hands (retry in
+///   1 second: the enqueue itself says to try again).
+/// * 500 for everything else. That includes args that do not encode and a
+///   bad queue name: both come from the server's code, not the request. A
+///   handler that takes a queue name from the request checks it first with
+///   [`offload::check_queue_name`] and answers 422 itself.
+///
+/// ```
+/// use axum::extract::State;
+/// use axum::http::StatusCode;
+/// use axum::{routing::post, Router};
+/// use offload::{Client, EnqueueOptions, Job, JobContext, JobError};
+/// use offload_axum::{Path, Problem, Tx};
+/// use serde::{Deserialize, Serialize};
+/// use sqlx::Sqlite;
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Export { report_id: i64 }
+///
+/// impl Job<Sqlite> for Export {
+///     const KIND: &'static str = "export";
+///     async fn run(self, _ctx: &mut JobContext<Sqlite>) -> Result<(), JobError> { Ok(()) }
+/// }
+///
+/// async fn export(
+///     State(client): State<Client<Sqlite>>,
+///     Path((report_id, queue)): Path<(i64, String)>,
+///     mut tx: Tx<Sqlite>,
+/// ) -> Result<StatusCode, Problem> {
+///     // The request named the queue, so a bad one is the client's fault.
+///     offload::check_queue_name(&queue)
+///         .map_err(|error| Problem::invalid_field("queue", error.to_string()))?;
+///     let options = EnqueueOptions::new().queue(queue);
+///     // Any other failure answers 503 or 500, and is logged.
+///     client.enqueue_tx_with(&mut *tx, Export { report_id }, options).await?;
+///     Ok(StatusCode::ACCEPTED)
+/// }
+///
+/// let _routes: Router<Client<Sqlite>> =
+///     Router::new().route("/reports/{id}/export/{queue}", post(export));
+///
+/// let problem = Problem::from(offload::Error::UniqueKeyContended { key: "k".into() });
+/// assert_eq!(problem.status(), StatusCode::SERVICE_UNAVAILABLE);
+/// assert_eq!(problem.retry_after, Some(1));
+/// let problem = Problem::from(offload::Error::Database(sqlx::Error::PoolTimedOut));
+/// assert_eq!((problem.status, problem.retry_after), (503, Some(5)));
+/// let problem = Problem::from(offload::Error::Config("secret internals".into()));
+/// assert_eq!(problem.status(), StatusCode::INTERNAL_SERVER_ERROR);
+/// assert!(!problem.to_string().contains("secret"));
+/// ```
+impl From<offload::Error> for Problem {
+    fn from(error: offload::Error) -> Self {
+        match &error {
+            offload::Error::Database(cause) if database_unavailable(cause) => {
+                tracing::warn!(%error, "database unavailable");
+                Problem::unavailable()
+            }
+            offload::Error::UniqueKeyContended { .. } => {
+                tracing::warn!(%error, "unique key contended");
+                Problem::unavailable().with_retry_after(1)
+            }
+            _ => {
+                tracing::error!(%error, "offload failed");
+                Problem::internal()
+            }
+        }
+    }
+}
+
+/// Whether `error` says the database cannot serve now but may soon.
+fn database_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            if db
+                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .is_some()
+            {
+                // SQLSTATE classes 08 (connection), 53 (resources); then
+                // serialization failure, deadlock, lock and statement
+                // timeouts, shutdown and start-up.
+                code.starts_with("08")
+                    || code.starts_with("53")
+                    || matches!(
+                        code.as_ref(),
+                        "40001" | "40P01" | "55P03" | "57014" | "57P01" | "57P02" | "57P03"
+                    )
+            } else if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                // An extended result code; its low byte is the primary one:
+                // SQLITE_BUSY (5) or SQLITE_LOCKED (6).
+                code.parse::<i32>()
+                    .is_ok_and(|code| matches!(code & 0xff, 5 | 6))
+            } else {
+                false
+            }
+        }
+        _ => false,
     }
 }

@@ -60,11 +60,9 @@ use crate::Problem;
 ///         .fetch_one(&mut *tx)
 ///         .await
 ///         .map_err(|_| Problem::internal())?;
-///     // Committed with the user row, or not at all.
-///     client
-///         .enqueue_tx(&mut *tx, Welcome { user_id })
-///         .await
-///         .map_err(|_| Problem::internal())?;
+///     // Committed with the user row, or not at all. An offload error is a
+///     // `Problem` already (503 while the database is unavailable, else 500).
+///     client.enqueue_tx(&mut *tx, Welcome { user_id }).await?;
 ///     Ok(StatusCode::CREATED)
 /// }
 ///

@@ -3,6 +3,7 @@
 //! it following the request's fate.
 
 use std::future::Future;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
@@ -10,11 +11,11 @@ use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use offload::{Backend, Client, Job, JobContext, JobError, JobState};
+use offload::{Backend, Client, EnqueueOptions, Job, JobContext, JobError, JobState};
 use offload_axum::{BeginTx, Json, Problem, Tx, TxLayer};
 use offload_test_fixture::{self as fixture, send, FreshBackend, FreshDatabase};
 use serde::{Deserialize, Serialize};
-use sqlx::{PgPool, Pool, Postgres, Sqlite, SqlitePool};
+use sqlx::{Connection, PgPool, Pool, Postgres, Sqlite, SqlitePool};
 use tower::ServiceExt;
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -26,6 +27,11 @@ trait NotesDb: Backend + FreshBackend {
         text: &str,
     ) -> impl Future<Output = Result<i64, sqlx::Error>> + Send;
     fn count_notes(pool: &Pool<Self>) -> impl Future<Output = i64> + Send;
+    /// A real error that passes: PostgreSQL's statement timeout, SQLite's
+    /// busy database.
+    fn transient_error(pool: &Pool<Self>) -> impl Future<Output = sqlx::Error> + Send;
+    /// A real error that does not: a duplicate primary key.
+    fn duplicate_key_error(pool: &Pool<Self>) -> impl Future<Output = sqlx::Error> + Send;
 }
 
 impl NotesDb for Postgres {
@@ -46,6 +52,22 @@ impl NotesDb for Postgres {
             .fetch_one(pool)
             .await
             .expect("count notes")
+    }
+    async fn transient_error(pool: &PgPool) -> sqlx::Error {
+        let mut tx = pool.begin().await.expect("begin");
+        sqlx::query("SET LOCAL statement_timeout = '20ms'")
+            .execute(&mut *tx)
+            .await
+            .expect("set timeout");
+        sqlx::query("SELECT pg_sleep(5)")
+            .execute(&mut *tx)
+            .await
+            .expect_err("the statement times out")
+    }
+    async fn duplicate_key_error(pool: &PgPool) -> sqlx::Error {
+        let insert = "INSERT INTO notes (id, text) VALUES (1000, 'twice')";
+        sqlx::query(insert).execute(pool).await.expect("first");
+        sqlx::query(insert).execute(pool).await.expect_err("second")
     }
 }
 
@@ -70,6 +92,27 @@ impl NotesDb for Sqlite {
             .fetch_one(pool)
             .await
             .expect("count notes")
+    }
+    async fn transient_error(pool: &SqlitePool) -> sqlx::Error {
+        // One connection holds the write lock; another will not wait for it.
+        let holder = Sqlite::begin_write(pool).await.expect("begin");
+        let options = (*pool.connect_options())
+            .clone()
+            .busy_timeout(Duration::ZERO);
+        let mut impatient = sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .expect("connect");
+        let error = sqlx::query("INSERT INTO notes (text) VALUES ('blocked')")
+            .execute(&mut impatient)
+            .await
+            .expect_err("the database is busy");
+        holder.rollback().await.expect("rollback");
+        error
+    }
+    async fn duplicate_key_error(pool: &SqlitePool) -> sqlx::Error {
+        let insert = "INSERT INTO notes (id, text) VALUES (1000, 'twice')";
+        sqlx::query(insert).execute(pool).await.expect("first");
+        sqlx::query(insert).execute(pool).await.expect_err("second")
     }
 }
 
@@ -139,6 +182,40 @@ async fn body_first<DB: NotesDb>(
     Ok(StatusCode::CREATED)
 }
 
+/// `?` on the enqueue itself: offload's errors are problems.
+async fn enqueued_with_question_mark<DB: NotesDb>(
+    State(client): State<Client<DB>>,
+    mut tx: Tx<DB>,
+) -> Result<StatusCode, Problem> {
+    let note_id = DB::insert_note(&mut tx, "kept")
+        .await
+        .map_err(|_| Problem::internal())?;
+    let enqueued = client.enqueue_tx(&mut *tx, IndexNote { note_id }).await?;
+    assert!(!enqueued.duplicate);
+    Ok(StatusCode::CREATED)
+}
+
+async fn enqueued_on_a_bad_queue<DB: NotesDb>(
+    State(client): State<Client<DB>>,
+    mut tx: Tx<DB>,
+) -> Result<StatusCode, Problem> {
+    let note_id = DB::insert_note(&mut tx, "discarded")
+        .await
+        .map_err(|_| Problem::internal())?;
+    let options = EnqueueOptions::new().queue("Secret Queue");
+    client
+        .enqueue_tx_with(&mut *tx, IndexNote { note_id }, options)
+        .await?;
+    Ok(StatusCode::CREATED)
+}
+
+async fn enqueued_on_the_pool<DB: NotesDb>(
+    State(client): State<Client<DB>>,
+) -> Result<StatusCode, Problem> {
+    client.enqueue(IndexNote { note_id: 0 }).await?;
+    Ok(StatusCode::CREATED)
+}
+
 async fn twice<DB: NotesDb>(_first: Tx<DB>, _second: Tx<DB>) -> StatusCode {
     StatusCode::OK
 }
@@ -156,6 +233,9 @@ fn app<DB: NotesDb>(pool: Pool<DB>) -> Router {
         .route("/panicked", post(panicked::<DB>))
         .route("/body-first", post(body_first::<DB>))
         .route("/twice", post(twice::<DB>))
+        .route("/enqueue", post(enqueued_with_question_mark::<DB>))
+        .route("/enqueue-bad-queue", post(enqueued_on_a_bad_queue::<DB>))
+        .route("/enqueue-on-pool", post(enqueued_on_the_pool::<DB>))
         .route("/read-only", get(read_only))
         .with_state(Client::new(pool.clone()))
         .layer(DefaultBodyLimit::max(64))
@@ -339,6 +419,66 @@ async fn handler_without_tx_never_touches_the_database<DB: NotesDb>(pool: Pool<D
     );
 }
 
+async fn question_mark_on_enqueue_tx_commits_the_job<DB: NotesDb>(pool: Pool<DB>) {
+    setup(&pool).await;
+    let reply = send(&app(pool.clone()), post_empty("/enqueue")).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    assert_eq!(DB::count_notes(&pool).await, 1);
+    assert_eq!(jobs(&pool).await, 1);
+}
+
+async fn a_bad_queue_name_is_a_500_that_rolls_back_and_hides_the_cause<DB: NotesDb>(
+    pool: Pool<DB>,
+) {
+    setup(&pool).await;
+    let reply = send(&app(pool.clone()), post_empty("/enqueue-bad-queue")).await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(reply.content_type(), "application/problem+json");
+    assert_eq!(reply.header("retry-after"), None);
+    let body = reply.json();
+    assert_eq!(body["status"], 500);
+    assert!(!body.to_string().contains("Secret"), "no internals: {body}");
+    assert_eq!(DB::count_notes(&pool).await, 0);
+    assert_eq!(jobs(&pool).await, 0);
+}
+
+async fn an_unavailable_database_is_a_503_with_retry_after<DB: NotesDb>(pool: Pool<DB>) {
+    setup(&pool).await;
+    let app = app(pool.clone());
+    pool.close().await;
+    let reply = send(&app, post_empty("/enqueue-on-pool")).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.content_type(), "application/problem+json");
+    assert_eq!(reply.header("retry-after"), Some("5"));
+    let body = reply.json();
+    assert!(
+        !body.to_string().to_lowercase().contains("pool"),
+        "no internals: {body}"
+    );
+}
+
+async fn database_errors_that_pass_are_503_and_others_500<DB: NotesDb>(pool: Pool<DB>) {
+    setup(&pool).await;
+    let transient = Problem::from(offload::Error::from(DB::transient_error(&pool).await));
+    assert_eq!(transient.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(transient.retry_after, Some(5));
+    let permanent = Problem::from(offload::Error::from(DB::duplicate_key_error(&pool).await));
+    assert_eq!(permanent.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(permanent.retry_after, None);
+    let contended = Problem::from(offload::Error::UniqueKeyContended {
+        key: "reindex:7".into(),
+    });
+    assert_eq!(contended.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(contended.retry_after, Some(1));
+    for problem in [transient, permanent, contended] {
+        let text = serde_json::to_string(&problem).expect("serialize");
+        assert!(
+            !text.contains("notes") && !text.contains("reindex"),
+            "{text}"
+        );
+    }
+}
+
 // --- backends ------------------------------------------------------------
 
 /// Runs `scenario` on a fresh database of `DB`'s kind, with a pool of 5.
@@ -357,4 +497,8 @@ offload_test_fixture::on_both_backends!(on_fresh =>
     extracting_twice_is_a_server_error,
     missing_layer_is_a_server_error,
     handler_without_tx_never_touches_the_database,
+    question_mark_on_enqueue_tx_commits_the_job,
+    a_bad_queue_name_is_a_500_that_rolls_back_and_hides_the_cause,
+    an_unavailable_database_is_a_503_with_retry_after,
+    database_errors_that_pass_are_503_and_others_500,
 );

@@ -81,10 +81,10 @@ async fn migrate_then_list_jobs_as_table_and_json() {
         .iter()
         .map(|j| j["id"].as_i64().unwrap())
         .collect();
-    assert_eq!(listed, vec![ids[2], ids[1]]);
-    assert_eq!(page["next_before"], ids[1]);
+    assert_eq!(listed, vec![ids[2].id, ids[1].id]);
+    assert_eq!(page["next_before"], ids[1].id);
 
-    let show = offload(&url, &["jobs", "show", &ids[2].to_string(), "--json"]);
+    let show = offload(&url, &["jobs", "show", &ids[2].id.to_string(), "--json"]);
     let shown: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
     assert_eq!(shown["kind"], "build_report");
     assert_eq!(shown["args"], serde_json::json!({"n": 1}));
@@ -99,7 +99,8 @@ async fn exit_codes_say_what_went_wrong() {
     let id = Client::new(pool)
         .insert(&[job("default", "k")])
         .await
-        .unwrap()[0];
+        .unwrap()[0]
+        .id;
 
     let bad_filter = offload(&url, &["jobs", "list", "--state", "exploded"]);
     assert_eq!(bad_filter.status.code(), Some(2));
@@ -169,10 +170,15 @@ async fn bulk_cancel_and_retry_by_filter_on_postgres() {
 
     let one = offload(
         &url,
-        &["jobs", "delete", &ids[0].to_string(), &ids[1].to_string()],
+        &[
+            "jobs",
+            "delete",
+            &ids[0].id.to_string(),
+            &ids[1].id.to_string(),
+        ],
     );
     assert_eq!(one.status.code(), Some(0), "{}", stderr(&one));
-    assert!(client.job(ids[0]).await.unwrap().is_none());
+    assert!(client.job(ids[0].id).await.unwrap().is_none());
     db.cleanup().await;
 }
 

@@ -313,7 +313,7 @@ async fn cancelling_a_running_job_stops_it_and_rolls_it_back<DB: Backend>(pool: 
         })
         .collect();
     client.insert(&filler).await.expect("insert filler");
-    let id = client.enqueue(Sleeper).await.expect("enqueue");
+    let id = client.enqueue(Sleeper).await.expect("enqueue").id;
     assert!(id > padding, "sleeper id {id} is past the filler");
     let worker = start_worker(&pool, &["default"]).await;
     wait_for_state(&pool, id, JobState::Running).await;

@@ -197,7 +197,7 @@ async fn browser_filters_retries_and_escapes() {
         .insert(&[later.clone(), later, hostile])
         .await
         .unwrap();
-    let hostile_id = ids[2];
+    let hostile_id = ids[2].id;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();

@@ -140,16 +140,16 @@ async fn write_batch<DB: RecordStore>(
             )
         })
         .collect::<Result<Vec<_>, offload::Error>>()?;
-    let job_ids = client.insert_tx(&mut tx, &job_rows).await?;
+    let enqueued = client.insert_tx(&mut tx, &job_rows).await?;
     let links: Vec<(i64, i64)> = written
         .iter()
-        .zip(&job_ids)
-        .map(|(record, job_id)| (record.id, *job_id))
+        .zip(&enqueued)
+        .map(|(record, job)| (record.id, job.id))
         .collect();
     DB::attach_jobs(&mut tx, &links).await?;
     tx.commit().await?;
-    for (record, job_id) in written.iter_mut().zip(job_ids) {
-        record.job_id = Some(job_id);
+    for (record, job) in written.iter_mut().zip(enqueued) {
+        record.job_id = Some(job.id);
     }
     Ok(written)
 }

@@ -220,7 +220,7 @@ async fn metrics_show_outcomes_queue_depth_and_requests<DB: TestDb>(pool: Pool<D
     stop_worker(worker).await;
     // Parked on a queue of this backend's own: the recorder is shared by
     // every test in this process.
-    let queue = format!("metrics-{}", <DB as sqlx::Database>::NAME);
+    let queue = format!("metrics-{}", <DB as sqlx::Database>::NAME.to_lowercase());
     let client = Client::new(pool.clone());
     for _ in 0..2 {
         let job = ProcessRecord {

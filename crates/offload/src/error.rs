@@ -1,5 +1,7 @@
 //! Library errors.
 
+use crate::queue_name::InvalidQueueName;
+
 /// Everything that can go wrong in offload's own operations.
 ///
 /// Errors raised *by a job* are [`JobError`](crate::JobError)s instead: they are
@@ -17,6 +19,10 @@ pub enum Error {
         /// The serializer's error.
         source: serde_json::Error,
     },
+    /// A job's queue has a name no queue can have; nothing was inserted.
+    /// See [`check_queue_name`](crate::check_queue_name).
+    #[error(transparent)]
+    InvalidQueueName(#[from] InvalidQueueName),
     /// The database URL names no supported backend.
     #[error("unsupported database URL scheme `{0}`: expected `postgres://` or `sqlite:`")]
     UnsupportedUrl(String),

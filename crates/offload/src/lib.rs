@@ -6,6 +6,7 @@
 pub mod backoff;
 mod defaults;
 mod error;
+mod queue_name;
 mod state;
 mod unique;
 // Storage (the only SQL):
@@ -38,14 +39,15 @@ pub use hooks::{AttemptOutcome, JobEvent, JobHook, JobInfo};
 pub use job::{Job, JobError};
 pub use options::EnqueueOptions;
 pub use periodic::PeriodicJob;
+pub use queue_name::{check_queue_name, InvalidQueueName, MAX_QUEUE_NAME_LEN};
 pub use registry::Registry;
 pub use schedule::{Periodic, Schedule};
 pub use state::{JobState, UnknownState};
 pub use storage::migrate;
 pub use storage::{
-    clean_error, AttemptError, Backend, BackendKind, BackendTx, JobRecord, Leader, NewJob,
-    PortableRow, Sql, SqlTarget, SqlValue,
+    clean_error, AttemptError, Backend, BackendKind, BackendTx, Enqueued, JobRecord, Leader,
+    NewJob, PortableRow, Sql, SqlTarget, SqlValue,
 };
-pub use unique::{EnqueueResult, UniqueKey, UniqueOptions, DEFAULT_UNIQUE_STATES};
+pub use unique::{UniqueKey, UniqueOptions, DEFAULT_UNIQUE_STATES};
 pub use worker::metrics;
 pub use worker::{shutdown_signal, QueueConfig, Retention, Worker, WorkerConfig, WorkerHandle};

@@ -5,6 +5,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::job::Job;
+use crate::queue_name::check_queue_name;
 use crate::storage::{Backend, NewJob};
 use crate::unique::UniqueOptions;
 use crate::{Error, Result};
@@ -43,7 +44,9 @@ impl EnqueueOptions {
         Self::default()
     }
 
-    /// Runs on `queue`.
+    /// Runs on `queue`, which must pass
+    /// [`check_queue_name`](crate::check_queue_name) (the enqueue fails
+    /// otherwise).
     pub fn queue(mut self, queue: impl Into<String>) -> Self {
         self.queue = Some(queue.into());
         self
@@ -85,18 +88,30 @@ impl EnqueueOptions {
     }
 
     /// Enqueues the job only if no job holds the same unique key; otherwise
-    /// the enqueue returns the id of the job that does.
+    /// the enqueue inserts nothing and returns the id of the job that does,
+    /// with [`Enqueued::duplicate`](crate::Enqueued::duplicate) set. Every
+    /// enqueue method takes it, one job or many, on the pool or in a
+    /// transaction.
+    ///
+    /// ```
+    /// use offload::{EnqueueOptions, UniqueOptions};
+    /// let options = EnqueueOptions::new().queue("reports").unique(UniqueOptions::by_args());
+    /// assert!(options.unique.is_some());
+    /// ```
     pub fn unique(mut self, unique: UniqueOptions) -> Self {
         self.unique = Some(unique);
         self
     }
 }
 
-/// Builds the row for `job` of backend `DB`.
+/// Builds the row for `job` of backend `DB`. Every enqueue and every
+/// periodic tick passes here.
 pub(crate) fn new_job_row<DB: Backend, S: Send + Sync + 'static, J: Job<DB, S>>(
     job: &J,
     options: EnqueueOptions,
 ) -> Result<NewJob> {
+    let queue = options.queue.unwrap_or_else(|| J::QUEUE.to_owned());
+    check_queue_name(&queue)?;
     let args = serde_json::to_string(job).map_err(|source| Error::EncodeArgs {
         kind: J::KIND.to_owned(),
         source,
@@ -107,7 +122,7 @@ pub(crate) fn new_job_row<DB: Backend, S: Send + Sync + 'static, J: Job<DB, S>>(
         .transpose()?;
     Ok(NewJob {
         kind: J::KIND.to_owned(),
-        queue: options.queue.unwrap_or_else(|| J::QUEUE.to_owned()),
+        queue,
         args,
         priority: options.priority.unwrap_or(J::PRIORITY),
         max_attempts: options.max_attempts.unwrap_or(J::MAX_ATTEMPTS),

@@ -131,9 +131,11 @@ impl<J: Send + 'static> PeriodicJob<J> {
         J: Job<DB, S>,
     {
         let (make, options) = (self.make, self.options);
+        let queue = options.queue.clone().unwrap_or_else(|| J::QUEUE.to_owned());
         Periodic::new(
             self.name,
             self.schedule,
+            queue,
             Arc::new(move || new_job_row::<DB, S, J>(&make(), options.clone())),
         )
     }

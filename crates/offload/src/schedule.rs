@@ -95,6 +95,7 @@ fn interval_micros(interval: Duration) -> i64 {
 pub struct Periodic {
     name: String,
     schedule: Schedule,
+    queue: String,
     make: MakeRow,
 }
 
@@ -108,13 +109,20 @@ impl fmt::Debug for Periodic {
 }
 
 impl Periodic {
-    /// A schedule `name` whose ticks enqueue the row `make` builds.
-    pub(crate) fn new(name: String, schedule: Schedule, make: MakeRow) -> Self {
+    /// A schedule `name` whose ticks enqueue the row `make` builds, on
+    /// `queue`.
+    pub(crate) fn new(name: String, schedule: Schedule, queue: String, make: MakeRow) -> Self {
         Self {
             name,
             schedule,
+            queue,
             make,
         }
+    }
+
+    /// The queue its jobs go to.
+    pub fn queue(&self) -> &str {
+        &self.queue
     }
 
     /// Its name.

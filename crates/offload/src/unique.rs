@@ -10,7 +10,6 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::state::JobState;
@@ -160,15 +159,6 @@ impl UniqueKey {
             states: joined,
         })
     }
-}
-
-/// What a unique enqueue did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct EnqueueResult {
-    /// The new job's id, or the id of the job that already held the key.
-    pub id: i64,
-    /// Whether a job already held the key, so nothing was inserted.
-    pub duplicate: bool,
 }
 
 /// JSON with object keys sorted at every level and no spaces, so that equal

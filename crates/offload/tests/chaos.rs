@@ -247,7 +247,7 @@ async fn workers_reconnect_after_postgres_restarts_mid_drain() {
     })
     .await;
     // The worker is still alive: a new job runs.
-    let extra = db.client.enqueue(RecordEffect).await.unwrap();
+    let extra = db.client.enqueue(RecordEffect).await.unwrap().id;
     support::wait_for_state(&db.client, extra, JobState::Completed).await;
     worker.shutdown().await;
 

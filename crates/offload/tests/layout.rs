@@ -10,7 +10,14 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, &[&str])] = &[
     (
         "vocabulary",
-        &["defaults", "error", "state", "backoff", "unique"],
+        &[
+            "defaults",
+            "error",
+            "queue_name",
+            "state",
+            "backoff",
+            "unique",
+        ],
     ),
     ("storage", &["storage"]),
     (

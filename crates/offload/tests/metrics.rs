@@ -24,8 +24,8 @@ async fn job_outcomes_and_latencies_are_recorded_as_metrics() {
         .start()
         .await
         .unwrap();
-    let in_tx = db.client.enqueue(ApplyEffect).await.unwrap();
-    let batched = db.client.enqueue(Noop { n: 7 }).await.unwrap();
+    let in_tx = db.client.enqueue(ApplyEffect).await.unwrap().id;
+    let batched = db.client.enqueue(Noop { n: 7 }).await.unwrap().id;
     let unknown = db
         .client
         .insert(&[NewJob {
@@ -33,7 +33,8 @@ async fn job_outcomes_and_latencies_are_recorded_as_metrics() {
             ..NewJob::new("no_such_kind", "{}")
         }])
         .await
-        .unwrap()[0];
+        .unwrap()[0]
+        .id;
     wait_for_state(&db.client, in_tx, JobState::Completed).await;
     wait_for_state(&db.client, batched, JobState::Completed).await;
     wait_for_state(&db.client, unknown, JobState::Discarded).await;

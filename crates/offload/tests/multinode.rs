@@ -17,7 +17,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use offload::{
     admin::{Admin, JobAction},
-    JobState, UniqueOptions, Worker, WorkerHandle,
+    EnqueueOptions, JobState, UniqueOptions, Worker, WorkerHandle,
 };
 use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, Sqlite};
@@ -262,7 +262,7 @@ async fn two_leaders_enqueuing_the_same_ticks_insert_each_once<DB: ClusterDb>(
     // second job for the tick.
     let again = db.client.insert(&[row(3)]).await.unwrap();
     assert_eq!(DB::run_ats(&db.pool, "tick").await.len() as i64, TICKS);
-    assert!(again[0] > 0);
+    assert!(again[0].duplicate, "the tick's job is reported as held");
 }
 
 async fn a_new_leader_enqueues_only_the_latest_missed_tick<DB: ClusterDb>(db: &TestDatabase<DB>) {
@@ -484,7 +484,10 @@ async fn concurrent_enqueues_of_one_unique_job_insert_exactly_one<DB: ClusterDb>
         let client = clients[n % clients.len()].clone();
         tasks.spawn(async move {
             client
-                .enqueue_unique(Reindex { shop_id: 7 }, UniqueOptions::by_args())
+                .enqueue_with(
+                    Reindex { shop_id: 7 },
+                    EnqueueOptions::new().unique(UniqueOptions::by_args()),
+                )
                 .await
         });
     }
@@ -510,7 +513,10 @@ async fn concurrent_enqueues_of_one_unique_job_insert_exactly_one<DB: ClusterDb>
     // Other args are another job; the same args once it finished are too.
     let other = db
         .client
-        .enqueue_unique(Reindex { shop_id: 8 }, UniqueOptions::by_args())
+        .enqueue_with(
+            Reindex { shop_id: 8 },
+            EnqueueOptions::new().unique(UniqueOptions::by_args()),
+        )
         .await
         .unwrap();
     assert!(!other.duplicate);
@@ -526,7 +532,10 @@ async fn concurrent_enqueues_of_one_unique_job_insert_exactly_one<DB: ClusterDb>
     worker.shutdown().await;
     let again = db
         .client
-        .enqueue_unique(Reindex { shop_id: 7 }, UniqueOptions::by_args())
+        .enqueue_with(
+            Reindex { shop_id: 7 },
+            EnqueueOptions::new().unique(UniqueOptions::by_args()),
+        )
         .await
         .unwrap();
     assert!(!again.duplicate, "a completed job does not hold the key");
@@ -539,12 +548,12 @@ async fn concurrent_enqueues_of_one_unique_job_insert_exactly_one<DB: ClusterDb>
     };
     let first = db
         .client
-        .enqueue_unique(Noop { n: 1 }, hourly())
+        .enqueue_with(Noop { n: 1 }, EnqueueOptions::new().unique(hourly()))
         .await
         .unwrap();
     let second = db
         .client
-        .enqueue_unique(Noop { n: 2 }, hourly())
+        .enqueue_with(Noop { n: 2 }, EnqueueOptions::new().unique(hourly()))
         .await
         .unwrap();
     assert!(!first.duplicate && second.duplicate);
@@ -674,7 +683,8 @@ async fn cancelling_a_job_running_in_another_process_rolls_back_its_transaction_
         .client
         .enqueue(HoldsWrite { millis: 60_000 })
         .await
-        .unwrap();
+        .unwrap()
+        .id;
     wait_for_state(&db.client, id, JobState::Running).await;
     // Its transaction has written (and holds the counter row) by now.
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -71,7 +71,7 @@ async fn run_steps(db: &TestDatabase<Sqlite>, case: u64, max_attempts: i32, step
         max_attempts,
         ..NewJob::new("model", "{}")
     };
-    let id = db.client.insert(&[job]).await.unwrap()[0];
+    let id = db.client.insert(&[job]).await.unwrap()[0].id;
     let mut model = Model {
         state: JobState::Available,
         attempt: 0,

@@ -73,7 +73,7 @@ async fn four_workers_apply_ten_thousand_effects_exactly_once<DB: TestDb>(db: &T
 
 async fn enqueue_tx_rolled_back_leaves_no_job<DB: TestDb>(db: &TestDatabase<DB>) {
     let mut tx = db.pool.begin().await.unwrap();
-    let id = db.client.enqueue_tx(&mut tx, ApplyEffect).await.unwrap();
+    let id = db.client.enqueue_tx(&mut tx, ApplyEffect).await.unwrap().id;
     tx.rollback().await.unwrap();
 
     assert!(db.client.job(id).await.unwrap().is_none());
@@ -86,7 +86,7 @@ async fn enqueue_tx_rolled_back_leaves_no_job<DB: TestDb>(db: &TestDatabase<DB>)
 async fn enqueue_tx_committed_job_runs<DB: TestDb>(db: &TestDatabase<DB>) {
     let worker = start(db, fast_config()).await;
     let mut tx = db.pool.begin().await.unwrap();
-    let id = db.client.enqueue_tx(&mut tx, ApplyEffect).await.unwrap();
+    let id = db.client.enqueue_tx(&mut tx, ApplyEffect).await.unwrap().id;
     tx.commit().await.unwrap();
 
     wait_for_state(&db.client, id, JobState::Completed).await;
@@ -96,7 +96,12 @@ async fn enqueue_tx_committed_job_runs<DB: TestDb>(db: &TestDatabase<DB>) {
 
 async fn failed_attempt_rolls_back_and_retries_until_success<DB: TestDb>(db: &TestDatabase<DB>) {
     let worker = start(db, fast_config()).await;
-    let id = db.client.enqueue(FailTimes { failures: 2 }).await.unwrap();
+    let id = db
+        .client
+        .enqueue(FailTimes { failures: 2 })
+        .await
+        .unwrap()
+        .id;
     wait_for_state(&db.client, id, JobState::Completed).await;
     worker.shutdown().await;
 
@@ -114,7 +119,12 @@ async fn failed_attempt_rolls_back_and_retries_until_success<DB: TestDb>(db: &Te
 
 async fn job_failing_every_attempt_is_discarded_with_each_error<DB: TestDb>(db: &TestDatabase<DB>) {
     let worker = start(db, fast_config()).await;
-    let id = db.client.enqueue(FailTimes { failures: 99 }).await.unwrap();
+    let id = db
+        .client
+        .enqueue(FailTimes { failures: 99 })
+        .await
+        .unwrap()
+        .id;
     wait_for_state(&db.client, id, JobState::Discarded).await;
     worker.shutdown().await;
 
@@ -133,7 +143,7 @@ async fn panicking_job_is_rolled_back_recorded_and_worker_keeps_running<DB: Test
     db: &TestDatabase<DB>,
 ) {
     let worker = start(db, fast_config()).await;
-    let panicking = db.client.enqueue(Panics).await.unwrap();
+    let panicking = db.client.enqueue(Panics).await.unwrap().id;
     wait_for_state(&db.client, panicking, JobState::Discarded).await;
     let job = db.client.job(panicking).await.unwrap().unwrap();
     assert_eq!(job.errors.len(), 2);
@@ -144,7 +154,7 @@ async fn panicking_job_is_rolled_back_recorded_and_worker_keeps_running<DB: Test
     );
     assert_eq!(DB::counter(&db.pool).await, 0);
 
-    let after = db.client.enqueue(ApplyEffect).await.unwrap();
+    let after = db.client.enqueue(ApplyEffect).await.unwrap().id;
     wait_for_state(&db.client, after, JobState::Completed).await;
     worker.shutdown().await;
     assert_eq!(DB::counter(&db.pool).await, 1);
@@ -152,7 +162,7 @@ async fn panicking_job_is_rolled_back_recorded_and_worker_keeps_running<DB: Test
 
 async fn job_past_its_timeout_is_cancelled_and_rolled_back<DB: TestDb>(db: &TestDatabase<DB>) {
     let worker = start(db, fast_config()).await;
-    let id = db.client.enqueue(Hangs).await.unwrap();
+    let id = db.client.enqueue(Hangs).await.unwrap().id;
     wait_for_state(&db.client, id, JobState::Discarded).await;
     let job = db.client.job(id).await.unwrap().unwrap();
     assert!(
@@ -161,7 +171,7 @@ async fn job_past_its_timeout_is_cancelled_and_rolled_back<DB: TestDb>(db: &Test
         job.errors
     );
     // Its write was rolled back and its connection returned: others still run.
-    let after = db.client.enqueue(ApplyEffect).await.unwrap();
+    let after = db.client.enqueue(ApplyEffect).await.unwrap().id;
     wait_for_state(&db.client, after, JobState::Completed).await;
     worker.shutdown().await;
     assert_eq!(DB::effects(&db.pool).await, (1, 1));
@@ -170,7 +180,7 @@ async fn job_past_its_timeout_is_cancelled_and_rolled_back<DB: TestDb>(db: &Test
 async fn undecodable_args_discard_the_job<DB: TestDb>(db: &TestDatabase<DB>) {
     let worker = start(db, fast_config()).await;
     let bad = NewJob::new("slow_effect", r#"{"millis": "soon"}"#);
-    let id = db.client.insert(&[bad]).await.unwrap()[0];
+    let id = db.client.insert(&[bad]).await.unwrap()[0].id;
     wait_for_state(&db.client, id, JobState::Discarded).await;
     let job = db.client.job(id).await.unwrap().unwrap();
     assert_eq!(job.attempt, 1, "an undecodable job is not retried");
@@ -181,14 +191,14 @@ async fn undecodable_args_discard_the_job<DB: TestDb>(db: &TestDatabase<DB>) {
         "{:?}",
         job.errors
     );
-    let after = db.client.enqueue(ApplyEffect).await.unwrap();
+    let after = db.client.enqueue(ApplyEffect).await.unwrap().id;
     wait_for_state(&db.client, after, JobState::Completed).await;
     worker.shutdown().await;
 }
 
 async fn snoozed_job_runs_again_without_using_an_attempt<DB: TestDb>(db: &TestDatabase<DB>) {
     let worker = start(db, fast_config()).await;
-    let id = db.client.enqueue(SnoozeOnce).await.unwrap();
+    let id = db.client.enqueue(SnoozeOnce).await.unwrap().id;
     wait_for_state(&db.client, id, JobState::Completed).await;
     worker.shutdown().await;
     let job = db.client.job(id).await.unwrap().unwrap();
@@ -199,7 +209,7 @@ async fn snoozed_job_runs_again_without_using_an_attempt<DB: TestDb>(db: &TestDa
 
 async fn job_can_cancel_itself<DB: TestDb>(db: &TestDatabase<DB>) {
     let worker = start(db, fast_config()).await;
-    let id = db.client.enqueue(CancelsItself).await.unwrap();
+    let id = db.client.enqueue(CancelsItself).await.unwrap().id;
     wait_for_state(&db.client, id, JobState::Cancelled).await;
     worker.shutdown().await;
     let job = db.client.job(id).await.unwrap().unwrap();
@@ -209,7 +219,12 @@ async fn job_can_cancel_itself<DB: TestDb>(db: &TestDatabase<DB>) {
 async fn scheduled_job_waits_for_its_run_at<DB: TestDb>(db: &TestDatabase<DB>) {
     let worker = start(db, fast_config()).await;
     let options = EnqueueOptions::new().delay(Duration::from_millis(700));
-    let id = db.client.enqueue_with(ApplyEffect, options).await.unwrap();
+    let id = db
+        .client
+        .enqueue_with(ApplyEffect, options)
+        .await
+        .unwrap()
+        .id;
     assert_eq!(state_of(&db.client, id).await, JobState::Scheduled);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(state_of(&db.client, id).await, JobState::Scheduled);
@@ -231,7 +246,7 @@ async fn graceful_shutdown_lets_running_jobs_finish<DB: TestDb>(db: &TestDatabas
     })
     .await;
     worker.shutdown().await;
-    for id in ids {
+    for id in ids.iter().map(|job| job.id) {
         assert_eq!(state_of(&db.client, id).await, JobState::Completed);
     }
     assert_eq!(DB::effects(&db.pool).await, (5, 5));
@@ -244,7 +259,8 @@ async fn shutdown_hands_back_jobs_that_overrun_the_deadline<DB: TestDb>(db: &Tes
         .client
         .enqueue(SlowEffect { millis: 60_000 })
         .await
-        .unwrap();
+        .unwrap()
+        .id;
     wait_for_state(&db.client, id, JobState::Running).await;
     worker.shutdown().await;
 
@@ -266,7 +282,7 @@ async fn shutdown_hands_back_jobs_that_overrun_the_deadline<DB: TestDb>(db: &Tes
 async fn rescuer_recovers_jobs_of_a_worker_that_stopped_heartbeating<DB: TestDb>(
     db: &TestDatabase<DB>,
 ) {
-    let id = db.client.enqueue(ApplyEffect).await.unwrap();
+    let id = db.client.enqueue(ApplyEffect).await.unwrap().id;
     // A worker that claimed the job and then died without a trace.
     let claimed = DB::job_claim(&db.pool, "default", 10, "dead-worker")
         .await
@@ -295,8 +311,8 @@ async fn rescuer_recovers_jobs_of_a_worker_that_stopped_heartbeating<DB: TestDb>
 async fn zero_retention_deletes_jobs_on_completion<DB: TestDb>(db: &TestDatabase<DB>) {
     let config = fast_config().retention(Retention::default().completed(Duration::ZERO));
     let worker = start(db, config).await;
-    let in_tx = db.client.enqueue(ApplyEffect).await.unwrap();
-    let batched = db.client.enqueue(Noop { n: 1 }).await.unwrap();
+    let in_tx = db.client.enqueue(ApplyEffect).await.unwrap().id;
+    let batched = db.client.enqueue(Noop { n: 1 }).await.unwrap().id;
     eventually(Duration::from_secs(20), "both jobs deleted", || async {
         db.client.job(in_tx).await.unwrap().is_none()
             && db.client.job(batched).await.unwrap().is_none()
@@ -316,8 +332,8 @@ async fn pruner_deletes_finished_jobs_past_retention<DB: TestDb>(db: &TestDataba
         )
         .prune_interval(Duration::from_millis(100));
     let worker = start(db, config).await;
-    let done = db.client.enqueue(Noop { n: 1 }).await.unwrap();
-    let cancelled = db.client.enqueue(CancelsItself).await.unwrap();
+    let done = db.client.enqueue(Noop { n: 1 }).await.unwrap().id;
+    let cancelled = db.client.enqueue(CancelsItself).await.unwrap().id;
     // An unknown kind on its only attempt is discarded.
     let discarded = db
         .client
@@ -326,7 +342,8 @@ async fn pruner_deletes_finished_jobs_past_retention<DB: TestDb>(db: &TestDataba
             ..NewJob::new("no_such_kind", "{}")
         }])
         .await
-        .unwrap()[0];
+        .unwrap()[0]
+        .id;
     eventually(
         Duration::from_secs(20),
         "completed and cancelled pruned",
@@ -352,10 +369,10 @@ async fn bulk_enqueue_inserts_thousands_in_one_call<DB: TestDb>(db: &TestDatabas
         .unwrap();
     assert_eq!(ids.len(), 5_000);
     assert!(
-        ids.windows(2).all(|w| w[0] < w[1]),
+        ids.windows(2).all(|w| w[0].id < w[1].id && !w[1].duplicate),
         "ids come back in input order"
     );
-    let last = db.client.job(ids[4_999]).await.unwrap().unwrap();
+    let last = db.client.job(ids[4_999].id).await.unwrap().unwrap();
     assert_eq!(last.args, serde_json::json!({ "n": 4_999 }));
     assert_eq!(count_in(&db.client, JobState::Available).await, 5_000);
 }

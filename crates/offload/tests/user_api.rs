@@ -67,7 +67,8 @@ async fn every_job_reaches_the_registry_state<DB: TestDb>(db: &TestDatabase<DB>)
         .client
         .enqueue_with(SendWelcome { to: "a@x".into() }, EnqueueOptions::new())
         .await
-        .unwrap();
+        .unwrap()
+        .id;
     wait_for_state(&db.client, id, JobState::Completed).await;
     let event = events.recv().await.unwrap();
     assert_eq!(event.job.id, id);
@@ -181,8 +182,14 @@ async fn hooks_run_around_each_attempt_and_on_discard<DB: TestDb>(db: &TestDatab
         .client
         .enqueue(FailsOnce { always: false })
         .await
-        .unwrap();
-    let dies = db.client.enqueue(FailsOnce { always: true }).await.unwrap();
+        .unwrap()
+        .id;
+    let dies = db
+        .client
+        .enqueue(FailsOnce { always: true })
+        .await
+        .unwrap()
+        .id;
     wait_for_state(&db.client, recovers, JobState::Completed).await;
     wait_for_state(&db.client, dies, JobState::Discarded).await;
     // `after` runs once the outcome is recorded: let the last one land.
@@ -234,7 +241,8 @@ async fn a_panicking_hook_does_not_change_the_outcome<DB: TestDb>(db: &TestDatab
         .client
         .enqueue(FailsOnce { always: false })
         .await
-        .unwrap();
+        .unwrap()
+        .id;
     wait_for_state(&db.client, id, JobState::Completed).await;
     let job = db.client.job(id).await.unwrap().unwrap();
     assert_eq!(job.attempt, 2);
@@ -272,7 +280,12 @@ async fn event_stream_reports_each_outcome<DB: TestDb>(db: &TestDatabase<DB>) {
     let worker = worker.start().await.unwrap();
     let mut ids = Vec::new();
     for how in ["ok", "snooze", "cancel", "fail"] {
-        let id = db.client.enqueue(Ends { how: how.into() }).await.unwrap();
+        let id = db
+            .client
+            .enqueue(Ends { how: how.into() })
+            .await
+            .unwrap()
+            .id;
         ids.push(id);
     }
     let mut seen = Vec::new();
@@ -358,12 +371,14 @@ async fn portable_sql_runs_the_same_job_on_either_backend<DB: TestDb>(db: &TestD
             note: Some("hi".into()),
         })
         .await
-        .unwrap();
+        .unwrap()
+        .id;
     let without = db
         .client
         .enqueue(PortableEffect { note: None })
         .await
-        .unwrap();
+        .unwrap()
+        .id;
     wait_for_state(&db.client, with, JobState::Completed).await;
     wait_for_state(&db.client, without, JobState::Completed).await;
     worker.shutdown().await;
@@ -422,7 +437,7 @@ async fn backend_tx_gives_the_backend_connection<DB: TestDb>(db: &TestDatabase<D
         .start()
         .await
         .unwrap();
-    let id = db.client.enqueue(NamesItsBackend).await.unwrap();
+    let id = db.client.enqueue(NamesItsBackend).await.unwrap().id;
     wait_for_state(&db.client, id, JobState::Completed).await;
     worker.shutdown().await;
     let mut conn = db.pool.acquire().await.unwrap();
@@ -462,7 +477,7 @@ async fn unknown_kind_is_retried_until_a_worker_that_knows_it_runs_it<DB: TestDb
         .start()
         .await
         .unwrap();
-    let id = db.client.enqueue(NewInThisDeploy).await.unwrap();
+    let id = db.client.enqueue(NewInThisDeploy).await.unwrap().id;
     wait_for_state(&db.client, id, JobState::Retryable).await;
     old.shutdown().await;
     let job = db.client.job(id).await.unwrap().unwrap();
@@ -501,7 +516,8 @@ async fn unknown_kind_is_discarded_after_its_last_attempt<DB: TestDb>(db: &TestD
             ..offload::NewJob::new("no_such_kind", "{}")
         }])
         .await
-        .unwrap()[0];
+        .unwrap()[0]
+        .id;
     wait_for_state(&db.client, id, JobState::Discarded).await;
     worker.shutdown().await;
     let job = db.client.job(id).await.unwrap().unwrap();
@@ -570,5 +586,57 @@ async fn start_warns_of_kinds_whose_queue_is_not_served() {
         "{}",
         warnings[0]
     );
+    db.drop_database().await;
+}
+
+// ------------------------------------------------------ bad queue names
+
+/// A kind whose default queue no worker could serve.
+#[derive(Serialize, Deserialize)]
+struct OnABadQueue;
+
+impl Job<sqlx::Sqlite> for OnABadQueue {
+    const KIND: &'static str = "on_a_bad_queue";
+    const QUEUE: &'static str = "Has Space";
+
+    async fn run(self, _: &mut JobContext<sqlx::Sqlite>) -> Result<(), JobError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn start_refuses_bad_queue_names_in_config_kinds_and_periodic_jobs() {
+    let db = TestDatabase::<sqlx::Sqlite>::create().await;
+    let start = |registry: Registry<sqlx::Sqlite>, config: offload::WorkerConfig| {
+        let pool = db.pool.clone();
+        async move {
+            match Worker::new(pool, registry, config).start().await {
+                Ok(worker) => {
+                    worker.shutdown().await;
+                    "started".to_owned()
+                }
+                Err(error) => error.to_string(),
+            }
+        }
+    };
+    let config_error = start(Registry::new(), fast_config().queue("", 1)).await;
+    assert!(
+        config_error.contains("invalid queue name \"\""),
+        "{config_error}"
+    );
+    let kind_error = start(Registry::new().register::<OnABadQueue>(), fast_config()).await;
+    assert!(
+        kind_error.contains("invalid queue name \"Has Space\""),
+        "{kind_error}"
+    );
+    let periodic = offload::PeriodicJob::every("p", Duration::from_secs(60), || OnTheMailQueue)
+        .unwrap()
+        .options(EnqueueOptions::new().queue("mail queue"));
+    let periodic_error = start(Registry::new().periodic(periodic), fast_config()).await;
+    assert!(
+        periodic_error.contains("invalid queue name \"mail queue\""),
+        "{periodic_error}"
+    );
+    assert_eq!(start(Registry::new(), fast_config()).await, "started");
     db.drop_database().await;
 }

@@ -88,7 +88,7 @@ impl<DB: BenchStore> Bench<DB> {
                 };
                 let enqueued = client.enqueue(job).await;
                 drop(permit);
-                enqueued.map(|id| (id, jobs::now_micros()))
+                enqueued.map(|enqueued| (enqueued.id, jobs::now_micros()))
             });
             while let Some(joined) = enqueues.try_join_next() {
                 let (id, at) = joined??;

@@ -167,8 +167,6 @@ pub async fn insert<DB: Backend>(pool: &Pool<DB>, jobs: &[(&str, bool, &[&str])]
             job
         })
         .collect();
-    Client::new(pool.clone())
-        .insert(&rows)
-        .await
-        .expect("insert")
+    let enqueued = Client::new(pool.clone()).insert(&rows).await;
+    enqueued.expect("insert").iter().map(|job| job.id).collect()
 }

@@ -158,15 +158,14 @@ fn panic_response(_panic: Box<dyn std::any::Any + Send>) -> Response {
 }
 
 /// A database error as the client sees it: 503 when the database is
-/// unreachable, 500 otherwise, never the error's text.
+/// unavailable, 500 otherwise, never the error's text (it is logged).
 pub(crate) fn database_problem(error: impl Into<DatabaseError>) -> Problem {
-    let error = error.into();
-    tracing::error!(%error, "database error");
-    match error {
-        DatabaseError::Offload(offload::Error::Database(
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_),
-        )) => Problem::unavailable(),
-        _ => Problem::internal(),
+    match error.into() {
+        DatabaseError::Offload(error) => Problem::from(error),
+        error => {
+            tracing::error!(%error, "database error");
+            Problem::internal()
+        }
     }
 }
 

@@ -162,11 +162,7 @@ async fn insert_in_request_tx<DB: RecordStore>(
         hash_rounds: app.jobs.hash_rounds,
         delay_ms: app.jobs.delay_ms,
     };
-    let job_id = app
-        .client
-        .enqueue_tx(&mut *tx, job)
-        .await
-        .map_err(database_problem)?;
+    let job_id = app.client.enqueue_tx(&mut *tx, job).await?.id;
     DB::attach_job(&mut tx, record.id, job_id)
         .await
         .map_err(database_problem)?;

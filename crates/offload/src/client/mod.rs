@@ -1,23 +1,29 @@
 //! Putting jobs in the queue.
 
+mod enqueue;
 mod notifier;
 
 use std::sync::Arc;
 
 use sqlx::Pool;
 
-use notifier::{distinct_queues, Notifier};
+use notifier::Notifier;
 
-use crate::job::Job;
-use crate::options::{new_job_row, EnqueueOptions};
+use crate::queue_name::check_queue_name;
 use crate::state::JobState;
-use crate::storage::ops::{first_id, insert_unique};
-use crate::storage::{Backend, JobRecord, Leader, NewJob};
-use crate::unique::{EnqueueResult, UniqueOptions};
+use crate::storage::{Backend, JobRecord, Leader};
 use crate::worker::{leader, wake};
 use crate::{Error, Result};
 
 /// Enqueues jobs and looks them up. Cheap to clone.
+///
+/// The enqueue methods are one family, each returning an
+/// [`Enqueued`](crate::Enqueued) per job: `enqueue` for one job, `_many`
+/// for many of a kind, `_tx` to join the caller's transaction, `_with` for
+/// [`EnqueueOptions`](crate::EnqueueOptions), unique options included
+/// (`enqueue`, `enqueue_with`, `enqueue_tx`, `enqueue_tx_with`,
+/// `enqueue_many`, `enqueue_many_with`, `enqueue_many_tx`,
+/// `enqueue_many_tx_with`); `insert` and `insert_tx` take prepared rows.
 ///
 /// ```no_run
 /// # use offload::{Client, Job, JobContext, JobError};
@@ -72,154 +78,6 @@ impl<DB: Backend> Client<DB> {
         DB::migrate(&self.pool).await
     }
 
-    /// Builds the row for `job` without inserting it.
-    pub fn new_job<J: Job<DB, S>, S: Send + Sync + 'static>(
-        &self,
-        job: &J,
-        options: EnqueueOptions,
-    ) -> Result<NewJob> {
-        new_job_row::<DB, S, J>(job, options)
-    }
-
-    /// Enqueues `job` in its own statement. Returns its id.
-    pub async fn enqueue<J: Job<DB, S>, S: Send + Sync + 'static>(&self, job: J) -> Result<i64> {
-        self.enqueue_with(job, EnqueueOptions::default()).await
-    }
-
-    /// Enqueues `job` with `options`.
-    pub async fn enqueue_with<J: Job<DB, S>, S: Send + Sync + 'static>(
-        &self,
-        job: J,
-        options: EnqueueOptions,
-    ) -> Result<i64> {
-        let row = self.new_job(&job, options)?;
-        first_id(self.insert(&[row]).await?)
-    }
-
-    /// Enqueues `job` on `conn`, normally the caller's transaction: the job
-    /// exists if and only if that transaction commits.
-    pub async fn enqueue_tx<J: Job<DB, S>, S: Send + Sync + 'static>(
-        &self,
-        conn: &mut DB::Connection,
-        job: J,
-    ) -> Result<i64> {
-        self.enqueue_tx_with(conn, job, EnqueueOptions::default())
-            .await
-    }
-
-    /// [`enqueue_tx`](Self::enqueue_tx) with `options`.
-    pub async fn enqueue_tx_with<J: Job<DB, S>, S: Send + Sync + 'static>(
-        &self,
-        conn: &mut DB::Connection,
-        job: J,
-        options: EnqueueOptions,
-    ) -> Result<i64> {
-        let row = self.new_job(&job, options)?;
-        first_id(self.insert_tx(conn, &[row]).await?)
-    }
-
-    /// Enqueues `job` unless a job holds the same unique key, in which case
-    /// it returns that job's id with `duplicate` set. Safe under concurrent
-    /// enqueues: the database's unique index decides.
-    ///
-    /// ```no_run
-    /// # use offload::{Client, Job, JobContext, JobError, UniqueOptions};
-    /// # use serde::{Deserialize, Serialize};
-    /// # #[derive(Serialize, Deserialize)] struct RebuildIndex { shop_id: i64 }
-    /// # impl Job<sqlx::Sqlite> for RebuildIndex {
-    /// #     const KIND: &'static str = "rebuild_index";
-    /// #     async fn run(self, _: &mut JobContext<sqlx::Sqlite>) -> Result<(), JobError> { Ok(()) }
-    /// # }
-    /// # async fn example(client: Client<sqlx::Sqlite>) -> offload::Result<()> {
-    /// let first = client.enqueue_unique(RebuildIndex { shop_id: 7 }, UniqueOptions::by_args()).await?;
-    /// let again = client.enqueue_unique(RebuildIndex { shop_id: 7 }, UniqueOptions::by_args()).await?;
-    /// assert!(!first.duplicate && again.duplicate);
-    /// assert_eq!(first.id, again.id);
-    /// # Ok(()) }
-    /// ```
-    pub async fn enqueue_unique<J: Job<DB, S>, S: Send + Sync + 'static>(
-        &self,
-        job: J,
-        unique: UniqueOptions,
-    ) -> Result<EnqueueResult> {
-        let row = self.new_job(&job, EnqueueOptions::new().unique(unique))?;
-        let mut conn = self.pool.acquire().await?;
-        let result = insert_unique::<DB>(&mut conn, &row).await?;
-        wake_if_new(&row, result);
-        Ok(result)
-    }
-
-    /// [`enqueue_unique`](Self::enqueue_unique) inside the caller's
-    /// transaction, with more `options`.
-    pub async fn enqueue_unique_tx<J: Job<DB, S>, S: Send + Sync + 'static>(
-        &self,
-        conn: &mut DB::Connection,
-        job: J,
-        options: EnqueueOptions,
-        unique: UniqueOptions,
-    ) -> Result<EnqueueResult> {
-        let row = self.new_job(&job, options.unique(unique))?;
-        let result = insert_unique::<DB>(conn, &row).await?;
-        wake_if_new(&row, result);
-        Ok(result)
-    }
-
-    /// Enqueues many jobs of one kind in one statement. Returns their ids in
-    /// order.
-    pub async fn enqueue_many<J: Job<DB, S>, S: Send + Sync + 'static>(
-        &self,
-        jobs: impl IntoIterator<Item = J>,
-    ) -> Result<Vec<i64>> {
-        let rows = jobs
-            .into_iter()
-            .map(|job| self.new_job(&job, EnqueueOptions::default()))
-            .collect::<Result<Vec<_>>>()?;
-        self.insert(&rows).await
-    }
-
-    /// [`enqueue_many`](Self::enqueue_many) inside the caller's transaction.
-    pub async fn enqueue_many_tx<J: Job<DB, S>, S: Send + Sync + 'static>(
-        &self,
-        conn: &mut DB::Connection,
-        jobs: impl IntoIterator<Item = J>,
-    ) -> Result<Vec<i64>> {
-        let rows = jobs
-            .into_iter()
-            .map(|job| self.new_job(&job, EnqueueOptions::default()))
-            .collect::<Result<Vec<_>>>()?;
-        self.insert_tx(conn, &rows).await
-    }
-
-    /// Inserts prepared rows, of any kinds, in one statement.
-    pub async fn insert(&self, jobs: &[NewJob]) -> Result<Vec<i64>> {
-        let mut conn = self.pool.acquire().await?;
-        self.insert_tx(&mut conn, jobs).await
-    }
-
-    /// Inserts prepared rows on `conn`. Unique rows go one at a time (a
-    /// duplicate gives the holder's id); the others in one statement.
-    pub async fn insert_tx(&self, conn: &mut DB::Connection, jobs: &[NewJob]) -> Result<Vec<i64>> {
-        if jobs.iter().any(|job| job.unique.is_some()) {
-            let mut ids = Vec::with_capacity(jobs.len());
-            for job in jobs {
-                // Inserts plain rows too, one at a time, in order.
-                ids.push(insert_unique::<DB>(conn, job).await?.id);
-            }
-            wake::wake_all(jobs.iter().map(|job| job.queue.as_str()));
-            return Ok(ids);
-        }
-        let queues = distinct_queues(jobs);
-        let notify_now = self.notifier.take_slot(&queues);
-        let ids = DB::job_insert_many(conn, jobs, notify_now).await?;
-        if !notify_now {
-            self.notifier
-                .clone()
-                .notify_later(self.pool.clone(), queues.clone());
-        }
-        wake::wake_all(queues.iter().map(String::as_str));
-        Ok(ids)
-    }
-
     /// The worker currently leading the cluster (running maintenance and
     /// periodic jobs), if any.
     pub async fn leader(&self) -> Result<Option<Leader>> {
@@ -231,6 +89,7 @@ impl<DB: Backend> Client<DB> {
     /// [`QueueConfig::global_limit`](crate::QueueConfig::global_limit) set
     /// it themselves; running workers pick a change up within seconds.
     pub async fn set_global_limit(&self, queue: &str, limit: Option<usize>) -> Result<()> {
+        check_queue_name(queue)?;
         if limit == Some(0) {
             return Err(Error::Config("a global limit must be at least 1".into()));
         }
@@ -247,13 +106,5 @@ impl<DB: Backend> Client<DB> {
     /// How many jobs are in each state, optionally for one queue.
     pub async fn count_by_state(&self, queue: Option<&str>) -> Result<Vec<(JobState, i64)>> {
         DB::job_count_by_state(&self.pool, queue).await
-    }
-}
-
-/// Wakes this process's producers of a unique job's queue when it was
-/// inserted (other processes hear the insert's `NOTIFY`).
-fn wake_if_new(row: &NewJob, result: EnqueueResult) {
-    if !result.duplicate {
-        wake::wake(&row.queue);
     }
 }

@@ -4,8 +4,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::Pool;
 
-use super::{Driver, NewJob};
-use crate::unique::EnqueueResult;
+use super::{Driver, Enqueued, NewJob};
 use crate::{Error, Result};
 
 /// How often a unique insert looks again when the key's holder finished
@@ -18,23 +17,23 @@ const UNIQUE_TRIES: usize = 5;
 pub async fn insert_unique<DB: Driver>(
     conn: &mut DB::Connection,
     job: &NewJob,
-) -> Result<EnqueueResult> {
+) -> Result<Enqueued> {
     let Some(unique) = &job.unique else {
         let id = first_id(DB::job_insert_many(conn, std::slice::from_ref(job), true).await?)?;
-        return Ok(EnqueueResult {
+        return Ok(Enqueued {
             id,
             duplicate: false,
         });
     };
     for _ in 0..UNIQUE_TRIES {
         if let Some(id) = DB::job_insert_unique(conn, job).await? {
-            return Ok(EnqueueResult {
+            return Ok(Enqueued {
                 id,
                 duplicate: false,
             });
         }
         if let Some(id) = DB::job_unique_holder(conn, &unique.key).await? {
-            return Ok(EnqueueResult {
+            return Ok(Enqueued {
                 id,
                 duplicate: true,
             });

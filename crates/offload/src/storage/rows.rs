@@ -57,6 +57,23 @@ impl NewJob {
     }
 }
 
+/// What enqueueing one job did: every enqueue returns one per job, in the
+/// order given.
+///
+/// ```
+/// let inserted = offload::Enqueued { id: 7, duplicate: false };
+/// assert!(!inserted.duplicate);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Enqueued {
+    /// The new job's id or, for a duplicate, the id of the job holding the
+    /// unique key.
+    pub id: i64,
+    /// Whether the job was unique and a job already held its key, so
+    /// nothing was inserted. Always false for a job without unique options.
+    pub duplicate: bool,
+}
+
 /// A job a worker has claimed: `state = running`, attempt already counted.
 #[derive(Debug, Clone)]
 pub struct ClaimedJob {

@@ -273,13 +273,12 @@ impl WorkerConfig {
         if self.queues.is_empty() {
             self = self.queue(DEFAULT_QUEUE, 10);
         }
-        if let Some(queue) = self
-            .queues
-            .iter()
-            .find(|q| q.concurrency == 0 || q.name.is_empty())
-        {
+        for queue in &self.queues {
+            crate::queue_name::check_queue_name(&queue.name)?;
+        }
+        if let Some(queue) = self.queues.iter().find(|q| q.concurrency == 0) {
             return Err(Error::Config(format!(
-                "queue `{}` needs a non-empty name and a concurrency of at least 1",
+                "queue `{}` needs a concurrency of at least 1",
                 queue.name
             )));
         }

@@ -28,6 +28,7 @@ pub use config::{QueueConfig, Retention, WorkerConfig};
 use shared::Shared;
 
 use crate::hooks::JobEvent;
+use crate::queue_name::check_queue_name;
 use crate::registry::{Kinds, Registry};
 use crate::storage::{Attempt, Backend, WorkerInfo};
 use crate::Result;
@@ -86,6 +87,7 @@ impl<DB: Backend> Worker<DB> {
     /// cannot be reached or the configuration is invalid.
     pub async fn start(self) -> Result<WorkerHandle> {
         let config = self.config.validated()?;
+        check_queues_of(&self.kinds)?;
         let info = WorkerInfo {
             id: worker_id(),
             host: host_name(),
@@ -298,6 +300,18 @@ pub async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// Fails on a registered kind or periodic job whose queue no worker could
+/// serve (a bad name): better at start than a job that never runs.
+fn check_queues_of<DB: Backend>(kinds: &Kinds<DB>) -> Result<()> {
+    for handler in kinds.handlers.values() {
+        check_queue_name(handler.queue())?;
+    }
+    for periodic in &kinds.periodic {
+        check_queue_name(periodic.queue())?;
+    }
+    Ok(())
 }
 
 /// Warns of registered kinds whose default queue this worker does not
