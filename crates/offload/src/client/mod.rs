@@ -1,5 +1,6 @@
 //! Putting jobs in the queue.
 
+pub(crate) mod manage;
 mod notifier;
 
 use std::sync::Arc;
