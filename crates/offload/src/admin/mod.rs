@@ -186,8 +186,9 @@ impl<DB: Backend> Admin<DB> {
         Ok(points)
     }
 
-    /// Applies `action` to the jobs of `ids`, each in a statement of its
-    /// own. Jobs it does not apply to are left alone; see [`JobAction`].
+    /// Applies `action` to the jobs of `ids`, committed at once (no caller's
+    /// transaction). Jobs it does not apply to are left alone; see
+    /// [`JobAction`].
     /// Runs through the same code as [`Client::cancel`](crate::Client::cancel),
     /// [`retry`](crate::Client::retry) and [`delete`](crate::Client::delete).
     pub async fn act(&self, action: JobAction, ids: &[i64]) -> Result<ActionOutcome, AdminError> {
