@@ -6,7 +6,7 @@ use std::io::{IsTerminal, Write};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use offload::{
-    admin::{Admin, AdminError, FilterParams, JobAction, JobFilter},
+    admin::{Admin, AdminError, BulkTarget, FilterParams, JobAction, JobFilter},
     Backend, BackendKind, JobState,
 };
 use offload_dashboard::{redact_url, DashboardConfig};
@@ -251,7 +251,9 @@ async fn act_on_filter<DB: Backend>(
     );
     bar.set_message(format!("{}ing", action.as_str()));
     let outcome = admin
-        .bulk(action, filter, |so_far| bar.set_position(so_far.matched))
+        .bulk(action, BulkTarget::new(filter, args.all), |so_far| {
+            bar.set_position(so_far.matched)
+        })
         .await?;
     bar.finish_and_clear();
     if args.json {

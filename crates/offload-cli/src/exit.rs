@@ -33,7 +33,8 @@ impl Failure {
                     .find_map(|e| e.downcast_ref::<offload::admin::AdminError>())
                     .and_then(|e| match e {
                         offload::admin::AdminError::Filter(_)
-                        | offload::admin::AdminError::BadQueueName(_) => Some(USAGE),
+                        | offload::admin::AdminError::BadQueueName(_)
+                        | offload::admin::AdminError::BulkNeedsFilter(_) => Some(USAGE),
                         offload::admin::AdminError::JobNotFound(_) => Some(NOT_FOUND),
                         _ => None,
                     })

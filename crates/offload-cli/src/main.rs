@@ -127,9 +127,11 @@ pub(crate) enum JobsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Runs discarded, cancelled or retryable jobs again now.
+    /// Runs jobs again now: any job that is not running (scheduled,
+    /// available, retryable, completed, discarded or cancelled). Attempts
+    /// are kept; a job with none left gets one more.
     #[command(
-        after_long_help = "Examples:\n  offload jobs retry 42\n  offload jobs retry --state discarded --queue mail"
+        after_long_help = "Examples:\n  offload jobs retry 42\n  offload jobs retry --state discarded --queue mail\n  offload jobs retry --state completed --kind send_digest --since 1h"
     )]
     Retry(ActionArgs),
     /// Cancels scheduled, available, retryable or running jobs.
@@ -154,7 +156,8 @@ pub(crate) struct ActionArgs {
     pub ids: Vec<i64>,
     #[command(flatten)]
     pub filter: FilterArgs,
-    /// Act on every job when no id and no filter is given.
+    /// Act on every job: required when no id and no filter is given, so
+    /// that a forgotten filter never touches every job.
     #[arg(long)]
     pub all: bool,
     /// Do not ask before a bulk action (required when stdin is not a terminal).

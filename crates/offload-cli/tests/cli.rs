@@ -112,16 +112,35 @@ async fn exit_codes_say_what_went_wrong() {
     let missing = offload(&url, &["jobs", "show", "999999"]);
     assert_eq!(missing.status.code(), Some(3));
     assert!(stderr(&missing).contains("job 999999 not found"));
-    let not_applicable = offload(&url, &["jobs", "retry", &id.to_string()]);
+    let cancelled = offload(&url, &["jobs", "cancel", &id.to_string()]);
+    assert_eq!(cancelled.status.code(), Some(0), "{}", stderr(&cancelled));
+    let not_applicable = offload(&url, &["jobs", "cancel", &id.to_string()]);
     assert_eq!(
         not_applicable.status.code(),
         Some(4),
         "{}",
         stderr(&not_applicable)
     );
-    assert!(stderr(&not_applicable).contains("is available"));
-    let everything = offload(&url, &["jobs", "delete"]);
+    assert!(stderr(&not_applicable).contains("is cancelled"));
+    // Any job that is not running can be retried, a cancelled one too.
+    let retried = offload(&url, &["jobs", "retry", &id.to_string()]);
+    assert_eq!(retried.status.code(), Some(0), "{}", stderr(&retried));
+    assert!(stdout(&retried).contains(&format!("job {id} retried")));
+    // A bulk action without a filter needs --all.
+    let everything = offload(&url, &["jobs", "delete", "--yes"]);
     assert_eq!(everything.status.code(), Some(2));
+    assert!(
+        stderr(&everything).contains("--all"),
+        "{}",
+        stderr(&everything)
+    );
+    assert!(
+        Client::new(<Sqlite as Backend>::connect(&url, 1).await.unwrap())
+            .job(id)
+            .await
+            .unwrap()
+            .is_some()
+    );
     let unconfirmed = offload(&url, &["jobs", "delete", "--state", "available"]);
     assert_eq!(
         unconfirmed.status.code(),
@@ -129,6 +148,10 @@ async fn exit_codes_say_what_went_wrong() {
         "bulk without --yes off a terminal"
     );
     assert!(stderr(&unconfirmed).contains("--yes"));
+    let all = offload(&url, &["jobs", "delete", "--all", "--yes", "--json"]);
+    assert_eq!(all.status.code(), Some(0), "{}", stderr(&all));
+    let outcome: serde_json::Value = serde_json::from_slice(&all.stdout).unwrap();
+    assert_eq!(outcome["changed"], 1);
     let bad_url = offload("mysql://root:pw@db/x", &["jobs", "list"]);
     assert_eq!(bad_url.status.code(), Some(2));
     assert!(!stderr(&bad_url).contains("pw@"));

@@ -8,7 +8,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use minijinja::{context, Value};
 use offload::{
-    admin::{AdminError, FilterParams, JobAction, JobFilter},
+    admin::{AdminError, BulkTarget, FilterParams, JobAction, JobFilter},
     Backend, JobState,
 };
 use serde::Deserialize;
@@ -369,7 +369,9 @@ pub(crate) async fn bulk_action<DB: Backend>(
                 "bulk actions from the dashboard need a filter; use the API with \"all\": true to act on every job",
             ));
         }
-        let outcome = state.admin.bulk(action, &filter, |_| {}).await?;
+        // The form has no "every job" choice: an empty filter is refused.
+        let target = BulkTarget::Matching(&filter);
+        let outcome = state.admin.bulk(action, target, |_| {}).await?;
         Ok::<_, ApiError>((filter, action, outcome))
     }
     .await;

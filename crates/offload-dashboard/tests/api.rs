@@ -242,19 +242,34 @@ async fn retry_makes_a_discarded_job_run_again_with_one_more_attempt<DB: Backend
     assert_eq!(job.attempt, 2);
     assert_eq!(job.errors.len(), 2);
 
-    // A completed job cannot be retried.
+    // A completed job can be run again.
     let done = insert(&pool, &[("default", false, &[])]).await[0];
     run_all(&pool, &["default"]).await;
+    let again = send(
+        &app,
+        post_json(&format!("/api/jobs/{done}/retry"), json!({})),
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.text());
+    assert_eq!(again.json()["job"]["state"], "available");
+    assert_eq!(again.json()["job"]["attempt"], 1);
+
+    // A running job cannot be retried.
+    let claimed = DB::job_claim(&pool, "default", 1, "api-test")
+        .await
+        .unwrap();
+    assert_eq!(claimed[0].id, done);
     let conflict = send(
         &app,
         post_json(&format!("/api/jobs/{done}/retry"), json!({})),
     )
     .await;
     assert_eq!(conflict.status, StatusCode::CONFLICT);
-    assert!(conflict.json()["detail"]
-        .as_str()
-        .unwrap()
-        .contains("completed"));
+    let detail = conflict.json()["detail"].as_str().unwrap().to_owned();
+    assert!(
+        detail.contains("is running") && detail.contains("not running"),
+        "{detail}"
+    );
 }
 
 async fn cancel_and_delete_change_only_jobs_they_apply_to<DB: Backend>(pool: Pool<DB>) {

@@ -48,6 +48,10 @@ pub enum Error {
         /// The contended key.
         key: String,
     },
+    /// No job has this id (an action on one job, such as
+    /// [`Client::cancel`](crate::Client::cancel)).
+    #[error("job {0} not found")]
+    JobNotFound(i64),
     /// A migration failed; the schema was left at the previous version.
     #[error("migration {version} ({name}) failed: {source}")]
     Migration {

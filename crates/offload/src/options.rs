@@ -118,7 +118,7 @@ pub(crate) fn new_job_row<DB: Backend, S: Send + Sync + 'static, J: Job<DB, S>>(
     })?;
     let unique = options
         .unique
-        .map(|unique| unique.key_for(J::KIND, &args, Utc::now()))
+        .map(|unique| unique.key_for(J::KIND, &args, options.run_at.unwrap_or_else(Utc::now)))
         .transpose()?;
     Ok(NewJob {
         kind: J::KIND.to_owned(),

@@ -2,9 +2,10 @@
 //!
 //! The key is stored on the row with the states it holds in, and a partial
 //! unique index over `(unique_key)` covers exactly the rows whose state is
-//! one of them. An insert that would take a held key does nothing, and the
-//! enqueue returns the job that holds it: the database decides, so two
-//! concurrent enqueues cannot both insert.
+//! one of them. An insert that would take a held key does nothing (or, with
+//! [`UniqueOptions::replace_pending`], updates the holder while it waits),
+//! and the enqueue returns the job that holds it: the database decides, so
+//! two concurrent enqueues cannot both insert.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -32,17 +33,22 @@ pub const DEFAULT_UNIQUE_STATES: [JobState; 4] = [
 ///
 /// // One job per kind and args while it is pending or running (the default).
 /// let by_args = UniqueOptions::by_args();
-/// // One digest per user per hour, even once it has completed.
-/// let hourly = UniqueOptions::by_key("digest:user:42")
-///     .period(Duration::from_secs(3600))
-///     .also_in(JobState::Completed);
-/// # let _ = (by_args, hourly);
+/// // One digest per user per hour of its run time, even once it has
+/// // completed (a period holds through completion).
+/// let hourly = UniqueOptions::by_key("digest:user:42").period(Duration::from_secs(3600));
+/// // Also while it is discarded: a failed digest is not sent again this hour.
+/// let strict = hourly.clone().also_in(JobState::Discarded);
+/// // A debounce: one pending reindex per shop; a later enqueue replaces its
+/// // args and run time until it starts.
+/// let debounced = UniqueOptions::by_key("reindex:shop:7").replace_pending();
+/// # let _ = (by_args, strict, debounced);
 /// ```
 #[derive(Debug, Clone)]
 pub struct UniqueOptions {
     by: UniqueBy,
     states: Vec<JobState>,
     period: Option<Duration>,
+    replace_pending: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -59,6 +65,7 @@ impl UniqueOptions {
             by: UniqueBy::Args,
             states: DEFAULT_UNIQUE_STATES.to_vec(),
             period: None,
+            replace_pending: false,
         }
     }
 
@@ -70,10 +77,35 @@ impl UniqueOptions {
         }
     }
 
-    /// Unique only within each period of this length (counted from the
-    /// Unix epoch): a job enqueued in the next period is a new job.
+    /// Unique within each period of this length (counted from the Unix
+    /// epoch), by the job's scheduled time: its `run_at` when given, else
+    /// the enqueue's time. A job scheduled into the next period is a new job.
+    ///
+    /// A period throttles: its key holds through completion too (as River's
+    /// and Oban's unique periods do), so a job that completed in this period
+    /// still keeps the next one out. Discarded and cancelled jobs do not
+    /// hold it unless asked ([`also_in`](Self::also_in)): a job that failed
+    /// or was called off can be enqueued again. The key lasts as long as the
+    /// completed row: keep completed jobs at least one period
+    /// ([`Retention`](crate::Retention)).
     pub fn period(mut self, period: Duration) -> Self {
         self.period = Some(period).filter(|p| !p.is_zero());
+        if self.period.is_some() {
+            self = self.also_in(JobState::Completed);
+        }
+        self
+    }
+
+    /// When a job that has not started yet (`scheduled` or `available`)
+    /// holds the key, the enqueue updates that job instead of being
+    /// dropped: it takes the new args, priority and run time (now, when none
+    /// is given), as Oban's `replace`. Its kind, queue, tags and attempts
+    /// stay. A running, retrying or finished holder is left alone, as
+    /// without this option. The enqueue's result says `duplicate` and
+    /// `replaced`. The database decides: a holder claimed at the same moment
+    /// is either updated before its claim or not at all.
+    pub fn replace_pending(mut self) -> Self {
+        self.replace_pending = true;
         self
     }
 
@@ -87,9 +119,15 @@ impl UniqueOptions {
         self
     }
 
-    /// The key and states for a job of `kind` with JSON `args`, enqueued at
-    /// `now`.
-    pub fn key_for(&self, kind: &str, args: &str, now: DateTime<Utc>) -> Result<UniqueKey> {
+    /// The key and states for a job of `kind` with JSON `args`, due at
+    /// `scheduled_at` (its `run_at`, or the enqueue's time when it has none):
+    /// the period's bucket is taken from it.
+    pub fn key_for(
+        &self,
+        kind: &str,
+        args: &str,
+        scheduled_at: DateTime<Utc>,
+    ) -> Result<UniqueKey> {
         let mut hasher = Sha256::new();
         hasher.update(kind.as_bytes());
         match &self.by {
@@ -109,7 +147,7 @@ impl UniqueOptions {
         }
         if let Some(period) = self.period {
             let period_us = i64::try_from(period.as_micros()).unwrap_or(i64::MAX);
-            let bucket = now.timestamp_micros().div_euclid(period_us);
+            let bucket = scheduled_at.timestamp_micros().div_euclid(period_us);
             hasher.update(format!("\0period\0{period_us}\0{bucket}").as_bytes());
         }
         let digest = hasher.finalize();
@@ -117,22 +155,28 @@ impl UniqueOptions {
         for byte in digest {
             let _ = write!(key, "{byte:02x}");
         }
-        UniqueKey::new(key, &self.states)
+        let mut key = UniqueKey::new(key, &self.states)?;
+        key.replace_pending = self.replace_pending;
+        Ok(key)
     }
 }
 
-/// A computed unique key and the states it holds in, as stored on the row.
+/// A computed unique key and the states it holds in, as stored on the row,
+/// and what an insert that finds it held does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UniqueKey {
     /// The key.
     pub key: String,
     /// The states, like `,scheduled,available,running,retryable,`.
     pub states: String,
+    /// Whether an insert that finds the key held by a job that has not
+    /// started updates that job ([`UniqueOptions::replace_pending`]).
+    pub replace_pending: bool,
 }
 
 impl UniqueKey {
     /// A key held in `states`, which must include every state before a job
-    /// finishes.
+    /// finishes. A collision keeps the holder as it is.
     ///
     /// ```
     /// use offload::{JobState, UniqueKey, DEFAULT_UNIQUE_STATES};
@@ -157,6 +201,7 @@ impl UniqueKey {
         Ok(Self {
             key: key.into(),
             states: joined,
+            replace_pending: false,
         })
     }
 }
@@ -229,6 +274,39 @@ mod tests {
         assert_eq!(key("a", at), key("a", later_same_hour));
         assert_ne!(key("a", at), key("a", next_hour));
         assert_ne!(key("a", at), key("b", at));
+    }
+
+    #[test]
+    fn a_period_holds_through_completion_but_not_failure() {
+        let key = UniqueOptions::by_args()
+            .period(Duration::from_secs(60))
+            .key_for("k", "{}", Utc::now())
+            .unwrap();
+        assert_eq!(
+            key.states,
+            ",scheduled,available,running,retryable,completed,"
+        );
+        let no_period = UniqueOptions::by_args()
+            .period(Duration::ZERO)
+            .key_for("k", "{}", Utc::now())
+            .unwrap();
+        assert_eq!(no_period.states, ",scheduled,available,running,retryable,");
+    }
+
+    #[test]
+    fn replace_pending_is_carried_on_the_key() {
+        let plain = UniqueOptions::by_key("x").key_for("k", "{}", Utc::now());
+        assert!(!plain.unwrap().replace_pending);
+        let replacing = UniqueOptions::by_key("x")
+            .replace_pending()
+            .key_for("k", "{}", Utc::now())
+            .unwrap();
+        assert!(replacing.replace_pending);
+        assert!(
+            !UniqueKey::new("k", &DEFAULT_UNIQUE_STATES)
+                .unwrap()
+                .replace_pending
+        );
     }
 
     #[test]

@@ -39,7 +39,9 @@ on_both_backends!(
     migrations_apply_once_in_order_and_all_or_nothing,
     job_insert_many_returns_ids_in_input_order_and_wakes_available_queues,
     job_insert_unique_collides_only_in_its_states,
+    job_unique_replace_updates_a_holder_that_has_not_started,
     job_claim_takes_available_jobs_by_priority_unless_paused,
+    job_claim_orders_by_priority_then_run_at_then_id,
     job_claim_limited_caps_running_jobs_at_the_global_limit,
     job_complete_many_is_guarded_by_state_and_attempt,
     job_complete_in_tx_commits_with_the_job_transaction,
@@ -49,8 +51,10 @@ on_both_backends!(
     job_prune_respects_state_age_and_limit,
     job_list_pages_newest_first_and_filters,
     job_finished_per_minute_and_queue_statistics,
-    job_retry_many_applies_to_discarded_cancelled_and_retryable,
+    job_retry_many_makes_every_job_but_a_running_one_available,
+    job_retry_many_leaves_a_job_whose_unique_key_is_taken,
     job_cancel_many_applies_to_unfinished_jobs_and_signals_running_ones,
+    job_cancel_many_in_a_transaction_takes_effect_on_commit,
     job_delete_many_spares_running_jobs,
     queue_notify_and_backend_constants,
     queue_set_paused_pauses_and_resumes,
@@ -88,6 +92,14 @@ trait Conformance: TestDb {
 
     /// Moves job `id`'s `finalized_at` `by` into the past.
     fn age_finalized(pool: &Pool<Self>, id: i64, by: Duration) -> impl Future<Output = ()> + Send;
+
+    /// Moves job `id`'s `run_at` `by` into the past.
+    fn age_run_at(pool: &Pool<Self>, id: i64, by: Duration) -> impl Future<Output = ()> + Send;
+
+    /// The plan of the claim's job lookup (the inner `SELECT` of
+    /// `job_claim`, as written in the backend's `jobs.rs`) for queue
+    /// `plan`, one line per step.
+    fn claim_plan(pool: &Pool<Self>) -> impl Future<Output = String> + Send;
 }
 
 impl Conformance for Postgres {
@@ -171,6 +183,45 @@ impl Conformance for Postgres {
         .await
         .expect("age job");
     }
+
+    async fn age_run_at(pool: &PgPool, id: i64, by: Duration) {
+        sqlx::query(
+            "UPDATE offload_jobs SET run_at = run_at - make_interval(secs => $2) WHERE id = $1",
+        )
+        .bind(id)
+        .bind(by.as_secs_f64())
+        .execute(pool)
+        .await
+        .expect("age run_at");
+    }
+
+    async fn claim_plan(pool: &PgPool) -> String {
+        // The claim's own lookup, planned as a prepared statement is after
+        // five runs (generic), on fresh statistics.
+        sqlx::query("ANALYZE offload_jobs")
+            .execute(pool)
+            .await
+            .expect("analyze");
+        let mut tx = pool.begin().await.expect("begin");
+        sqlx::query("SET LOCAL plan_cache_mode = force_generic_plan")
+            .execute(&mut *tx)
+            .await
+            .expect("generic plans");
+        sqlx::query(
+            "PREPARE claim_lookup(text, int8) AS SELECT id FROM offload_jobs \
+             WHERE state = 'available' AND queue = $1 \
+             ORDER BY priority, run_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
+        )
+        .execute(&mut *tx)
+        .await
+        .expect("prepare");
+        let lines: Vec<String> = sqlx::query_scalar("EXPLAIN EXECUTE claim_lookup('plan', 10)")
+            .fetch_all(&mut *tx)
+            .await
+            .expect("explain");
+        tx.rollback().await.expect("rollback");
+        lines.join("\n")
+    }
 }
 
 fn us(by: Duration) -> i64 {
@@ -252,6 +303,34 @@ impl Conformance for Sqlite {
             .execute(pool)
             .await
             .expect("age job");
+    }
+
+    async fn age_run_at(pool: &SqlitePool, id: i64, by: Duration) {
+        sqlx::query("UPDATE offload_jobs SET run_at = run_at - ?2 WHERE id = ?1")
+            .bind(id)
+            .bind(us(by))
+            .execute(pool)
+            .await
+            .expect("age run_at");
+    }
+
+    async fn claim_plan(pool: &SqlitePool) -> String {
+        sqlx::query("ANALYZE").execute(pool).await.expect("analyze");
+        let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(
+            "EXPLAIN QUERY PLAN SELECT id FROM offload_jobs \
+             WHERE state = 'available' AND queue = ?1 \
+             AND NOT EXISTS (SELECT 1 FROM offload_queues q WHERE q.name = ?1 AND q.paused) \
+             ORDER BY priority, run_at, id LIMIT ?2",
+        )
+        .bind("plan")
+        .bind(10_i64)
+        .fetch_all(pool)
+        .await
+        .expect("explain");
+        rows.into_iter()
+            .map(|(_, _, _, detail)| detail)
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -819,7 +898,7 @@ async fn job_insert_unique_collides_only_in_its_states<DB: Conformance>(db: &Tes
     );
     let retry = Outcome::Retry {
         error: "once more".into(),
-        at: now() - chrono::Duration::seconds(1),
+        at: now() + hours(1),
     };
     assert!(
         DB::job_record_outcome(pool, claimed[0].attempt_key(), &retry)
@@ -833,6 +912,7 @@ async fn job_insert_unique_collides_only_in_its_states<DB: Conformance>(db: &Tes
         None,
         "held while retryable"
     );
+    DB::age_run_at(pool, first, Duration::from_secs(7200)).await;
     assert_eq!(DB::job_promote(pool, 10).await.unwrap(), ["reports"]);
     let claimed = claim(pool, "reports", 1).await;
     assert_eq!(
@@ -973,6 +1053,190 @@ async fn job_insert_unique_collides_only_in_its_states<DB: Conformance>(db: &Tes
     assert!(results.iter().all(|r| r.id == results[0].id), "{results:?}");
 }
 
+async fn job_unique_replace_updates_a_holder_that_has_not_started<DB: Conformance>(
+    db: &TestDatabase<DB>,
+) {
+    let pool = &db.pool;
+    let mut notices = DB::notices(db).await;
+    let mut conn = pool.acquire().await.unwrap();
+    let mut key = UniqueKey::new("debounce:1", &DEFAULT_UNIQUE_STATES).unwrap();
+    key.replace_pending = true;
+    let later = now() + hours(1);
+    let with = |args: &str, priority: i16, run_at: Option<DateTime<Utc>>| NewJob {
+        args: args.to_owned(),
+        priority,
+        run_at,
+        ..unique_job(&key)
+    };
+
+    // No holder: nothing to replace.
+    assert_eq!(
+        DB::job_unique_replace(&mut *conn, &with(r#"{"n":0}"#, 0, None))
+            .await
+            .unwrap(),
+        None
+    );
+    let first = ops::insert_unique::<DB>(&mut *conn, &with(r#"{"n":1}"#, 0, Some(later)))
+        .await
+        .unwrap();
+    assert!(!first.duplicate && !first.replaced);
+    assert_eq!(state(pool, first.id).await, JobState::Scheduled);
+    notices.take().await;
+
+    // A scheduled holder takes the new args, priority and time; still
+    // scheduled when the new time is later, and nobody is woken.
+    let even_later = later + hours(1);
+    let replaced = ops::insert_unique::<DB>(&mut *conn, &with(r#"{"n":2}"#, 3, Some(even_later)))
+        .await
+        .unwrap();
+    assert_eq!(
+        (replaced.id, replaced.duplicate, replaced.replaced),
+        (first.id, true, true)
+    );
+    let record = get(pool, first.id).await;
+    assert_eq!(record.args, serde_json::json!({"n": 2}));
+    assert_eq!((record.priority, record.run_at), (3, even_later));
+    assert_eq!(record.state, JobState::Scheduled);
+    assert_eq!(
+        (record.kind.as_str(), record.queue.as_str()),
+        ("report", "reports")
+    );
+    notices.expect("a replace that stays scheduled", &[]).await;
+
+    // Without a time: due now, so available, and its queue is woken.
+    let id = DB::job_unique_replace(&mut *conn, &with(r#"{"n":3}"#, 0, None))
+        .await
+        .unwrap();
+    assert_eq!(id, Some(first.id));
+    let record = get(pool, first.id).await;
+    assert_eq!(record.state, JobState::Available);
+    assert_near(record.run_at, now(), "run_at is now");
+    assert_eq!(record.args, serde_json::json!({"n": 3}));
+    notices
+        .expect("a replace due now", &[(JOBS_CHANNEL, "reports")])
+        .await;
+    // An available holder is replaced too.
+    let again = ops::insert_unique::<DB>(&mut *conn, &with(r#"{"n":4}"#, 0, None))
+        .await
+        .unwrap();
+    assert!(again.replaced);
+    assert_eq!(get(pool, first.id).await.args, serde_json::json!({"n": 4}));
+
+    // Args must be JSON.
+    assert!(
+        DB::job_unique_replace(&mut *conn, &with("{not json", 0, None))
+            .await
+            .is_err()
+    );
+
+    // Once claimed, the holder is left alone: a duplicate, not replaced.
+    let claimed = claim(pool, "reports", 1).await;
+    assert_eq!(ids_of(&claimed), [first.id]);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&claimed[0].args).unwrap(),
+        serde_json::json!({"n": 4}),
+        "the claim sees the replaced args"
+    );
+    assert_eq!(
+        DB::job_unique_replace(&mut *conn, &with(r#"{"n":5}"#, 0, None))
+            .await
+            .unwrap(),
+        None,
+        "a running holder is not replaced"
+    );
+    let held = ops::insert_unique::<DB>(&mut *conn, &with(r#"{"n":5}"#, 0, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        (held.id, held.duplicate, held.replaced),
+        (first.id, true, false)
+    );
+    assert_eq!(get(pool, first.id).await.args, serde_json::json!({"n": 4}));
+    // Nor while it waits for a retry.
+    let retry = Outcome::Retry {
+        error: "e".into(),
+        at: later,
+    };
+    assert!(
+        DB::job_record_outcome(pool, claimed[0].attempt_key(), &retry)
+            .await
+            .unwrap()
+    );
+    let held = ops::insert_unique::<DB>(&mut *conn, &with(r#"{"n":6}"#, 0, None))
+        .await
+        .unwrap();
+    assert_eq!((held.duplicate, held.replaced), (true, false));
+    assert_eq!(get(pool, first.id).await.args, serde_json::json!({"n": 4}));
+    // A key without the option is never replaced.
+    let plain = UniqueKey::new("debounce:plain", &DEFAULT_UNIQUE_STATES).unwrap();
+    let kept = ops::insert_unique::<DB>(&mut *conn, &unique_job(&plain))
+        .await
+        .unwrap();
+    let other = NewJob {
+        args: r#"{"n":9}"#.into(),
+        ..unique_job(&plain)
+    };
+    let dup = ops::insert_unique::<DB>(&mut *conn, &other).await.unwrap();
+    assert_eq!(
+        (dup.id, dup.duplicate, dup.replaced),
+        (kept.id, true, false)
+    );
+    assert_eq!(get(pool, kept.id).await.args, serde_json::json!({"n": 1}));
+    drop(conn);
+
+    // Replaces racing a claim: each enqueue either replaced the waiting job
+    // or found it running, and the job ends with the args of one that says
+    // it replaced them.
+    let mut race = UniqueKey::new("debounce:race", &DEFAULT_UNIQUE_STATES).unwrap();
+    race.replace_pending = true;
+    let raced = NewJob {
+        queue: "race".into(),
+        ..unique_job(&race)
+    };
+    let mut conn = pool.acquire().await.unwrap();
+    let holder = ops::insert_unique::<DB>(&mut *conn, &raced)
+        .await
+        .unwrap()
+        .id;
+    drop(conn);
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 10..16 {
+        let pool = pool.clone();
+        let job = NewJob {
+            args: format!(r#"{{"n":{n}}}"#),
+            ..raced.clone()
+        };
+        tasks.spawn(async move {
+            let mut conn = pool.acquire().await.unwrap();
+            ops::insert_unique::<DB>(&mut *conn, &job).await.unwrap()
+        });
+    }
+    let claimed = claim(pool, "race", 1).await;
+    let mut results = Vec::new();
+    while let Some(result) = tasks.join_next().await {
+        results.push(result.unwrap());
+    }
+    assert!(
+        results.iter().all(|r| r.id == holder && r.duplicate),
+        "{results:?}"
+    );
+    if claimed.is_empty() {
+        // The claim skipped the row while a replace held it: claim it now.
+        assert_eq!(ids_of(&claim(pool, "race", 1).await), [holder]);
+    } else {
+        assert_eq!(ids_of(&claimed), [holder]);
+    }
+    let record = get(pool, holder).await;
+    assert_eq!(record.state, JobState::Running);
+    let replaced = results.iter().filter(|r| r.replaced).count();
+    let n = record.args["n"].as_i64().expect("args n");
+    if replaced == 0 {
+        assert_eq!(n, 1, "no replace reported, none applied");
+    } else {
+        assert!((10..16).contains(&n), "args of a replace: {n}");
+    }
+}
+
 // --- jobs: claims ---
 
 async fn job_claim_takes_available_jobs_by_priority_unless_paused<DB: Conformance>(
@@ -1105,6 +1369,77 @@ async fn job_claim_takes_available_jobs_by_priority_unless_paused<DB: Conformanc
     }
     all.sort_unstable();
     assert_eq!(all, many, "each job claimed exactly once");
+}
+
+async fn job_claim_orders_by_priority_then_run_at_then_id<DB: Conformance>(db: &TestDatabase<DB>) {
+    let pool = &db.pool;
+    // `newer` is enqueued first (lower id) but `older` has been due longer.
+    let newer = insert_one(pool, job("newer", "order")).await;
+    let older = insert_one(pool, job("older", "order")).await;
+    DB::age_run_at(pool, older, Duration::from_secs(600)).await;
+    assert!(older > newer && get(pool, older).await.run_at < get(pool, newer).await.run_at);
+    // Jobs due at the same time go by id; a lower priority value beats any
+    // due time.
+    let tied = insert(pool, &[job("tied", "order"), job("tied", "order")]).await;
+    assert_eq!(
+        get(pool, tied[0]).await.run_at,
+        get(pool, tied[1]).await.run_at
+    );
+    let urgent = insert_one(
+        pool,
+        NewJob {
+            priority: -1,
+            ..job("urgent", "order")
+        },
+    )
+    .await;
+    let mut order = Vec::new();
+    for limited in [false, true, false, false, true] {
+        let claimed = if limited {
+            DB::job_claim_limited(pool, "order", 1, WORKER)
+                .await
+                .unwrap()
+        } else {
+            claim(pool, "order", 1).await
+        };
+        order.extend(ids_of(&claimed));
+    }
+    assert_eq!(order, [urgent, older, newer, tied[0], tied[1]]);
+
+    // A retried job is due from its retry, behind jobs due before it.
+    let retried = insert_one(pool, job("retried", "order2")).await;
+    let claimed = claim(pool, "order2", 1).await;
+    let discard = Outcome::Discard { error: "no".into() };
+    assert!(
+        DB::job_record_outcome(pool, claimed[0].attempt_key(), &discard)
+            .await
+            .unwrap()
+    );
+    let waiting = insert_one(pool, job("waiting", "order2")).await;
+    let mut conn = pool.acquire().await.unwrap();
+    assert_eq!(
+        DB::job_retry_many(&mut *conn, &[retried])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    drop(conn);
+    assert_eq!(ids_of(&claim(pool, "order2", 1).await), [waiting]);
+    assert_eq!(ids_of(&claim(pool, "order2", 1).await), [retried]);
+
+    // The order comes from the claim index: no sort, whatever the backlog.
+    let backlog: Vec<NewJob> = (0..2000)
+        .map(|i| NewJob {
+            priority: (i % 4) as i16,
+            ..job("backlog", if i % 2 == 0 { "plan" } else { "other" })
+        })
+        .collect();
+    insert(pool, &backlog).await;
+    let plan = DB::claim_plan(pool).await;
+    assert!(plan.contains("offload_jobs_claim"), "{plan}");
+    assert!(!plan.to_lowercase().contains("sort"), "{plan}");
+    assert!(!plan.contains("TEMP B-TREE"), "{plan}");
 }
 
 async fn job_claim_limited_caps_running_jobs_at_the_global_limit<DB: Conformance>(
@@ -1470,15 +1805,59 @@ async fn job_record_outcome_writes_each_outcome_once<DB: Conformance>(db: &TestD
     assert_eq!(record.finalized_at, None);
     assert_eq!(record.worker_id, None);
 
-    // Requeue: available at once, one more attempt granted, reason kept;
-    // the next claim is attempt 2.
+    // A snooze or retry that is already due makes the job available at
+    // once, without waiting for the promoter, and wakes its queue.
+    let snooze_now = running(pool).await;
+    let retry_now = running(pool).await;
+    notices.take().await;
+    let due = now();
+    assert!(
+        DB::job_record_outcome(pool, snooze_now, &Outcome::Snooze { at: due })
+            .await
+            .unwrap()
+    );
+    let record = get(pool, snooze_now.id).await;
+    assert_eq!(record.state, JobState::Available, "snooze(0)");
+    assert_eq!(record.run_at, due);
+    assert_eq!((record.attempt, record.max_attempts), (1, 6));
+    assert!(record.errors.is_empty());
+    let overdue = Outcome::Retry {
+        error: "again".into(),
+        at: due - chrono::Duration::seconds(5),
+    };
+    assert!(DB::job_record_outcome(pool, retry_now, &overdue)
+        .await
+        .unwrap());
+    let record = get(pool, retry_now.id).await;
+    assert_eq!(record.state, JobState::Available, "a retry already due");
+    assert_eq!(record.run_at, due - chrono::Duration::seconds(5));
+    assert_eq!((record.attempt, record.max_attempts), (1, 5));
+    assert_eq!(record.errors[0].error, "again");
+    notices
+        .expect(
+            "a snooze and a retry due now",
+            &[(JOBS_CHANNEL, "outcomes"), (JOBS_CHANNEL, "outcomes")],
+        )
+        .await;
+    let again = claim(pool, "outcomes", 10).await;
+    assert_eq!(ids_of(&again), [snooze_now.id, retry_now.id]);
+    assert!(again.iter().all(|job| job.attempt == 2));
+    let done: Vec<Attempt> = again.iter().map(ClaimedJob::attempt_key).collect();
+    assert_eq!(DB::job_complete_many(pool, &done, false).await.unwrap(), 2);
+
+    // Requeue: available at once, one more attempt granted, reason kept,
+    // queue woken; the next claim is attempt 2.
     let requeued = running(pool).await;
+    notices.take().await;
     let outcome = Outcome::Requeue {
         reason: "shutdown".into(),
     };
     assert!(DB::job_record_outcome(pool, requeued, &outcome)
         .await
         .unwrap());
+    notices
+        .expect("a requeue", &[(JOBS_CHANNEL, "outcomes")])
+        .await;
     let record = get(pool, requeued.id).await;
     assert_eq!(record.state, JobState::Available);
     assert_eq!((record.attempt, record.max_attempts), (1, 6));
@@ -1507,6 +1886,7 @@ async fn job_record_outcome_writes_each_outcome_once<DB: Conformance>(db: &TestD
             (JobState::Discarded, 2),
             (JobState::Cancelled, 1),
             (JobState::Scheduled, 1),
+            (JobState::Completed, 2),
         ])
     );
 }
@@ -1600,21 +1980,26 @@ async fn job_promote_makes_due_jobs_available<DB: Conformance>(db: &TestDatabase
     let mut claimed = claim(pool, "p1", 2).await;
     claimed.sort_by_key(|c| c.id);
     claimed.extend(claim(pool, "p2", 1).await);
+    // Recorded due later (a due retry or snooze skips the promoter), then
+    // made 30, 20 and 10 seconds overdue.
+    let later = now() + hours(1);
     let outcomes = [
         Outcome::Retry {
             error: "e".into(),
-            at: ago(30),
+            at: later,
         },
-        Outcome::Snooze { at: ago(20) },
+        Outcome::Snooze { at: later },
         Outcome::Retry {
             error: "e".into(),
-            at: ago(10),
+            at: later,
         },
     ];
-    for (claimed, outcome) in claimed.iter().zip(&outcomes) {
+    for ((claimed, outcome), overdue) in claimed.iter().zip(&outcomes).zip([30, 20, 10]) {
         assert!(DB::job_record_outcome(pool, claimed.attempt_key(), outcome)
             .await
             .unwrap());
+        DB::age_run_at(pool, claimed.id, Duration::from_secs(3600 + overdue)).await;
+        assert!(get(pool, claimed.id).await.run_at < ago(overdue as i64 - 1));
     }
     let not_due = insert_one(
         pool,
@@ -2174,7 +2559,7 @@ async fn job_finished_per_minute_and_queue_statistics<DB: Conformance>(db: &Test
         .is_empty());
 }
 
-async fn job_retry_many_applies_to_discarded_cancelled_and_retryable<DB: Conformance>(
+async fn job_retry_many_makes_every_job_but_a_running_one_available<DB: Conformance>(
     db: &TestDatabase<DB>,
 ) {
     let pool = &db.pool;
@@ -2197,66 +2582,165 @@ async fn job_retry_many_applies_to_discarded_cancelled_and_retryable<DB: Conform
             .await
             .unwrap()
     );
-    let cancelled = job_in_state(pool, "rq", JobState::Cancelled).await;
-    let retryable = job_in_state(pool, "rq2", JobState::Retryable).await;
-    let untouched = [
-        JobState::Scheduled,
-        JobState::Available,
-        JobState::Running,
-        JobState::Completed,
-    ];
-    let mut others = Vec::new();
-    for state in untouched {
-        others.push((job_in_state(pool, "rq3", state).await, state));
+    let mut by_state = Vec::new();
+    for state in JobState::ALL {
+        by_state.push((job_in_state(pool, "rq2", state).await, state));
     }
+    let id_of = |state: JobState| by_state.iter().find(|(_, s)| *s == state).unwrap().0;
+    let running = id_of(JobState::Running);
+    let available = get(pool, id_of(JobState::Available)).await;
     notices.take().await;
 
-    let mut ids = vec![out_of_attempts, cancelled, retryable, i64::MAX];
-    ids.extend(others.iter().map(|(id, _)| *id));
+    let mut ids = vec![out_of_attempts, i64::MAX];
+    ids.extend(by_state.iter().map(|(id, _)| *id));
     let before = now();
-    let mut retried = DB::job_retry_many(pool, &ids).await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    let mut retried = DB::job_retry_many(&mut *conn, &ids).await.unwrap();
     retried.sort();
-    assert_eq!(
-        retried,
-        [
-            (out_of_attempts, "rq".to_owned()),
-            (cancelled, "rq".to_owned()),
-            (retryable, "rq2".to_owned()),
-        ]
-    );
+    let mut expected: Vec<(i64, String)> = by_state
+        .iter()
+        .filter(|(_, state)| *state != JobState::Running)
+        .map(|(id, _)| (*id, "rq2".to_owned()))
+        .collect();
+    expected.push((out_of_attempts, "rq".to_owned()));
+    expected.sort();
+    assert_eq!(retried, expected);
     notices
         .expect("a retry", &[(JOBS_CHANNEL, "rq"), (JOBS_CHANNEL, "rq2")])
         .await;
-    for id in [out_of_attempts, cancelled, retryable] {
-        let record = get(pool, id).await;
-        assert_eq!(record.state, JobState::Available);
-        assert_near(record.run_at, before, "run_at is now");
+    for (id, _) in &expected {
+        let record = get(pool, *id).await;
+        assert_eq!(record.state, JobState::Available, "job {id}");
         assert_eq!(record.finalized_at, None);
         assert_eq!(record.worker_id, None);
-        assert_eq!(record.attempt, 1, "attempt count kept");
-        assert_eq!(record.errors.len(), 1, "history kept");
     }
+    for state in [
+        JobState::Scheduled,
+        JobState::Retryable,
+        JobState::Completed,
+        JobState::Discarded,
+        JobState::Cancelled,
+    ] {
+        let record = get(pool, id_of(state)).await;
+        assert_near(record.run_at, before, "run_at is now");
+        let attempts = if state == JobState::Scheduled { 0 } else { 1 };
+        assert_eq!(record.attempt, attempts, "a {state} job keeps its attempts");
+    }
+    assert_eq!(
+        get(pool, id_of(JobState::Available)).await.run_at,
+        available.run_at,
+        "an available job keeps its place"
+    );
+    assert_eq!(
+        get(pool, id_of(JobState::Discarded)).await.errors.len(),
+        1,
+        "history kept"
+    );
     assert_eq!(
         get(pool, out_of_attempts).await.max_attempts,
         2,
         "one more attempt granted"
     );
     assert_eq!(
-        get(pool, cancelled).await.max_attempts,
+        get(pool, id_of(JobState::Completed)).await.max_attempts,
         DEFAULT_MAX_ATTEMPTS,
         "attempts left: unchanged"
     );
-    for (id, state) in others {
-        assert_eq!(
-            self::state(pool, id).await,
-            state,
-            "a {state} job is not retried"
-        );
-    }
-    assert!(DB::job_retry_many(pool, &[]).await.unwrap().is_empty());
+    assert_eq!(
+        state(pool, running).await,
+        JobState::Running,
+        "a running job is not retried"
+    );
+    assert!(DB::job_retry_many(&mut *conn, &[])
+        .await
+        .unwrap()
+        .is_empty());
+    drop(conn);
     let claimed = claim(pool, "rq", 10).await;
-    let attempts: Vec<i32> = claimed.iter().map(|c| c.attempt).collect();
-    assert_eq!(attempts, [2, 2], "a retried job runs its next attempt");
+    assert_eq!(ids_of(&claimed), [out_of_attempts]);
+    assert_eq!(claimed[0].attempt, 2, "a retried job runs its next attempt");
+
+    // In the caller's transaction: nothing changes, and nobody hears of it,
+    // unless it commits.
+    let done = job_in_state(pool, "rq3", JobState::Completed).await;
+    notices.take().await;
+    let mut tx = DB::tx_begin_write(pool).await.unwrap();
+    assert_eq!(
+        DB::job_retry_many(&mut *tx, &[done]).await.unwrap(),
+        [(done, "rq3".to_owned())]
+    );
+    tx.rollback().await.unwrap();
+    assert_eq!(state(pool, done).await, JobState::Completed);
+    notices.expect("a rolled-back retry", &[]).await;
+    let mut tx = DB::tx_begin_write(pool).await.unwrap();
+    DB::job_retry_many(&mut *tx, &[done]).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(state(pool, done).await, JobState::Available);
+    notices
+        .expect("a committed retry", &[(JOBS_CHANNEL, "rq3")])
+        .await;
+}
+
+async fn job_retry_many_leaves_a_job_whose_unique_key_is_taken<DB: Conformance>(
+    db: &TestDatabase<DB>,
+) {
+    let pool = &db.pool;
+    let key = UniqueKey::new("retry:1", &DEFAULT_UNIQUE_STATES).unwrap();
+    let unique = || NewJob {
+        queue: "uq".into(),
+        ..unique_job(&key)
+    };
+    let mut conn = pool.acquire().await.unwrap();
+    // Two discarded jobs of one key, then a third holding it.
+    let mut discarded = Vec::new();
+    for _ in 0..2 {
+        let id = DB::job_insert_unique(&mut *conn, &unique())
+            .await
+            .unwrap()
+            .unwrap();
+        let claimed = claim(pool, "uq", 1).await;
+        let discard = Outcome::Discard { error: "no".into() };
+        assert!(
+            DB::job_record_outcome(pool, claimed[0].attempt_key(), &discard)
+                .await
+                .unwrap()
+        );
+        discarded.push(id);
+    }
+    let holder = DB::job_insert_unique(&mut *conn, &unique())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        DB::job_retry_many(&mut *conn, &discarded).await.unwrap(),
+        [],
+        "another job holds the key"
+    );
+    for id in &discarded {
+        assert_eq!(state(pool, *id).await, JobState::Discarded);
+    }
+    // The holder itself can be retried (it keeps its key), in the same
+    // batch as the others.
+    let mut ids = discarded.clone();
+    ids.push(holder);
+    assert_eq!(
+        DB::job_retry_many(&mut *conn, &ids).await.unwrap(),
+        [(holder, "uq".to_owned())]
+    );
+    // With the holder gone, one of the two takes the key: the newest.
+    assert_eq!(
+        DB::job_delete_many(&mut *conn, &[holder]).await.unwrap(),
+        [holder]
+    );
+    assert_eq!(
+        DB::job_retry_many(&mut *conn, &discarded).await.unwrap(),
+        [(discarded[1], "uq".to_owned())]
+    );
+    assert_eq!(state(pool, discarded[0]).await, JobState::Discarded);
+    assert_eq!(
+        DB::job_unique_holder(&mut *conn, &key.key).await.unwrap(),
+        Some(discarded[1])
+    );
 }
 
 async fn job_cancel_many_applies_to_unfinished_jobs_and_signals_running_ones<DB: Conformance>(
@@ -2287,7 +2771,8 @@ async fn job_cancel_many_applies_to_unfinished_jobs_and_signals_running_ones<DB:
     let mut ids: Vec<i64> = by_state.iter().map(|(id, _)| *id).collect();
     ids.push(i64::MAX);
     let before = now();
-    let mut changed = DB::job_cancel_many(pool, &ids).await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    let mut changed = DB::job_cancel_many(&mut *conn, &ids).await.unwrap();
     changed.sort();
     let mut expected = vec![
         (id_of(JobState::Scheduled), false),
@@ -2328,8 +2813,14 @@ async fn job_cancel_many_applies_to_unfinished_jobs_and_signals_running_ones<DB:
             .unwrap(),
         0
     );
-    assert!(DB::job_cancel_many(pool, &ids).await.unwrap().is_empty());
-    assert!(DB::job_cancel_many(pool, &[]).await.unwrap().is_empty());
+    assert!(DB::job_cancel_many(&mut *conn, &ids)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(DB::job_cancel_many(&mut *conn, &[])
+        .await
+        .unwrap()
+        .is_empty());
     notices.expect("a cancel of nothing", &[]).await;
     assert_eq!(
         counts(pool, Some("cq")).await,
@@ -2341,6 +2832,49 @@ async fn job_cancel_many_applies_to_unfinished_jobs_and_signals_running_ones<DB:
     );
 }
 
+async fn job_cancel_many_in_a_transaction_takes_effect_on_commit<DB: Conformance>(
+    db: &TestDatabase<DB>,
+) {
+    let pool = &db.pool;
+    let mut notices = DB::notices(db).await;
+    let running = job_in_state(pool, "ctx", JobState::Running).await;
+    let waiting = job_in_state(pool, "ctx", JobState::Available).await;
+    notices.take().await;
+
+    let mut tx = DB::tx_begin_write(pool).await.unwrap();
+    let mut changed = DB::job_cancel_many(&mut *tx, &[running, waiting])
+        .await
+        .unwrap();
+    changed.sort();
+    let mut expected = vec![(running, true), (waiting, false)];
+    expected.sort();
+    assert_eq!(changed, expected);
+    tx.rollback().await.unwrap();
+    notices.expect("a rolled-back cancel", &[]).await;
+    assert_eq!(state(pool, running).await, JobState::Running);
+    assert_eq!(state(pool, waiting).await, JobState::Available);
+
+    let mut tx = DB::tx_begin_write(pool).await.unwrap();
+    DB::job_cancel_many(&mut *tx, &[running, waiting])
+        .await
+        .unwrap();
+    // Inside the transaction it sees its own change.
+    assert_eq!(
+        DB::job_state(&mut *tx, running).await.unwrap(),
+        Some(JobState::Cancelled)
+    );
+    tx.commit().await.unwrap();
+    let running_payload = running.to_string();
+    notices
+        .expect(
+            "a committed cancel",
+            &[(CANCEL_CHANNEL, running_payload.as_str())],
+        )
+        .await;
+    assert_eq!(state(pool, running).await, JobState::Cancelled);
+    assert_eq!(state(pool, waiting).await, JobState::Cancelled);
+}
+
 async fn job_delete_many_spares_running_jobs<DB: Conformance>(db: &TestDatabase<DB>) {
     let pool = &db.pool;
     let mut by_state = Vec::new();
@@ -2349,7 +2883,18 @@ async fn job_delete_many_spares_running_jobs<DB: Conformance>(db: &TestDatabase<
     }
     let mut ids: Vec<i64> = by_state.iter().map(|(id, _)| *id).collect();
     ids.push(i64::MAX);
-    let mut deleted = DB::job_delete_many(pool, &ids).await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    for (id, state) in &by_state {
+        assert_eq!(DB::job_state(&mut *conn, *id).await.unwrap(), Some(*state));
+    }
+    assert_eq!(DB::job_state(&mut *conn, i64::MAX).await.unwrap(), None);
+    // Rolled back, nothing is deleted.
+    let mut tx = DB::tx_begin_write(pool).await.unwrap();
+    assert_eq!(DB::job_delete_many(&mut *tx, &ids).await.unwrap().len(), 6);
+    assert_eq!(DB::job_state(&mut *tx, by_state[0].0).await.unwrap(), None);
+    tx.rollback().await.unwrap();
+    assert!(exists(pool, by_state[0].0).await);
+    let mut deleted = DB::job_delete_many(&mut *conn, &ids).await.unwrap();
     deleted.sort_unstable();
     let mut expected: Vec<i64> = by_state
         .iter()
@@ -2365,8 +2910,18 @@ async fn job_delete_many_spares_running_jobs<DB: Conformance>(db: &TestDatabase<
             "{state} job"
         );
     }
-    assert!(DB::job_delete_many(pool, &ids).await.unwrap().is_empty());
-    assert!(DB::job_delete_many(pool, &[]).await.unwrap().is_empty());
+    assert!(DB::job_delete_many(&mut *conn, &ids)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(DB::job_delete_many(&mut *conn, &[])
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        DB::job_state(&mut *conn, by_state[0].0).await.unwrap(),
+        None
+    );
     assert_eq!(
         counts(pool, None).await,
         expected_counts(&[(JobState::Running, 1)])
@@ -2522,10 +3077,12 @@ async fn notification_listen_delivers_to_signals<DB: Conformance>(db: &TestDatab
     let claimed = claim(&db.pool, "listen-q", 1).await;
     assert_eq!(ids_of(&claimed), [id]);
     let identity = DB::pool_identity(&db.pool);
+    let mut conn = db.pool.acquire().await.unwrap();
     assert_eq!(
-        DB::job_cancel_many(&db.pool, &[id]).await.unwrap(),
+        DB::job_cancel_many(&mut *conn, &[id]).await.unwrap(),
         [(id, true)]
     );
+    drop(conn);
     eventually(Duration::from_secs(20), "the cancel signal", || async {
         CANCELLED
             .lock()

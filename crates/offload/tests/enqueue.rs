@@ -57,6 +57,7 @@ fn duplicate_of(first: Enqueued) -> Enqueued {
     Enqueued {
         id: first.id,
         duplicate: true,
+        replaced: false,
     }
 }
 

@@ -6,9 +6,11 @@ mod support;
 
 use std::time::Duration;
 
-use offload::{EnqueueOptions, JobState, NewJob, Retention, Worker, WorkerConfig};
+use chrono::{DateTime, Utc};
+use offload::{EnqueueOptions, JobState, NewJob, Retention, UniqueOptions, Worker, WorkerConfig};
 use support::jobs::{
-    registry, ApplyEffect, CancelsItself, FailTimes, Hangs, Noop, Panics, SlowEffect, SnoozeOnce,
+    registry, ApplyEffect, CancelsItself, FailTimes, Hangs, Noop, Panics, SlowEffect,
+    SnoozeNowOnce, SnoozeOnce,
 };
 use support::{count_in, eventually, fast_config, state_of, wait_for_state, TestDatabase, TestDb};
 
@@ -31,6 +33,9 @@ on_both_backends!(
     pruner_deletes_finished_jobs_past_retention,
     bulk_enqueue_inserts_thousands_in_one_call,
     queue_concurrency_limit_is_respected,
+    snooze_zero_runs_again_without_waiting_for_the_promoter,
+    unique_period_holds_through_completion_in_the_scheduled_period,
+    replace_pending_debounces_a_job_until_it_starts,
 );
 
 async fn start<DB: TestDb>(db: &TestDatabase<DB>, config: WorkerConfig) -> offload::WorkerHandle {
@@ -397,6 +402,172 @@ async fn queue_concurrency_limit_is_respected<DB: TestDb>(db: &TestDatabase<DB>)
         (1..=3).contains(&most),
         "at most 3 running at once, saw {most}"
     );
+}
+
+async fn snooze_zero_runs_again_without_waiting_for_the_promoter<DB: TestDb>(
+    db: &TestDatabase<DB>,
+) {
+    // The promoter would take half a minute; PostgreSQL does not poll in
+    // that time either, so only the outcome's own wake-up can start the job
+    // again (SQLite wakes by its poll).
+    let poll = if DB::CROSS_PROCESS_WAKE {
+        Duration::from_secs(30)
+    } else {
+        Duration::from_millis(50)
+    };
+    let config = fast_config()
+        .promote_interval(Duration::from_secs(30))
+        .poll_interval(Some(poll));
+    let worker = start(db, config).await;
+    let started = std::time::Instant::now();
+    let id = db.client.enqueue(SnoozeNowOnce).await.unwrap().id;
+    eventually(
+        Duration::from_secs(10),
+        "the snoozed job completed",
+        || async { state_of(&db.client, id).await == JobState::Completed },
+    )
+    .await;
+    let took = started.elapsed();
+    worker.shutdown().await;
+    let job = db.client.job(id).await.unwrap().unwrap();
+    assert_eq!((job.attempt, job.max_attempts), (2, 2));
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+}
+
+/// The start of the hour `at` falls in.
+fn hour_of(at: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(at.timestamp() - at.timestamp().rem_euclid(3600), 0).unwrap()
+}
+
+async fn unique_period_holds_through_completion_in_the_scheduled_period<DB: TestDb>(
+    db: &TestDatabase<DB>,
+) {
+    let worker = start(db, fast_config()).await;
+    let hourly = || UniqueOptions::by_args().period(Duration::from_secs(3600));
+    // Every enqueue names its time, so the test never straddles an hour.
+    let this_hour = hour_of(Utc::now());
+    let at = |run_at| EnqueueOptions::new().run_at(run_at);
+    let enqueue = |job: Noop, run_at: DateTime<Utc>| {
+        let client = db.client.clone();
+        async move {
+            let mut conn = client.pool().acquire().await.unwrap();
+            client
+                .enqueue_tx_with(&mut conn, job, at(run_at).unique(hourly()))
+                .await
+                .unwrap()
+        }
+    };
+    let first = enqueue(Noop { n: 1 }, this_hour).await;
+    assert!(!first.duplicate);
+    wait_for_state(&db.client, first.id, JobState::Completed).await;
+    // A fast job must not run again within its period: the completed job
+    // still holds the key.
+    for _ in 0..3 {
+        let again = enqueue(Noop { n: 1 }, this_hour + chrono::Duration::minutes(30)).await;
+        assert_eq!((again.id, again.duplicate), (first.id, true));
+    }
+    // Scheduled into the next period, it is a new job (its bucket is its
+    // run time, not the enqueue's).
+    let next_hour = this_hour + chrono::Duration::minutes(61);
+    let next = enqueue(Noop { n: 1 }, next_hour).await;
+    assert!(!next.duplicate);
+    assert_eq!(state_of(&db.client, next.id).await, JobState::Scheduled);
+    assert_eq!(enqueue(Noop { n: 1 }, next_hour).await.id, next.id);
+    // Other args, another key.
+    assert!(!enqueue(Noop { n: 2 }, this_hour).await.duplicate);
+
+    // A discarded job does not hold the key: it can be enqueued again.
+    let failing = |run_at| {
+        let client = db.client.clone();
+        async move {
+            let mut conn = client.pool().acquire().await.unwrap();
+            client
+                .enqueue_tx_with(
+                    &mut conn,
+                    FailTimes { failures: 99 },
+                    at(run_at).unique(hourly()),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let failed = failing(this_hour).await;
+    wait_for_state(&db.client, failed.id, JobState::Discarded).await;
+    let retried = failing(this_hour).await;
+    assert!(!retried.duplicate && retried.id != failed.id);
+    worker.shutdown().await;
+}
+
+async fn replace_pending_debounces_a_job_until_it_starts<DB: TestDb>(db: &TestDatabase<DB>) {
+    let debounce = || UniqueOptions::by_key("reindex:shop:7").replace_pending();
+    let mut tx = DB::begin_write(&db.pool).await.unwrap();
+    let first = db
+        .client
+        .enqueue_tx_with(
+            &mut tx,
+            SlowEffect { millis: 1 },
+            EnqueueOptions::new()
+                .delay(Duration::from_secs(3600))
+                .unique(debounce()),
+        )
+        .await
+        .unwrap();
+    let later = db
+        .client
+        .enqueue_tx_with(
+            &mut tx,
+            SlowEffect { millis: 2 },
+            EnqueueOptions::new()
+                .delay(Duration::from_secs(7200))
+                .unique(debounce()),
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(!first.duplicate && !first.replaced);
+    assert_eq!(
+        (later.id, later.duplicate, later.replaced),
+        (first.id, true, true)
+    );
+    let job = db.client.job(first.id).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Scheduled);
+    assert_eq!(job.args, serde_json::json!({"millis": 2}));
+    assert!(job.run_at > Utc::now() + chrono::Duration::minutes(110));
+
+    // Enqueued with no delay, it is due now.
+    let now = db
+        .client
+        .enqueue_with(
+            SlowEffect { millis: 3 },
+            EnqueueOptions::new().unique(debounce()),
+        )
+        .await
+        .unwrap();
+    assert!(now.replaced);
+    assert_eq!(state_of(&db.client, first.id).await, JobState::Available);
+
+    let worker = start(db, fast_config()).await;
+    wait_for_state(&db.client, first.id, JobState::Completed).await;
+    let job = db.client.job(first.id).await.unwrap().unwrap();
+    assert_eq!(
+        job.args,
+        serde_json::json!({"millis": 3}),
+        "ran the latest args"
+    );
+    assert_eq!(job.attempt, 1);
+    assert_eq!(DB::effects(&db.pool).await, (1, 1), "ran once");
+    // Finished, it no longer holds the key: the next enqueue is a new job.
+    let next = db
+        .client
+        .enqueue_with(
+            SlowEffect { millis: 4 },
+            EnqueueOptions::new().unique(debounce()),
+        )
+        .await
+        .unwrap();
+    assert!(!next.duplicate && !next.replaced);
+    wait_for_state(&db.client, next.id, JobState::Completed).await;
+    worker.shutdown().await;
 }
 
 #[test]

@@ -10,8 +10,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use offload::{
     admin::{
-        ActionOutcome, AdminError, FilterParams, JobAction, JobPage, Overview, QueueSummary,
-        ThroughputPoint,
+        ActionOutcome, AdminError, BulkTarget, FilterParams, JobAction, JobPage, Overview,
+        QueueSummary, ThroughputPoint,
     },
     Backend, JobRecord, JobState,
 };
@@ -98,6 +98,9 @@ impl From<AdminError> for ApiError {
                 Self::new(StatusCode::NOT_FOUND, "Not found", error.to_string())
             }
             AdminError::BadQueueName(_) => Self::bad_request(error.to_string()),
+            AdminError::BulkNeedsFilter(_) => {
+                Self::bad_request(format!("{error}: send \"all\": true to act on all of them"))
+            }
             AdminError::Offload(e) => {
                 // The details stay in the log; the client learns only that
                 // the database failed.
@@ -191,8 +194,10 @@ async fn get_job<DB: Backend>(
 
 /// Retries, cancels or deletes one job.
 ///
-/// Retry applies to discarded, cancelled and retryable jobs (the attempt
-/// count is kept; one more attempt is granted if none is left). Cancel
+/// Retry applies to every job that is not running: it becomes available
+/// now (the attempt count is kept; one more attempt is granted if none is
+/// left; a finished job whose unique key another job holds now is left
+/// alone). Cancel
 /// applies to scheduled, available, retryable and running jobs (a running
 /// job's transaction rolls back). Delete applies to jobs that are not
 /// running.
@@ -232,7 +237,7 @@ async fn job_action<DB: Backend>(
 
 pub(crate) fn not_applicable(action: JobAction, state: JobState, id: i64) -> ApiError {
     let allowed = match action {
-        JobAction::Retry => "discarded, cancelled or retryable",
+        JobAction::Retry => "not running",
         JobAction::Cancel => "scheduled, available, retryable or running",
         JobAction::Delete => "not running",
     };
@@ -265,12 +270,8 @@ async fn bulk_action<DB: Backend>(
     let Json(request) =
         body.map_err(|e| ApiError::bad_request(format!("invalid body: {}", e.body_text())))?;
     let (filter, _) = request.filter.parse().map_err(AdminError::from)?;
-    if filter.is_empty() && !request.all {
-        return Err(ApiError::bad_request(
-            "the filter selects every job; send \"all\": true to act on all of them",
-        ));
-    }
-    let outcome = state.admin.bulk(request.action, &filter, |_| {}).await?;
+    let target = BulkTarget::new(&filter, request.all);
+    let outcome = state.admin.bulk(request.action, target, |_| {}).await?;
     Ok(Json(outcome))
 }
 

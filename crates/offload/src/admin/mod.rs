@@ -14,16 +14,18 @@ use sqlx::Pool;
 
 pub use filter::{parse_time, FilterError, FilterParams, MAX_NAME_LEN, MAX_TEXT_LEN};
 pub use views::{
-    ActionOutcome, JobAction, JobPage, Overview, QueueSummary, StateCounts, ThroughputPoint,
+    ActionOutcome, BulkTarget, JobAction, JobPage, Overview, QueueSummary, StateCounts,
+    ThroughputPoint,
 };
 
 pub use crate::storage::{
     JobFilter, JobRecord, JobSummary, Page, ARGS_PREVIEW_LEN, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE,
 };
 
+use crate::client::manage;
 use crate::state::JobState;
 use crate::storage::Backend;
-use crate::worker::{running, wake};
+use crate::worker::wake;
 
 /// How many jobs a bulk action changes per statement.
 pub const BULK_BATCH: u32 = 500;
@@ -37,9 +39,13 @@ pub enum AdminError {
     /// No job has this id.
     #[error("job {0} not found")]
     JobNotFound(i64),
-    /// A queue name that is empty, too long or holds control characters.
-    #[error("invalid queue name: {0}")]
+    /// A queue name no queue can have (see [`check_queue_name`](crate::check_queue_name)).
+    #[error("{0}")]
     BadQueueName(String),
+    /// A bulk action's filter selects every job, and the caller did not ask
+    /// for every job ([`BulkTarget::Every`]); nothing was changed.
+    #[error("the filter selects every job: narrow it, or ask to {} every job explicitly", .0.as_str())]
+    BulkNeedsFilter(JobAction),
     /// The database failed.
     #[error(transparent)]
     Offload(#[from] crate::Error),
@@ -49,12 +55,12 @@ pub enum AdminError {
 ///
 /// ```no_run
 /// # async fn example(pool: sqlx::SqlitePool) -> Result<(), offload::admin::AdminError> {
-/// use offload::admin::{Admin, FilterParams, JobAction};
+/// use offload::admin::{Admin, BulkTarget, FilterParams, JobAction};
 /// let admin = Admin::new(pool);
 /// let params = FilterParams { state: Some("discarded".into()), ..Default::default() };
 /// let (filter, page) = params.parse()?;
 /// let first = admin.list(&filter, page).await?;
-/// let outcome = admin.bulk(JobAction::Retry, &filter, |_done| {}).await?;
+/// let outcome = admin.bulk(JobAction::Retry, BulkTarget::Matching(&filter), |_done| {}).await?;
 /// println!("{} listed, {} retried", first.jobs.len(), outcome.changed);
 /// # Ok(()) }
 /// ```
@@ -180,28 +186,22 @@ impl<DB: Backend> Admin<DB> {
         Ok(points)
     }
 
-    /// Applies `action` to the jobs of `ids`. Jobs it does not apply to are
-    /// left alone; see [`JobAction`].
+    /// Applies `action` to the jobs of `ids`, committed at once (no caller's
+    /// transaction). Jobs it does not apply to are left alone; see
+    /// [`JobAction`].
+    /// Runs through the same code as [`Client::cancel`](crate::Client::cancel),
+    /// [`retry`](crate::Client::retry) and [`delete`](crate::Client::delete).
     pub async fn act(&self, action: JobAction, ids: &[i64]) -> Result<ActionOutcome, AdminError> {
         let changed = match action {
             JobAction::Retry => {
-                let retried = DB::job_retry_many(&self.pool, ids).await?;
-                wake::wake_all(retried.iter().map(|(_, queue)| queue.as_str()));
-                retried.len()
+                let mut conn = self.pool.acquire().await.map_err(crate::Error::from)?;
+                manage::retry_in::<DB>(&mut conn, ids).await?.len()
             }
-            JobAction::Cancel => {
-                let cancelled = DB::job_cancel_many(&self.pool, ids).await?;
-                let running: Vec<i64> = cancelled
-                    .iter()
-                    .filter(|(_, was_running)| *was_running)
-                    .map(|(id, _)| *id)
-                    .collect();
-                // Jobs running in this process stop at once; other processes
-                // hear it through `offload_cancel` (PostgreSQL).
-                running::cancel(&DB::pool_identity(&self.pool), &running);
-                cancelled.len()
+            JobAction::Cancel => manage::cancel_now(&self.pool, ids).await?.len(),
+            JobAction::Delete => {
+                let mut conn = self.pool.acquire().await.map_err(crate::Error::from)?;
+                manage::delete_in::<DB>(&mut conn, ids).await?.len()
             }
-            JobAction::Delete => DB::job_delete_many(&self.pool, ids).await?.len(),
         };
         Ok(ActionOutcome {
             matched: ids.len() as u64,
@@ -221,15 +221,35 @@ impl<DB: Backend> Admin<DB> {
         Ok(false)
     }
 
-    /// Applies `action` to every job matching `filter`, [`BULK_BATCH`] at a
+    /// Applies `action` to every job `target` selects, [`BULK_BATCH`] at a
     /// time, newest first. `progress` gets the outcome so far after each
-    /// batch.
+    /// batch. A filter that selects every job fails with
+    /// [`AdminError::BulkNeedsFilter`] before anything changes: acting on
+    /// every job takes [`BulkTarget::Every`].
+    ///
+    /// ```no_run
+    /// # async fn example(admin: offload::admin::Admin<sqlx::Sqlite>) -> Result<(), offload::admin::AdminError> {
+    /// use offload::admin::{AdminError, BulkTarget, JobAction, JobFilter};
+    /// let everything = JobFilter::default();
+    /// let refused = admin.bulk(JobAction::Delete, BulkTarget::Matching(&everything), |_| {}).await;
+    /// assert!(matches!(refused, Err(AdminError::BulkNeedsFilter(JobAction::Delete))));
+    /// admin.bulk(JobAction::Delete, BulkTarget::Every, |_| {}).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn bulk(
         &self,
         action: JobAction,
-        filter: &JobFilter,
+        target: BulkTarget<'_>,
         mut progress: impl FnMut(&ActionOutcome) + Send,
     ) -> Result<ActionOutcome, AdminError> {
+        let every = JobFilter::default();
+        let filter = match target {
+            BulkTarget::Matching(filter) if filter.is_empty() => {
+                return Err(AdminError::BulkNeedsFilter(action));
+            }
+            BulkTarget::Matching(filter) => filter,
+            BulkTarget::Every => &every,
+        };
         let mut total = ActionOutcome::default();
         let mut before = None;
         loop {
@@ -281,18 +301,6 @@ fn queue_entry<'a>(
 }
 
 fn check_queue_name(queue: &str) -> Result<(), AdminError> {
-    if queue.trim().is_empty() {
-        return Err(AdminError::BadQueueName("it is empty".into()));
-    }
-    if queue.chars().count() > MAX_NAME_LEN {
-        return Err(AdminError::BadQueueName(format!(
-            "longer than {MAX_NAME_LEN} characters"
-        )));
-    }
-    if queue.chars().any(char::is_control) {
-        return Err(AdminError::BadQueueName(
-            "it contains control characters".into(),
-        ));
-    }
-    Ok(())
+    crate::queue_name::check_queue_name(queue)
+        .map_err(|error| AdminError::BadQueueName(error.to_string()))
 }

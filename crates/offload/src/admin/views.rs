@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::filter::shorten;
 use crate::state::JobState;
-use crate::storage::JobSummary;
+use crate::storage::{JobFilter, JobSummary};
 
 /// One page of jobs.
 #[derive(Debug, Clone, Serialize)]
@@ -123,12 +123,45 @@ pub struct ActionOutcome {
     pub changed: u64,
 }
 
+/// Which jobs a bulk action ([`Admin::bulk`](super::Admin::bulk)) changes.
+/// Every job takes its own variant, so that an empty filter (a form sent
+/// blank, a query string lost on the way) never acts on all of them.
+///
+/// ```
+/// use offload::admin::{BulkTarget, JobFilter};
+/// let filter = JobFilter::default();
+/// // The user chose "all": every job. Otherwise the (empty) filter, refused.
+/// assert!(matches!(BulkTarget::new(&filter, true), BulkTarget::Every));
+/// assert!(matches!(BulkTarget::new(&filter, false), BulkTarget::Matching(_)));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BulkTarget<'a> {
+    /// The jobs matching this filter, which must narrow the selection down
+    /// from every job.
+    Matching(&'a JobFilter),
+    /// Every job in the database, asked for explicitly.
+    Every,
+}
+
+impl<'a> BulkTarget<'a> {
+    /// The jobs matching `filter`; when `filter` selects every job, every
+    /// job if the user explicitly asked for `all` of them.
+    pub fn new(filter: &'a JobFilter, all: bool) -> Self {
+        if all && filter.is_empty() {
+            BulkTarget::Every
+        } else {
+            BulkTarget::Matching(filter)
+        }
+    }
+}
+
 /// An action on jobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum JobAction {
-    /// Discarded, cancelled or retryable → available now.
+    /// Any job but a running one → available now (attempts kept; one more
+    /// granted if none is left).
     Retry,
     /// Scheduled, available, retryable or running → cancelled.
     Cancel,
@@ -149,10 +182,7 @@ impl JobAction {
     /// Whether this action changes a job in `state`.
     pub fn applies_to(self, state: JobState) -> bool {
         match self {
-            JobAction::Retry => matches!(
-                state,
-                JobState::Discarded | JobState::Cancelled | JobState::Retryable
-            ),
+            JobAction::Retry => state != JobState::Running,
             JobAction::Cancel => !state.is_final(),
             JobAction::Delete => state != JobState::Running,
         }

@@ -384,7 +384,8 @@ impl<DB: Backend> Client<DB> {
         wake::wake_all(
             rows.iter()
                 .zip(&results)
-                .filter(|(_, result)| !result.duplicate)
+                // A replaced holder may have become due now.
+                .filter(|(_, result)| !result.duplicate || result.replaced)
                 .map(|(row, _)| row.queue.as_str()),
         );
         Ok(results)
@@ -431,10 +432,7 @@ impl<DB: Backend> Client<DB> {
         if ids.len() != rows.len() {
             return Err(Error::MissingInsertId);
         }
-        results.extend(ids.into_iter().map(|id| Enqueued {
-            id,
-            duplicate: false,
-        }));
+        results.extend(ids.into_iter().map(Enqueued::inserted));
         Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! Putting jobs in the queue.
 
 mod enqueue;
+pub(crate) mod manage;
 mod notifier;
 
 use std::sync::Arc;

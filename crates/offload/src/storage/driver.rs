@@ -111,6 +111,19 @@ pub trait Driver: sqlx::Database + Sized + sealed::Sealed {
         job: &NewJob,
     ) -> impl Future<Output = Result<Option<i64>>> + Send;
 
+    /// Updates the job holding `job`'s unique key with `job`'s args,
+    /// priority and `run_at` (now when `None`, and `scheduled` or
+    /// `available` to match), if that job has not started (`scheduled` or
+    /// `available`). Returns its id; `None` when no job holds the key or
+    /// its holder is running, retrying or finished. One guarded statement,
+    /// so a concurrent claim either sees the new values or keeps the job
+    /// from changing. Wakes: `NOTIFY` when the job is now available
+    /// (PostgreSQL).
+    fn job_unique_replace(
+        conn: &mut Self::Connection,
+        job: &NewJob,
+    ) -> impl Future<Output = Result<Option<i64>>> + Send;
+
     /// The job currently holding unique `key`, if any.
     fn job_unique_holder(
         conn: &mut Self::Connection,
@@ -118,7 +131,8 @@ pub trait Driver: sqlx::Database + Sized + sealed::Sealed {
     ) -> impl Future<Output = Result<Option<i64>>> + Send;
 
     /// Claims up to `limit` available jobs of `queue` for `worker_id`,
-    /// unless the queue is paused. Wakes nothing.
+    /// unless the queue is paused: by priority (lowest first), then by
+    /// `run_at` (longest due first), then by id. Wakes nothing.
     fn job_claim(
         pool: &Pool<Self>,
         queue: &str,
@@ -152,7 +166,10 @@ pub trait Driver: sqlx::Database + Sized + sealed::Sealed {
     ) -> impl Future<Output = Result<bool>> + Send;
 
     /// Records the end of an attempt that did not complete, guarded by
-    /// state and attempt. Wakes nothing (a requeued job waits for a poll).
+    /// state and attempt. A retry or snooze whose time is not in the future
+    /// makes the job `available` at once rather than waiting for the
+    /// promoter. Wakes: `NOTIFY` when the job is available again
+    /// (PostgreSQL).
     fn job_record_outcome(
         pool: &Pool<Self>,
         attempt: Attempt,
@@ -228,26 +245,40 @@ pub trait Driver: sqlx::Database + Sized + sealed::Sealed {
         queue: Option<&str>,
     ) -> impl Future<Output = Result<Vec<(DateTime<Utc>, JobState, i64)>>> + Send;
 
-    /// Makes the discarded, cancelled and retryable jobs of `ids` available
-    /// now, keeping their attempt count and granting one more attempt if
-    /// they had none left. Returns `(id, queue)` of the jobs changed.
-    /// Wakes: `NOTIFY` for their queues (PostgreSQL).
+    /// The state of job `id` as `conn` sees it (inside the caller's
+    /// transaction, if it has one), or `None` if there is no such job.
+    fn job_state(
+        conn: &mut Self::Connection,
+        id: i64,
+    ) -> impl Future<Output = Result<Option<JobState>>> + Send;
+
+    /// Makes every job of `ids` that is not running available now (an
+    /// available one keeps its place), keeping its attempt count and
+    /// granting one more attempt if it had none left; on `conn`, inside the
+    /// caller's transaction if it has one. A finished job whose unique key
+    /// another job holds now is left alone (of several such jobs of one key,
+    /// the newest is retried). Returns `(id, queue)` of the jobs made
+    /// available. Wakes: `NOTIFY` for their queues (PostgreSQL, on commit).
     fn job_retry_many(
-        pool: &Pool<Self>,
+        conn: &mut Self::Connection,
         ids: &[i64],
     ) -> impl Future<Output = Result<Vec<(i64, String)>>> + Send;
 
     /// Cancels the scheduled, available, retryable and running jobs of
-    /// `ids`. Returns `(id, was_running)` of the jobs changed. Signals:
-    /// `NOTIFY offload_cancel` for each running one (PostgreSQL).
+    /// `ids`, on `conn` (inside the caller's transaction if it has one; on
+    /// SQLite that must be a write transaction, and without one the method
+    /// takes the write lock itself). Returns `(id, was_running)` of the jobs
+    /// changed. Signals: `NOTIFY offload_cancel` for each running one
+    /// (PostgreSQL, on commit).
     fn job_cancel_many(
-        pool: &Pool<Self>,
+        conn: &mut Self::Connection,
         ids: &[i64],
     ) -> impl Future<Output = Result<Vec<(i64, bool)>>> + Send;
 
-    /// Deletes the jobs of `ids` that are not running. Returns their ids.
+    /// Deletes the jobs of `ids` that are not running, on `conn`. Returns
+    /// their ids.
     fn job_delete_many(
-        pool: &Pool<Self>,
+        conn: &mut Self::Connection,
         ids: &[i64],
     ) -> impl Future<Output = Result<Vec<i64>>> + Send;
 

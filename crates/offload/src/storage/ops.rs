@@ -11,31 +11,39 @@ use crate::{Error, Result};
 /// between the insert and the lookup.
 const UNIQUE_TRIES: usize = 5;
 
-/// Inserts a unique row, or finds the job holding its key. Wakes other
-/// processes as [`Driver::job_insert_unique`] does; waking this process is
-/// the caller's job.
+/// Inserts a unique row, or finds the job holding its key (and, with
+/// [`UniqueKey::replace_pending`](crate::UniqueKey::replace_pending),
+/// updates it if it has not started). Wakes other processes as
+/// [`Driver::job_insert_unique`] and [`Driver::job_unique_replace`] do;
+/// waking this process is the caller's job.
 pub async fn insert_unique<DB: Driver>(
     conn: &mut DB::Connection,
     job: &NewJob,
 ) -> Result<Enqueued> {
     let Some(unique) = &job.unique else {
         let id = first_id(DB::job_insert_many(conn, std::slice::from_ref(job), true).await?)?;
-        return Ok(Enqueued {
-            id,
-            duplicate: false,
-        });
+        return Ok(Enqueued::inserted(id));
     };
+    // Each statement is decided by the database; between two of them the
+    // holder may start or finish, so each miss moves on to the next.
     for _ in 0..UNIQUE_TRIES {
         if let Some(id) = DB::job_insert_unique(conn, job).await? {
-            return Ok(Enqueued {
-                id,
-                duplicate: false,
-            });
+            return Ok(Enqueued::inserted(id));
+        }
+        if unique.replace_pending {
+            if let Some(id) = DB::job_unique_replace(conn, job).await? {
+                return Ok(Enqueued {
+                    id,
+                    duplicate: true,
+                    replaced: true,
+                });
+            }
         }
         if let Some(id) = DB::job_unique_holder(conn, &unique.key).await? {
             return Ok(Enqueued {
                 id,
                 duplicate: true,
+                replaced: false,
             });
         }
     }

@@ -61,7 +61,7 @@ impl NewJob {
 /// order given.
 ///
 /// ```
-/// let inserted = offload::Enqueued { id: 7, duplicate: false };
+/// let inserted = offload::Enqueued { id: 7, duplicate: false, replaced: false };
 /// assert!(!inserted.duplicate);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -72,6 +72,22 @@ pub struct Enqueued {
     /// Whether the job was unique and a job already held its key, so
     /// nothing was inserted. Always false for a job without unique options.
     pub duplicate: bool,
+    /// Whether that holder had not started and took this enqueue's args,
+    /// priority and run time instead
+    /// ([`UniqueOptions::replace_pending`](crate::UniqueOptions::replace_pending)).
+    /// Implies `duplicate`.
+    pub replaced: bool,
+}
+
+impl Enqueued {
+    /// A job that was inserted.
+    pub(crate) fn inserted(id: i64) -> Self {
+        Self {
+            id,
+            duplicate: false,
+            replaced: false,
+        }
+    }
 }
 
 /// A job a worker has claimed: `state = running`, attempt already counted.

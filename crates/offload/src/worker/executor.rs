@@ -10,7 +10,7 @@ use futures::FutureExt;
 use tracing::Instrument;
 
 use super::shared::{next_delay, sleep_or_stop, Shared};
-use super::{metrics, running};
+use super::{metrics, running, wake};
 use crate::hooks::{AttemptOutcome, JobEvent, JobInfo};
 use crate::job::JobError;
 use crate::registry::Attempted;
@@ -152,7 +152,17 @@ async fn finish<DB: Backend>(
         ),
         Ended::Failed(outcome) => {
             let told = (metrics::outcome_label(&outcome), attempt_outcome(&outcome));
+            let due_now = match &outcome {
+                Outcome::Retry { at, .. } | Outcome::Snooze { at } => *at <= Utc::now(),
+                Outcome::Requeue { .. } => true,
+                Outcome::Cancel { .. } | Outcome::Discard { .. } => false,
+            };
             record(shared, key, outcome).await;
+            // Recorded as `available`: this process's producers need not
+            // wait for their next poll (other processes hear the NOTIFY).
+            if due_now {
+                wake::wake(&job.queue);
+            }
             told
         }
     };

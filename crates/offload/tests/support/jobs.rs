@@ -140,6 +140,22 @@ impl<DB: TestDb> Job<DB> for SnoozeOnce {
     }
 }
 
+/// Snoozes for no time on its first attempt, succeeds on the next.
+#[derive(Serialize, Deserialize)]
+pub struct SnoozeNowOnce;
+
+impl<DB: TestDb> Job<DB> for SnoozeNowOnce {
+    const KIND: &'static str = "snooze_now_once";
+    const MAX_ATTEMPTS: i32 = 1;
+
+    async fn run(self, ctx: &mut JobContext<DB>) -> Result<(), JobError> {
+        if ctx.attempt() == 1 {
+            return Err(JobError::snooze(Duration::ZERO));
+        }
+        Ok(())
+    }
+}
+
 /// Cancels itself.
 #[derive(Serialize, Deserialize)]
 pub struct CancelsItself;
@@ -176,6 +192,7 @@ pub fn registry<DB: TestDb>() -> Registry<DB> {
         .register::<Panics>()
         .register::<Hangs>()
         .register::<SnoozeOnce>()
+        .register::<SnoozeNowOnce>()
         .register::<CancelsItself>()
         .register::<Noop>()
 }

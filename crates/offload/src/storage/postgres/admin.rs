@@ -1,7 +1,7 @@
 //! The admin operations' SQL on PostgreSQL.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, Postgres, QueryBuilder};
+use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 
 use crate::state::JobState;
 use crate::storage::decode::{self, parse_state, SummaryRow};
@@ -93,13 +93,32 @@ fn push_where(
     }
 }
 
+/// Every job of `$1` but a running one becomes available. A job whose state
+/// does not hold its unique key (a finished one) would take the key again:
+/// it is retried only if no other job holds the key now, and only the
+/// newest of several such jobs of one key.
 const RETRY: &str = r#"
-WITH retried AS (
-    UPDATE offload_jobs
-    SET state = 'available', run_at = now(), finalized_at = NULL, worker_id = NULL,
-        max_attempts = GREATEST(max_attempts, attempt + 1)
-    WHERE id = ANY($1) AND state IN ('discarded', 'cancelled', 'retryable')
-    RETURNING id, queue
+WITH candidate AS (
+    SELECT id, unique_key,
+           unique_key IS NOT NULL AND strpos(unique_states, ',' || state || ',') = 0 AS takes_key
+    FROM offload_jobs
+    WHERE id = ANY($1) AND state <> 'running'
+    FOR UPDATE
+), target AS (
+    SELECT c.id FROM candidate c
+    WHERE NOT c.takes_key
+       OR (c.id = (SELECT max(d.id) FROM candidate d WHERE d.takes_key AND d.unique_key = c.unique_key)
+           AND NOT EXISTS (SELECT 1 FROM offload_jobs o
+                           WHERE o.unique_key = c.unique_key
+                             AND strpos(o.unique_states, ',' || o.state || ',') > 0))
+), retried AS (
+    UPDATE offload_jobs j
+    SET state = 'available',
+        run_at = CASE WHEN j.state = 'available' THEN j.run_at ELSE now() END,
+        finalized_at = NULL, worker_id = NULL,
+        max_attempts = GREATEST(j.max_attempts, j.attempt + 1)
+    WHERE j.id = ANY(ARRAY(SELECT id FROM target))
+    RETURNING j.id, j.queue
 ), woke AS (
     SELECT count(pg_notify('offload_jobs', q)) AS n
     FROM (SELECT DISTINCT queue AS q FROM retried) s
@@ -222,20 +241,20 @@ pub(super) async fn finished_per_minute(
         .collect()
 }
 
-pub(super) async fn retry_many(pool: &PgPool, ids: &[i64]) -> Result<Vec<(i64, String)>> {
-    Ok(sqlx::query_as(RETRY).bind(ids).fetch_all(pool).await?)
+pub(super) async fn retry_many(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<(i64, String)>> {
+    Ok(sqlx::query_as(RETRY).bind(ids).fetch_all(conn).await?)
 }
 
-pub(super) async fn cancel_many(pool: &PgPool, ids: &[i64]) -> Result<Vec<(i64, bool)>> {
-    Ok(sqlx::query_as(CANCEL).bind(ids).fetch_all(pool).await?)
+pub(super) async fn cancel_many(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<(i64, bool)>> {
+    Ok(sqlx::query_as(CANCEL).bind(ids).fetch_all(conn).await?)
 }
 
-pub(super) async fn delete_many(pool: &PgPool, ids: &[i64]) -> Result<Vec<i64>> {
+pub(super) async fn delete_many(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<i64>> {
     Ok(sqlx::query_scalar(
         "DELETE FROM offload_jobs WHERE id = ANY($1) AND state <> 'running' RETURNING id",
     )
     .bind(ids)
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await?)
 }
 

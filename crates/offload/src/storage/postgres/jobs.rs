@@ -46,7 +46,7 @@ WITH picked AS (
     SELECT id FROM offload_jobs
     WHERE state = 'available' AND queue = $1
       AND NOT EXISTS (SELECT 1 FROM offload_queues q WHERE q.name = $1 AND q.paused)
-    ORDER BY priority, id
+    ORDER BY priority, run_at, id
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 )
@@ -81,9 +81,12 @@ const COMPLETE_ONE: &str = "UPDATE offload_jobs SET state = 'completed', finaliz
 const DELETE_ONE: &str =
     "DELETE FROM offload_jobs WHERE id = $1 AND attempt = $2 AND state = 'running'";
 
+/// A retry or snooze that is already due skips the promoter.
 const RECORD_OUTCOME: &str = r#"
+WITH recorded AS (
 UPDATE offload_jobs
-SET state = $3,
+SET state = CASE WHEN $3::text IN ('scheduled', 'retryable') AND $4::timestamptz <= now()
+                 THEN 'available' ELSE $3::text END,
     run_at = COALESCE($4, run_at),
     max_attempts = max_attempts + $5,
     finalized_at = CASE WHEN $6 THEN now() END,
@@ -92,6 +95,11 @@ SET state = $3,
              ELSE errors || jsonb_build_array(jsonb_build_object('attempt', attempt, 'at', now(), 'error', $7::text))
              END
 WHERE id = $1 AND attempt = $2 AND state = 'running'
+RETURNING queue, state
+), woke AS (
+    SELECT count(pg_notify('offload_jobs', queue)) AS n FROM recorded WHERE state = 'available'
+)
+SELECT recorded.queue FROM recorded, woke
 "#;
 
 const RESCUE: &str = r#"
@@ -141,6 +149,20 @@ WITH ins AS (
     SELECT count(pg_notify('offload_jobs', queue)) AS n FROM ins WHERE state = 'available'
 )
 SELECT ins.id FROM ins, woke
+"#;
+
+const UNIQUE_REPLACE: &str = r#"
+WITH replaced AS (
+    UPDATE offload_jobs
+    SET args = $2::jsonb, priority = $3, run_at = COALESCE($4::timestamptz, now()),
+        state = CASE WHEN $4::timestamptz IS NULL OR $4 <= now() THEN 'available' ELSE 'scheduled' END
+    WHERE unique_key = $1 AND strpos(unique_states, ',' || state || ',') > 0
+      AND state IN ('scheduled', 'available')
+    RETURNING id, queue, state
+), woke AS (
+    SELECT count(pg_notify('offload_jobs', queue)) AS n FROM replaced WHERE state = 'available'
+)
+SELECT replaced.id FROM replaced, woke
 "#;
 
 const UNIQUE_HOLDER: &str = "SELECT id FROM offload_jobs WHERE unique_key = $1 \
@@ -203,6 +225,19 @@ pub(super) async fn insert_unique(conn: &mut PgConnection, job: &NewJob) -> Resu
         .bind(job.tags_json())
         .bind(key)
         .bind(states)
+        .fetch_optional(conn)
+        .await?)
+}
+
+pub(super) async fn unique_replace(conn: &mut PgConnection, job: &NewJob) -> Result<Option<i64>> {
+    let Some(unique) = &job.unique else {
+        return Ok(None);
+    };
+    Ok(sqlx::query_scalar(UNIQUE_REPLACE)
+        .bind(&unique.key)
+        .bind(&job.args)
+        .bind(job.priority)
+        .bind(job.run_at)
         .fetch_optional(conn)
         .await?)
 }
@@ -301,7 +336,7 @@ pub(super) async fn record_outcome(
     outcome: &Outcome,
 ) -> Result<bool> {
     let change = outcome.change();
-    let result = sqlx::query(RECORD_OUTCOME)
+    let recorded: Option<String> = sqlx::query_scalar(RECORD_OUTCOME)
         .bind(attempt.id)
         .bind(attempt.attempt)
         .bind(change.state.as_str())
@@ -309,9 +344,9 @@ pub(super) async fn record_outcome(
         .bind(change.extra_attempts)
         .bind(change.state.is_final())
         .bind(change.error)
-        .execute(pool)
+        .fetch_optional(pool)
         .await?;
-    Ok(result.rows_affected() == 1)
+    Ok(recorded.is_some())
 }
 
 pub(super) async fn rescue(pool: &PgPool, lease: Duration) -> Result<Vec<String>> {
@@ -358,6 +393,14 @@ pub(super) async fn get(pool: &PgPool, id: i64) -> Result<Option<JobRecord>> {
     .fetch_optional(pool)
     .await?;
     row.map(JobRecord::try_from).transpose()
+}
+
+pub(super) async fn state(conn: &mut PgConnection, id: i64) -> Result<Option<JobState>> {
+    let state: Option<String> = sqlx::query_scalar("SELECT state FROM offload_jobs WHERE id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    state.as_deref().map(decode::parse_state).transpose()
 }
 
 pub(super) async fn count_by_state(

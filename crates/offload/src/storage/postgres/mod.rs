@@ -48,6 +48,11 @@ const MIGRATIONS: &[Migration] = &[
         "lean indexes",
         include_str!("../../../migrations/postgres/0005_lean_indexes.sql"),
     ),
+    Migration::new(
+        6,
+        "claim by run_at",
+        include_str!("../../../migrations/postgres/0006_claim_by_run_at.sql"),
+    ),
 ];
 
 impl super::driver::sealed::Sealed for Postgres {}
@@ -113,6 +118,10 @@ impl Driver for Postgres {
 
     async fn job_insert_unique(conn: &mut PgConnection, job: &NewJob) -> Result<Option<i64>> {
         jobs::insert_unique(conn, job).await
+    }
+
+    async fn job_unique_replace(conn: &mut PgConnection, job: &NewJob) -> Result<Option<i64>> {
+        jobs::unique_replace(conn, job).await
     }
 
     async fn job_unique_holder(conn: &mut PgConnection, key: &str) -> Result<Option<i64>> {
@@ -211,16 +220,20 @@ impl Driver for Postgres {
         admin::finished_per_minute(pool, since, queue).await
     }
 
-    async fn job_retry_many(pool: &PgPool, ids: &[i64]) -> Result<Vec<(i64, String)>> {
-        admin::retry_many(pool, ids).await
+    async fn job_state(conn: &mut PgConnection, id: i64) -> Result<Option<JobState>> {
+        jobs::state(conn, id).await
     }
 
-    async fn job_cancel_many(pool: &PgPool, ids: &[i64]) -> Result<Vec<(i64, bool)>> {
-        admin::cancel_many(pool, ids).await
+    async fn job_retry_many(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<(i64, String)>> {
+        admin::retry_many(conn, ids).await
     }
 
-    async fn job_delete_many(pool: &PgPool, ids: &[i64]) -> Result<Vec<i64>> {
-        admin::delete_many(pool, ids).await
+    async fn job_cancel_many(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<(i64, bool)>> {
+        admin::cancel_many(conn, ids).await
+    }
+
+    async fn job_delete_many(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<i64>> {
+        admin::delete_many(conn, ids).await
     }
 
     async fn queue_notify(pool: &PgPool, queues: &[String]) -> Result<()> {

@@ -1,9 +1,10 @@
 //! The admin operations' SQL on SQLite.
 
 use chrono::{DateTime, Utc};
-use sqlx::{QueryBuilder, Sqlite, SqlitePool};
+use sqlx::{
+    Connection, Database, QueryBuilder, Sqlite, SqliteConnection, SqlitePool, TransactionManager,
+};
 
-use super::cluster::begin_write;
 use crate::state::JobState;
 use crate::storage::decode::{self, parse_state, SummaryRow};
 use crate::storage::time::{micros, now_micros, DbTime};
@@ -206,31 +207,72 @@ pub(super) async fn finished_per_minute(
         .collect()
 }
 
-pub(super) async fn retry_many(pool: &SqlitePool, ids: &[i64]) -> Result<Vec<(i64, String)>> {
-    Ok(sqlx::query_as(
-        "UPDATE offload_jobs
-         SET state = 'available', run_at = ?1, finalized_at = NULL, worker_id = NULL,
-             max_attempts = max(max_attempts, attempt + 1)
-         WHERE id IN (SELECT value FROM json_each(?2))
-           AND state IN ('discarded', 'cancelled', 'retryable')
-         RETURNING id, queue",
-    )
-    .bind(now_micros())
-    .bind(ids_json(ids))
-    .fetch_all(pool)
-    .await?)
+/// Every job of `?2` but a running one becomes available. A job whose state
+/// does not hold its unique key (a finished one) would take the key again:
+/// it is retried only if no other job holds the key now, and only the
+/// newest of several such jobs of one key.
+const RETRY: &str = r#"
+WITH candidate AS MATERIALIZED (
+    SELECT id, unique_key,
+           unique_key IS NOT NULL AND instr(unique_states, ',' || state || ',') = 0 AS takes_key
+    FROM offload_jobs
+    WHERE id IN (SELECT value FROM json_each(?2)) AND state <> 'running'
+), target AS MATERIALIZED (
+    SELECT c.id FROM candidate c
+    WHERE NOT c.takes_key
+       OR (c.id = (SELECT max(d.id) FROM candidate d WHERE d.takes_key AND d.unique_key = c.unique_key)
+           AND NOT EXISTS (SELECT 1 FROM offload_jobs o
+                           WHERE o.unique_key = c.unique_key
+                             AND instr(o.unique_states, ',' || o.state || ',') > 0))
+)
+UPDATE offload_jobs
+SET state = 'available',
+    run_at = CASE WHEN state = 'available' THEN run_at ELSE ?1 END,
+    finalized_at = NULL, worker_id = NULL,
+    max_attempts = max(max_attempts, attempt + 1)
+WHERE id IN (SELECT id FROM target)
+RETURNING id, queue
+"#;
+
+pub(super) async fn retry_many(
+    conn: &mut SqliteConnection,
+    ids: &[i64],
+) -> Result<Vec<(i64, String)>> {
+    let mut retried: Vec<(i64, String)> = sqlx::query_as(RETRY)
+        .bind(now_micros())
+        .bind(ids_json(ids))
+        .fetch_all(conn)
+        .await?;
+    retried.sort_unstable();
+    Ok(retried)
 }
 
-pub(super) async fn cancel_many(pool: &SqlitePool, ids: &[i64]) -> Result<Vec<(i64, bool)>> {
-    // One write transaction, so the running set read is the one changed.
-    let mut tx = begin_write(pool).await?;
+pub(super) async fn cancel_many(
+    conn: &mut SqliteConnection,
+    ids: &[i64],
+) -> Result<Vec<(i64, bool)>> {
+    type Manager = <Sqlite as Database>::TransactionManager;
+    if Manager::get_transaction_depth(conn) > 0 {
+        return cancel_in_tx(conn, ids).await;
+    }
+    // Alone, it takes the write lock first, so that the running jobs it
+    // reads are the ones it cancels.
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    let cancelled = cancel_in_tx(&mut tx, ids).await?;
+    tx.commit().await?;
+    Ok(cancelled)
+}
+
+/// Cancels inside the transaction `conn` is in: its snapshot (or the write
+/// lock it holds) makes the running set read the one changed.
+async fn cancel_in_tx(conn: &mut SqliteConnection, ids: &[i64]) -> Result<Vec<(i64, bool)>> {
     let ids = ids_json(ids);
     let running: Vec<i64> = sqlx::query_scalar(
         "SELECT id FROM offload_jobs \
          WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'running'",
     )
     .bind(&ids)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *conn)
     .await?;
     let now = Utc::now();
     let mut cancelled: Vec<i64> = sqlx::query_scalar(
@@ -245,9 +287,8 @@ pub(super) async fn cancel_many(pool: &SqlitePool, ids: &[i64]) -> Result<Vec<(i
     .bind(micros(now))
     .bind(now.to_rfc3339())
     .bind(&ids)
-    .fetch_all(&mut *tx)
+    .fetch_all(conn)
     .await?;
-    tx.commit().await?;
     cancelled.sort_unstable();
     Ok(cancelled
         .into_iter()
@@ -255,13 +296,13 @@ pub(super) async fn cancel_many(pool: &SqlitePool, ids: &[i64]) -> Result<Vec<(i
         .collect())
 }
 
-pub(super) async fn delete_many(pool: &SqlitePool, ids: &[i64]) -> Result<Vec<i64>> {
+pub(super) async fn delete_many(conn: &mut SqliteConnection, ids: &[i64]) -> Result<Vec<i64>> {
     Ok(sqlx::query_scalar(
         "DELETE FROM offload_jobs \
          WHERE id IN (SELECT value FROM json_each(?1)) AND state <> 'running' RETURNING id",
     )
     .bind(ids_json(ids))
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await?)
 }
 

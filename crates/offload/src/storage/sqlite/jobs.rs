@@ -41,7 +41,7 @@ WHERE id IN (
     SELECT id FROM offload_jobs
     WHERE state = 'available' AND queue = ?3
       AND NOT EXISTS (SELECT 1 FROM offload_queues q WHERE q.name = ?3 AND q.paused)
-    ORDER BY priority, id
+    ORDER BY priority, run_at, id
     LIMIT {limit}
 )
 RETURNING {CLAIM_COLUMNS_SQLITE}
@@ -78,9 +78,10 @@ const COMPLETE_ONE: &str = "UPDATE offload_jobs SET state = 'completed', finaliz
 const DELETE_ONE: &str =
     "DELETE FROM offload_jobs WHERE id = ?1 AND attempt = ?2 AND state = 'running'";
 
+/// A retry or snooze that is already due skips the promoter.
 const RECORD_OUTCOME: &str = r#"
 UPDATE offload_jobs
-SET state = ?3,
+SET state = CASE WHEN ?3 IN ('scheduled', 'retryable') AND ?4 <= ?8 THEN 'available' ELSE ?3 END,
     run_at = COALESCE(?4, run_at),
     max_attempts = max_attempts + ?5,
     finalized_at = CASE WHEN ?6 THEN ?8 END,
@@ -125,6 +126,15 @@ VALUES (?2, ?3, json(?4), ?5, ?6,
         CASE WHEN COALESCE(?7, ?1) <= ?1 THEN 'available' ELSE 'scheduled' END,
         ?1, COALESCE(?7, ?1), ?8, ?9, ?10)
 ON CONFLICT DO NOTHING
+RETURNING id
+"#;
+
+const UNIQUE_REPLACE: &str = r#"
+UPDATE offload_jobs
+SET args = json(?3), priority = ?4, run_at = COALESCE(?5, ?1),
+    state = CASE WHEN COALESCE(?5, ?1) <= ?1 THEN 'available' ELSE 'scheduled' END
+WHERE unique_key = ?2 AND instr(unique_states, ',' || state || ',') > 0
+  AND state IN ('scheduled', 'available')
 RETURNING id
 "#;
 
@@ -188,6 +198,23 @@ pub(super) async fn insert_unique(
         .bind(job.tags_json())
         .bind(key)
         .bind(states)
+        .fetch_optional(conn)
+        .await?)
+}
+
+pub(super) async fn unique_replace(
+    conn: &mut SqliteConnection,
+    job: &NewJob,
+) -> Result<Option<i64>> {
+    let Some(unique) = &job.unique else {
+        return Ok(None);
+    };
+    Ok(sqlx::query_scalar(UNIQUE_REPLACE)
+        .bind(now_micros())
+        .bind(&unique.key)
+        .bind(&job.args)
+        .bind(job.priority)
+        .bind(job.run_at.map(micros))
         .fetch_optional(conn)
         .await?)
 }
@@ -314,6 +341,14 @@ pub(super) async fn get(pool: &SqlitePool, id: i64) -> Result<Option<JobRecord>>
     .fetch_optional(pool)
     .await?;
     row.map(JobRecord::try_from).transpose()
+}
+
+pub(super) async fn state(conn: &mut SqliteConnection, id: i64) -> Result<Option<JobState>> {
+    let state: Option<String> = sqlx::query_scalar("SELECT state FROM offload_jobs WHERE id = ?1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    state.as_deref().map(decode::parse_state).transpose()
 }
 
 pub(super) async fn count_by_state(

@@ -40,6 +40,11 @@ const MIGRATIONS: &[Migration] = &[
         "cluster",
         include_str!("../../../migrations/sqlite/0004_cluster.sql"),
     ),
+    Migration::new(
+        5,
+        "claim by run_at",
+        include_str!("../../../migrations/sqlite/0005_claim_by_run_at.sql"),
+    ),
 ];
 
 impl super::driver::sealed::Sealed for Sqlite {}
@@ -103,6 +108,10 @@ impl Driver for Sqlite {
 
     async fn job_insert_unique(conn: &mut SqliteConnection, job: &NewJob) -> Result<Option<i64>> {
         jobs::insert_unique(conn, job).await
+    }
+
+    async fn job_unique_replace(conn: &mut SqliteConnection, job: &NewJob) -> Result<Option<i64>> {
+        jobs::unique_replace(conn, job).await
     }
 
     async fn job_unique_holder(conn: &mut SqliteConnection, key: &str) -> Result<Option<i64>> {
@@ -204,16 +213,23 @@ impl Driver for Sqlite {
         admin::finished_per_minute(pool, since, queue).await
     }
 
-    async fn job_retry_many(pool: &SqlitePool, ids: &[i64]) -> Result<Vec<(i64, String)>> {
-        admin::retry_many(pool, ids).await
+    async fn job_state(conn: &mut SqliteConnection, id: i64) -> Result<Option<JobState>> {
+        jobs::state(conn, id).await
     }
 
-    async fn job_cancel_many(pool: &SqlitePool, ids: &[i64]) -> Result<Vec<(i64, bool)>> {
-        admin::cancel_many(pool, ids).await
+    async fn job_retry_many(
+        conn: &mut SqliteConnection,
+        ids: &[i64],
+    ) -> Result<Vec<(i64, String)>> {
+        admin::retry_many(conn, ids).await
     }
 
-    async fn job_delete_many(pool: &SqlitePool, ids: &[i64]) -> Result<Vec<i64>> {
-        admin::delete_many(pool, ids).await
+    async fn job_cancel_many(conn: &mut SqliteConnection, ids: &[i64]) -> Result<Vec<(i64, bool)>> {
+        admin::cancel_many(conn, ids).await
+    }
+
+    async fn job_delete_many(conn: &mut SqliteConnection, ids: &[i64]) -> Result<Vec<i64>> {
+        admin::delete_many(conn, ids).await
     }
 
     async fn queue_notify(_pool: &SqlitePool, _queues: &[String]) -> Result<()> {
