@@ -15,7 +15,9 @@ use sqlx::{Pool, Postgres, Sqlite};
 
 use crate::exit::{Failure, NOT_APPLICABLE, NOT_FOUND, USAGE};
 use crate::output::{print_job, print_jobs, print_json, print_queues};
-use crate::{ActionArgs, Command, DashboardArgs, FilterArgs, JobsCommand, QueuesCommand};
+use crate::{
+    ActionArgs, Command, DashboardArgs, FilterArgs, JobsCommand, ListQueues, QueuesCommand,
+};
 
 pub(crate) async fn run(command: Command) -> anyhow::Result<()> {
     let url = match &command {
@@ -38,11 +40,7 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<()> {
                 a.db.database_url.clone()
             }
         },
-        Command::Queues(queues) => match queues {
-            QueuesCommand::List { db, .. }
-            | QueuesCommand::Pause { db, .. }
-            | QueuesCommand::Resume { db, .. } => db.database_url.clone(),
-        },
+        Command::Queues(queues) => queues.database_url().to_owned(),
     };
     let kind = BackendKind::from_url(&url).map_err(|e| Failure::new(USAGE, e.to_string()))?;
     match kind {
@@ -67,7 +65,7 @@ async fn with_pool<DB: Backend>(url: &str, command: Command) -> anyhow::Result<(
             Ok(())
         }
         Command::Jobs(jobs) => run_jobs(Admin::new(pool), jobs).await,
-        Command::Queues(queues) => run_queues(Admin::new(pool), queues).await,
+        Command::Queues(queues) => run_queues(Admin::new(pool), queues.command()).await,
         Command::Dashboard(args) => serve_dashboard(pool, url, args).await,
         Command::Bench(_) => Ok(()),
     }
@@ -284,7 +282,7 @@ fn capitalize(word: &str) -> String {
 
 async fn run_queues<DB: Backend>(admin: Admin<DB>, command: QueuesCommand) -> anyhow::Result<()> {
     match command {
-        QueuesCommand::List { json, .. } => {
+        QueuesCommand::List(ListQueues { json, .. }) => {
             let overview = admin.overview(std::time::Duration::from_secs(3600)).await?;
             if json {
                 print_json(&overview.queues)

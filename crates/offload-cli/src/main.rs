@@ -49,9 +49,8 @@ enum Command {
     /// Lists, shows, retries, cancels and deletes jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
-    /// Lists queues; pauses and resumes them.
-    #[command(subcommand)]
-    Queues(QueuesCommand),
+    /// Lists queues (alone, or with `list`); pauses and resumes them.
+    Queues(QueuesArgs),
     /// Serves the web dashboard and admin API.
     #[command(
         after_long_help = "Examples:\n  offload dashboard\n  offload dashboard --listen 0.0.0.0:8080 --token \"$TOKEN\"\n\nListening beyond loopback requires a token."
@@ -168,16 +167,48 @@ pub(crate) struct ActionArgs {
     pub json: bool,
 }
 
+/// `offload queues` with no subcommand lists the queues, as
+/// `offload queues list` does.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct QueuesArgs {
+    #[command(subcommand)]
+    command: Option<QueuesCommand>,
+    #[command(flatten)]
+    list: ListQueues,
+}
+
+impl QueuesArgs {
+    /// The subcommand, `list` when none was given.
+    pub(crate) fn command(self) -> QueuesCommand {
+        self.command.unwrap_or(QueuesCommand::List(self.list))
+    }
+
+    /// The database the command acts on.
+    pub(crate) fn database_url(&self) -> &str {
+        match &self.command {
+            None => &self.list.db.database_url,
+            Some(QueuesCommand::List(ListQueues { db, .. }))
+            | Some(QueuesCommand::Pause { db, .. })
+            | Some(QueuesCommand::Resume { db, .. }) => &db.database_url,
+        }
+    }
+}
+
+/// `offload queues list`'s arguments.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ListQueues {
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum QueuesCommand {
     /// Every queue: counts by state, throughput, oldest waiting job, paused.
-    List {
-        #[command(flatten)]
-        db: DbArgs,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    List(ListQueues),
     /// Stops every worker from claiming the queue's jobs.
     Pause {
         #[command(flatten)]

@@ -226,6 +226,13 @@ async fn queues_pause_resume_and_list_on_postgres() {
         .success());
     let table = stdout(&offload(&url, &["queues", "list"]));
     assert!(table.contains("mail") && table.contains("no"), "{table}");
+    // With no subcommand, `queues` lists them too.
+    let bare = offload(&url, &["queues"]);
+    assert_eq!(bare.status.code(), Some(0), "{}", stderr(&bare));
+    assert_eq!(stdout(&bare), table);
+    let bare_json = offload(&url, &["queues", "--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&bare_json.stdout).unwrap();
+    assert_eq!(listed[0]["name"], "mail");
     db.cleanup().await;
 }
 
