@@ -168,3 +168,23 @@ pub(crate) fn state_counts(rows: Vec<(String, i64)>) -> Result<Vec<(JobState, i6
         .map(|(state, n)| Ok((parse_state(&state)?, n)))
         .collect()
 }
+
+/// A whole job row with the unique key it carries, for the testing kit.
+#[derive(sqlx::FromRow)]
+pub(crate) struct KeyedJobRow {
+    #[sqlx(flatten)]
+    job: JobRow,
+    unique_key: Option<String>,
+    unique_states: Option<String>,
+}
+
+impl KeyedJobRow {
+    /// The job and its key (with the states it holds in), if it has one.
+    pub(crate) fn into_parts(self) -> Result<(JobRecord, Option<crate::unique::UniqueKey>)> {
+        let unique = self.unique_key.map(|key| crate::unique::UniqueKey {
+            key,
+            states: self.unique_states.unwrap_or_default(),
+        });
+        Ok((JobRecord::try_from(self.job)?, unique))
+    }
+}
