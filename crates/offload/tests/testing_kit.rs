@@ -675,6 +675,13 @@ async fn inline_runs_what_a_handler_enqueues_and_settle_waits_for_it<DB: TestDb>
         "{message}"
     );
     inline.stop().await;
-    let left = DB::effects(&db.pool).await;
-    assert_eq!(left, (3, 3), "the runner stopped");
+    let stopped = kit.enqueued::<Forever>().await.unwrap();
+    assert!(stopped.len() > 1, "the runner ran the forever job");
+    assert_eq!(stopped.last().unwrap().state, JobState::Available);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        kit.enqueued::<Forever>().await.unwrap().len(),
+        stopped.len(),
+        "a stopped runner runs nothing"
+    );
 }
