@@ -3659,7 +3659,7 @@ async fn job_list_of_kind_reads_every_job_of_a_kind_with_its_unique_key<DB: Conf
         ),
         "the same row as job_get"
     );
-    assert_eq!(listed[1].1.as_ref(), Some(&key));
+    assert_eq!(listed[1].1.as_ref(), Some(&key.key));
     drop(conn);
 
     // Any state; inside a transaction, its own uncommitted inserts too.

@@ -368,7 +368,8 @@ async fn enqueued_decodes_args_and_reads_options_and_unique_key<DB: TestDb>(db: 
         .client()
         .enqueue(Deliver { to: "a@x".into() })
         .await
-        .unwrap();
+        .unwrap()
+        .id;
     let options = EnqueueOptions::new()
         .queue("priority-mail")
         .priority(-3)
@@ -379,7 +380,8 @@ async fn enqueued_decodes_args_and_reads_options_and_unique_key<DB: TestDb>(db: 
         .client()
         .enqueue_with(Deliver { to: "b@x".into() }, options)
         .await
-        .unwrap();
+        .unwrap()
+        .id;
     kit.client().enqueue(Step::new("other kind")).await.unwrap();
 
     let jobs = kit.enqueued::<Deliver>().await.unwrap();
@@ -391,7 +393,7 @@ async fn enqueued_decodes_args_and_reads_options_and_unique_key<DB: TestDb>(db: 
         ("mail", 0, JobState::Available)
     );
     assert!(jobs[0].tags.is_empty());
-    assert_eq!(jobs[0].unique, None);
+    assert_eq!(jobs[0].unique_key, None);
     assert_eq!(
         (jobs[0].attempt, jobs[0].max_attempts),
         (0, DEFAULT_MAX_ATTEMPTS)
@@ -408,7 +410,7 @@ async fn enqueued_decodes_args_and_reads_options_and_unique_key<DB: TestDb>(db: 
     let expected = UniqueOptions::by_key("welcome:b")
         .key_for("deliver", "{}", Utc::now())
         .unwrap();
-    assert_eq!(job.unique.as_ref(), Some(&expected));
+    assert_eq!(job.unique_key.as_deref(), Some(expected.key.as_str()));
 
     // Worked, a job stays listed, in its new state.
     kit.work_id(plain).await.unwrap();
@@ -424,7 +426,8 @@ async fn enqueued_tx_sees_the_callers_uncommitted_jobs<DB: TestDb>(db: &TestData
         .client()
         .enqueue_tx(&mut tx, Deliver { to: "a@x".into() })
         .await
-        .unwrap();
+        .unwrap()
+        .id;
     let seen = kit.enqueued_tx::<Deliver>(&mut tx).await.unwrap();
     assert_eq!(seen.iter().map(|job| job.id).collect::<Vec<_>>(), [id]);
     let found = kit
@@ -455,7 +458,8 @@ async fn assert_enqueued_panics_listing_what_was_enqueued<DB: TestDb>(db: &TestD
         .client()
         .enqueue(Deliver { to: "a@x".into() })
         .await
-        .unwrap();
+        .unwrap()
+        .id;
     let options = EnqueueOptions::new()
         .tag("signup")
         .unique(UniqueOptions::by_key("b"));
@@ -463,7 +467,8 @@ async fn assert_enqueued_panics_listing_what_was_enqueued<DB: TestDb>(db: &TestD
         .client()
         .enqueue_with(Deliver { to: "b@x".into() }, options)
         .await
-        .unwrap();
+        .unwrap()
+        .id;
     let found = kit
         .assert_enqueued::<Deliver>(|job| job.args.to == "b@x")
         .await;
@@ -520,20 +525,37 @@ async fn drain_runs_jobs_in_claim_order_with_the_jobs_they_enqueue<DB: TestDb>(
         .enqueue_with(Step::new("high"), at(-1))
         .await
         .unwrap();
+    let overdue = at(0).run_at(Utc::now() - chrono::Duration::hours(1));
+    client
+        .enqueue_with(Step::new("overdue of 0"), overdue)
+        .await
+        .unwrap();
     let later = EnqueueOptions::new().delay(Duration::from_secs(3600));
     let scheduled = client
         .enqueue_with(Step::new("later"), later)
         .await
-        .unwrap();
-    let elsewhere = client.enqueue(Deliver { to: "a@x".into() }).await.unwrap();
+        .unwrap()
+        .id;
+    let elsewhere = client
+        .enqueue(Deliver { to: "a@x".into() })
+        .await
+        .unwrap()
+        .id;
 
     let drained = kit.drain("steps").await.unwrap();
     assert_eq!(
         outbox.lines(),
-        ["high", "first of 0", "second of 0", "child of first", "low"],
-        "by priority, then in enqueue order; the child is enqueued last"
+        [
+            "high",
+            "overdue of 0",
+            "first of 0",
+            "second of 0",
+            "child of first",
+            "low"
+        ],
+        "by priority, then the earliest due, then in enqueue order; the child is enqueued last"
     );
-    assert_eq!(drained.len(), 5);
+    assert_eq!(drained.len(), 6);
     assert!(drained.iter().all(|worked| worked.is_completed()));
     let names: Vec<String> = drained
         .iter()
@@ -559,13 +581,17 @@ async fn drain_with_scheduled_runs_later_jobs_and_stops_a_snoozing_one<DB: TestD
         .enqueue_with(Step::new("in one hour"), later(1))
         .await
         .unwrap();
-    let snoozer = kit.client().enqueue(AlwaysSnoozes).await.unwrap();
+    let snoozer = kit.client().enqueue(AlwaysSnoozes).await.unwrap().id;
 
     let drained = kit
         .drain_with("steps", DrainOptions::new().with_scheduled(3))
         .await
         .unwrap();
-    assert_eq!(outbox.lines().len(), 2, "the scheduled jobs ran");
+    assert_eq!(
+        outbox.lines(),
+        ["in one hour", "in two hours"],
+        "the scheduled jobs ran, the earliest due first"
+    );
     let snoozes: Vec<i32> = drained
         .iter()
         .filter(|worked| worked.id == snoozer)

@@ -175,16 +175,11 @@ pub(crate) struct KeyedJobRow {
     #[sqlx(flatten)]
     job: JobRow,
     unique_key: Option<String>,
-    unique_states: Option<String>,
 }
 
 impl KeyedJobRow {
-    /// The job and its key (with the states it holds in), if it has one.
-    pub(crate) fn into_parts(self) -> Result<(JobRecord, Option<crate::unique::UniqueKey>)> {
-        let unique = self.unique_key.map(|key| crate::unique::UniqueKey {
-            key,
-            states: self.unique_states.unwrap_or_default(),
-        });
-        Ok((JobRecord::try_from(self.job)?, unique))
+    /// The job and its unique key, if it has one.
+    pub(crate) fn into_parts(self) -> Result<(JobRecord, Option<String>)> {
+        Ok((JobRecord::try_from(self.job)?, self.unique_key))
     }
 }

@@ -432,5 +432,5 @@ pub trait Driver: sqlx::Database + Sized + sealed::Sealed {
     fn job_list_of_kind(
         conn: &mut Self::Connection,
         kind: &str,
-    ) -> impl Future<Output = Result<Vec<(JobRecord, Option<crate::unique::UniqueKey>)>>> + Send;
+    ) -> impl Future<Output = Result<Vec<(JobRecord, Option<String>)>>> + Send;
 }

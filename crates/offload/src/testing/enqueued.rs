@@ -10,7 +10,6 @@ use super::kit::TestKit;
 use crate::job::Job;
 use crate::state::JobState;
 use crate::storage::{Backend, JobRecord};
-use crate::unique::UniqueKey;
 use crate::{Error, Result};
 
 /// One job of kind `J` as stored, its args decoded as `J`.
@@ -31,7 +30,7 @@ use crate::{Error, Result};
 /// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct Enqueued<J> {
+pub struct EnqueuedJob<J> {
     /// The job's id.
     pub id: i64,
     /// Its args, decoded.
@@ -50,13 +49,13 @@ pub struct Enqueued<J> {
     pub run_at: DateTime<Utc>,
     /// Its labels.
     pub tags: Vec<String>,
-    /// Its unique key and the states it holds in, if enqueued as unique.
-    pub unique: Option<UniqueKey>,
+    /// Its unique key, if enqueued as unique.
+    pub unique_key: Option<String>,
 }
 
 impl<DB: Backend, S: Send + Sync + 'static> TestKit<DB, S> {
     /// Every job of kind `J` in the database, oldest first, in any state
-    /// (check [`Enqueued::state`] for the ones still waiting).
+    /// (check [`EnqueuedJob::state`] for the ones still waiting).
     ///
     /// Fails with [`Error::CorruptRow`] if a job of the kind has args that
     /// do not decode as `J`.
@@ -79,7 +78,7 @@ impl<DB: Backend, S: Send + Sync + 'static> TestKit<DB, S> {
     /// assert_eq!(shops, [7, 9]);
     /// # Ok(()) }
     /// ```
-    pub async fn enqueued<J: Job<DB, S>>(&self) -> Result<Vec<Enqueued<J>>> {
+    pub async fn enqueued<J: Job<DB, S>>(&self) -> Result<Vec<EnqueuedJob<J>>> {
         let mut conn = self.pool().acquire().await?;
         self.enqueued_tx::<J>(&mut conn).await
     }
@@ -106,11 +105,11 @@ impl<DB: Backend, S: Send + Sync + 'static> TestKit<DB, S> {
     pub async fn enqueued_tx<J: Job<DB, S>>(
         &self,
         conn: &mut DB::Connection,
-    ) -> Result<Vec<Enqueued<J>>> {
+    ) -> Result<Vec<EnqueuedJob<J>>> {
         DB::job_list_of_kind(conn, J::KIND)
             .await?
             .into_iter()
-            .map(|(job, unique)| decode::<J>(job, unique))
+            .map(|(job, key)| decode::<J>(job, key))
             .collect()
     }
 
@@ -138,8 +137,8 @@ impl<DB: Backend, S: Send + Sync + 'static> TestKit<DB, S> {
     /// ```
     pub async fn assert_enqueued<J: Job<DB, S>>(
         &self,
-        matches: impl Fn(&Enqueued<J>) -> bool,
-    ) -> Enqueued<J> {
+        matches: impl Fn(&EnqueuedJob<J>) -> bool,
+    ) -> EnqueuedJob<J> {
         let mut conn = self
             .pool()
             .acquire()
@@ -162,7 +161,7 @@ impl<DB: Backend, S: Send + Sync + 'static> TestKit<DB, S> {
     /// use offload::Backend;
     /// let mut tx = sqlx::Sqlite::begin_write(kit.pool()).await?;
     /// kit.client().enqueue_tx(&mut tx, Audit { user: 1 }).await?;
-    /// // Enqueued, though not committed yet.
+    /// // EnqueuedJob, though not committed yet.
     /// kit.assert_enqueued_tx::<Audit>(&mut tx, |job| job.args.user == 1).await;
     /// tx.commit().await?;
     /// # Ok(()) }
@@ -170,8 +169,8 @@ impl<DB: Backend, S: Send + Sync + 'static> TestKit<DB, S> {
     pub async fn assert_enqueued_tx<J: Job<DB, S>>(
         &self,
         conn: &mut DB::Connection,
-        matches: impl Fn(&Enqueued<J>) -> bool,
-    ) -> Enqueued<J> {
+        matches: impl Fn(&EnqueuedJob<J>) -> bool,
+    ) -> EnqueuedJob<J> {
         let jobs = read::<DB, J>(conn, J::KIND).await;
         let found = jobs
             .iter()
@@ -243,7 +242,7 @@ impl<DB: Backend, S: Send + Sync + 'static> TestKit<DB, S> {
 }
 
 /// A job row with its args decoded as `J`, or the reason they do not.
-type Read<J> = (JobRecord, Result<Enqueued<J>>);
+type Read<J> = (JobRecord, Result<EnqueuedJob<J>>);
 
 /// Every job of `kind`, for an assertion: panics if it cannot read.
 async fn read<DB: Backend, J: DeserializeOwned>(
@@ -254,11 +253,14 @@ async fn read<DB: Backend, J: DeserializeOwned>(
         .await
         .unwrap_or_else(|error| panic!("offload::testing: could not read the jobs: {error}"));
     jobs.into_iter()
-        .map(|(job, unique)| (job.clone(), decode::<J>(job, unique)))
+        .map(|(job, key)| (job.clone(), decode::<J>(job, key)))
         .collect()
 }
 
-fn decode<J: DeserializeOwned>(job: JobRecord, unique: Option<UniqueKey>) -> Result<Enqueued<J>> {
+fn decode<J: DeserializeOwned>(
+    job: JobRecord,
+    unique_key: Option<String>,
+) -> Result<EnqueuedJob<J>> {
     let args = J::deserialize(&job.args).map_err(|error| Error::CorruptRow {
         table: "offload_jobs",
         detail: format!(
@@ -266,7 +268,7 @@ fn decode<J: DeserializeOwned>(job: JobRecord, unique: Option<UniqueKey>) -> Res
             job.id, job.kind
         ),
     })?;
-    Ok(Enqueued {
+    Ok(EnqueuedJob {
         id: job.id,
         args,
         queue: job.queue,
@@ -276,7 +278,7 @@ fn decode<J: DeserializeOwned>(job: JobRecord, unique: Option<UniqueKey>) -> Res
         max_attempts: job.max_attempts,
         run_at: job.run_at,
         tags: job.tags,
-        unique,
+        unique_key,
     })
 }
 
@@ -302,12 +304,12 @@ fn listing<J>(jobs: &[Read<J>]) -> String {
         if !job.tags.is_empty() {
             let _ = write!(out, " tags {:?}", job.tags);
         }
-        if let Ok(Enqueued {
-            unique: Some(unique),
+        if let Ok(EnqueuedJob {
+            unique_key: Some(key),
             ..
         }) = decoded
         {
-            let _ = write!(out, " unique key `{}`", unique.key);
+            let _ = write!(out, " unique key `{key}`");
         }
         if let Err(error) = decoded {
             let _ = write!(out, " [{error}]");

@@ -205,7 +205,7 @@ impl<DB: Backend, S: Send + Sync + 'static> TestKit<DB, S> {
         job: J,
         options: EnqueueOptions,
     ) -> Result<Worked> {
-        let id = self.client.enqueue_with(job, options).await?;
+        let id = self.client.enqueue_with(job, options).await?.id;
         self.work_id(id).await
     }
 

@@ -23,7 +23,7 @@ mod kit;
 mod runner;
 
 pub use drain::DrainOptions;
-pub use enqueued::Enqueued;
+pub use enqueued::EnqueuedJob;
 pub use inline::Inline;
 pub use kit::TestKit;
 pub use runner::Worked;

@@ -331,7 +331,7 @@ impl Driver for Postgres {
     async fn job_list_of_kind(
         conn: &mut PgConnection,
         kind: &str,
-    ) -> Result<Vec<(JobRecord, Option<crate::unique::UniqueKey>)>> {
+    ) -> Result<Vec<(JobRecord, Option<String>)>> {
         jobs::list_of_kind(conn, kind).await
     }
 }

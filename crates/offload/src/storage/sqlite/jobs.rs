@@ -404,9 +404,9 @@ pub(super) async fn promote_queue(pool: &SqlitePool, queue: &str) -> Result<u64>
 pub(super) async fn list_of_kind(
     conn: &mut SqliteConnection,
     kind: &str,
-) -> Result<Vec<(JobRecord, Option<crate::unique::UniqueKey>)>> {
+) -> Result<Vec<(JobRecord, Option<String>)>> {
     let rows: Vec<decode::KeyedJobRow> = sqlx::query_as(&format!(
-        "SELECT {JOB_COLUMNS_SQLITE}, unique_key, unique_states FROM offload_jobs \
+        "SELECT {JOB_COLUMNS_SQLITE}, unique_key FROM offload_jobs \
          WHERE kind = ?1 ORDER BY id"
     ))
     .bind(kind)

@@ -332,7 +332,7 @@ impl Driver for Sqlite {
     async fn job_list_of_kind(
         conn: &mut SqliteConnection,
         kind: &str,
-    ) -> Result<Vec<(JobRecord, Option<crate::unique::UniqueKey>)>> {
+    ) -> Result<Vec<(JobRecord, Option<String>)>> {
         jobs::list_of_kind(conn, kind).await
     }
 }
