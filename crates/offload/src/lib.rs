@@ -26,6 +26,9 @@ mod worker;
 mod client;
 // The operator's API:
 pub mod admin;
+// Helpers for the application's tests:
+#[cfg(feature = "testing")]
+pub mod testing;
 
 /// Time zones for cron schedules ([`PeriodicJob::cron`]).
 pub use chrono_tz;

@@ -3471,3 +3471,223 @@ fn every_driver_method_has_a_conformance_scenario() {
         missing.join(", ")
     );
 }
+
+// --- jobs: for the testing kit ---
+
+on_both_backends!(
+    job_claim_one_claims_a_waiting_job_by_id_whatever_its_run_at,
+    job_promote_queue_makes_every_waiting_job_of_a_queue_available,
+    job_list_of_kind_reads_every_job_of_a_kind_with_its_unique_key,
+);
+
+async fn job_claim_one_claims_a_waiting_job_by_id_whatever_its_run_at<DB: Conformance>(
+    db: &TestDatabase<DB>,
+) {
+    let pool = &db.pool;
+    let mut notices = DB::notices(db).await;
+    let available = insert_one(pool, job("one", "q")).await;
+    let first = insert_one(pool, job("first", "q")).await;
+    let scheduled = job_in_state(pool, "q", JobState::Scheduled).await;
+    let retryable = job_in_state(pool, "q", JobState::Retryable).await;
+    let mut finished = Vec::new();
+    for state in [
+        JobState::Completed,
+        JobState::Discarded,
+        JobState::Cancelled,
+    ] {
+        finished.push((job_in_state(pool, "done", state).await, state));
+    }
+    notices.take().await;
+
+    // Not the first in claim order: exactly the job asked for.
+    let before = now();
+    let claimed = DB::job_claim_one(pool, available, "kit")
+        .await
+        .unwrap()
+        .expect("an available job is claimed");
+    assert_eq!(claimed.id, available);
+    assert_eq!(
+        (claimed.kind.as_str(), claimed.queue.as_str()),
+        ("one", "q")
+    );
+    assert_eq!(claimed.attempt, 1);
+    let record = get(pool, available).await;
+    assert_eq!(record.state, JobState::Running);
+    assert_eq!(record.attempt, 1);
+    assert_eq!(record.worker_id.as_deref(), Some("kit"));
+    assert_eq!(claimed.run_at, record.run_at);
+    assert_eq!(claimed.max_attempts, record.max_attempts);
+    assert_near(
+        record.attempted_at.expect("attempted_at"),
+        before,
+        "attempted_at",
+    );
+    assert_eq!(state(pool, first).await, JobState::Available);
+    assert!(
+        DB::job_claim_one(pool, available, "kit")
+            .await
+            .unwrap()
+            .is_none(),
+        "a running job is not claimed again"
+    );
+
+    // Scheduled for later and retryable jobs are claimed now, keeping run_at.
+    let later = get(pool, scheduled).await.run_at;
+    let claimed = DB::job_claim_one(pool, scheduled, "kit").await.unwrap();
+    assert_eq!(claimed.map(|c| (c.attempt, c.run_at)), Some((1, later)));
+    let claimed = DB::job_claim_one(pool, retryable, "kit").await.unwrap();
+    assert_eq!(claimed.map(|c| c.attempt), Some(2), "the second attempt");
+    assert_eq!(state(pool, retryable).await, JobState::Running);
+
+    // Pause does not stop it; finished and missing jobs are not claimed.
+    DB::queue_set_paused(pool, "q", true).await.unwrap();
+    notices.take().await;
+    assert_eq!(
+        DB::job_claim_one(pool, first, "kit")
+            .await
+            .unwrap()
+            .map(|c| c.id),
+        Some(first)
+    );
+    for (id, finished) in finished {
+        assert!(
+            DB::job_claim_one(pool, id, "kit").await.unwrap().is_none(),
+            "a {finished} job is not claimed"
+        );
+        assert_eq!(state(pool, id).await, finished);
+    }
+    assert!(DB::job_claim_one(pool, i64::MAX, "kit")
+        .await
+        .unwrap()
+        .is_none());
+    notices.expect("claims by id", &[]).await;
+}
+
+async fn job_promote_queue_makes_every_waiting_job_of_a_queue_available<DB: Conformance>(
+    db: &TestDatabase<DB>,
+) {
+    let pool = &db.pool;
+    let mut notices = DB::notices(db).await;
+    let scheduled = job_in_state(pool, "q", JobState::Scheduled).await;
+    let retryable = job_in_state(pool, "q", JobState::Retryable).await;
+    let running = job_in_state(pool, "q", JobState::Running).await;
+    let completed = job_in_state(pool, "q", JobState::Completed).await;
+    let elsewhere = job_in_state(pool, "other", JobState::Scheduled).await;
+    let scheduled_at = get(pool, scheduled).await.run_at;
+    let retry_at = get(pool, retryable).await.run_at;
+    assert!(scheduled_at > now() && retry_at > now(), "neither is due");
+    notices.take().await;
+
+    assert_eq!(DB::job_promote_queue(pool, "q").await.unwrap(), 2);
+    let promoted = get(pool, scheduled).await;
+    assert_eq!(
+        (promoted.state, promoted.run_at),
+        (JobState::Available, scheduled_at)
+    );
+    let promoted = get(pool, retryable).await;
+    assert_eq!(
+        (promoted.state, promoted.run_at, promoted.attempt),
+        (JobState::Available, retry_at, 1),
+        "keeps run_at and history"
+    );
+    assert_eq!(promoted.errors.len(), 1);
+    assert_eq!(state(pool, running).await, JobState::Running);
+    assert_eq!(state(pool, completed).await, JobState::Completed);
+    assert_eq!(state(pool, elsewhere).await, JobState::Scheduled);
+    notices.expect("a promotion of a queue", &[]).await;
+
+    assert_eq!(ids_of(&claim(pool, "q", 10).await), [scheduled, retryable]);
+    assert_eq!(DB::job_promote_queue(pool, "q").await.unwrap(), 0);
+    assert_eq!(DB::job_promote_queue(pool, "none").await.unwrap(), 0);
+}
+
+async fn job_list_of_kind_reads_every_job_of_a_kind_with_its_unique_key<DB: Conformance>(
+    db: &TestDatabase<DB>,
+) {
+    let pool = &db.pool;
+    let mut conn = pool.acquire().await.unwrap();
+    assert!(DB::job_list_of_kind(&mut *conn, "listed")
+        .await
+        .unwrap()
+        .is_empty());
+    let plain = insert_one(
+        pool,
+        NewJob {
+            tags: vec!["t".into()],
+            priority: 3,
+            ..job("listed", "q")
+        },
+    )
+    .await;
+    let key = UniqueKey::new("listed:1", &DEFAULT_UNIQUE_STATES).unwrap();
+    let unique = ops::insert_unique::<DB>(
+        &mut *conn,
+        &NewJob {
+            unique: Some(key.clone()),
+            ..job("listed", "q")
+        },
+    )
+    .await
+    .unwrap()
+    .id;
+    insert_one(pool, job("other", "q")).await;
+
+    let listed = DB::job_list_of_kind(&mut *conn, "listed").await.unwrap();
+    let ids: Vec<i64> = listed.iter().map(|(job, _)| job.id).collect();
+    assert_eq!(ids, [plain, unique], "oldest first, only the kind");
+    let (record, no_key) = &listed[0];
+    assert_eq!(no_key, &None);
+    let whole = get(pool, plain).await;
+    assert_eq!(
+        (
+            &record.kind,
+            &record.queue,
+            record.state,
+            &record.args,
+            record.priority,
+            &record.tags,
+            record.run_at
+        ),
+        (
+            &whole.kind,
+            &whole.queue,
+            whole.state,
+            &whole.args,
+            whole.priority,
+            &whole.tags,
+            whole.run_at
+        ),
+        "the same row as job_get"
+    );
+    assert_eq!(listed[1].1.as_ref(), Some(&key.key));
+    drop(conn);
+
+    // Any state; inside a transaction, its own uncommitted inserts too.
+    let finished = job_in_state(pool, "q", JobState::Discarded).await;
+    let mut tx = DB::tx_begin_write(pool).await.unwrap();
+    let uncommitted = DB::job_insert_many(&mut *tx, &[job("staged", "q")], false)
+        .await
+        .unwrap();
+    let staged: Vec<(i64, JobState)> = DB::job_list_of_kind(&mut *tx, "staged")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(job, _)| (job.id, job.state))
+        .collect();
+    assert_eq!(
+        staged,
+        [
+            (finished, JobState::Discarded),
+            (uncommitted[0], JobState::Available)
+        ]
+    );
+    tx.rollback().await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    assert_eq!(
+        DB::job_list_of_kind(&mut *conn, "staged")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}

@@ -29,6 +29,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("runtime", &["worker"]),
     ("application API", &["client"]),
     ("operator API", &["admin"]),
+    ("testing kit", &["testing"]),
 ];
 
 /// Loops between top-level modules that are allowed: a job's `run` takes

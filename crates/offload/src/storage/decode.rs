@@ -168,3 +168,18 @@ pub(crate) fn state_counts(rows: Vec<(String, i64)>) -> Result<Vec<(JobState, i6
         .map(|(state, n)| Ok((parse_state(&state)?, n)))
         .collect()
 }
+
+/// A whole job row with the unique key it carries, for the testing kit.
+#[derive(sqlx::FromRow)]
+pub(crate) struct KeyedJobRow {
+    #[sqlx(flatten)]
+    job: JobRow,
+    unique_key: Option<String>,
+}
+
+impl KeyedJobRow {
+    /// The job and its unique key, if it has one.
+    pub(crate) fn into_parts(self) -> Result<(JobRecord, Option<String>)> {
+        Ok((JobRecord::try_from(self.job)?, self.unique_key))
+    }
+}

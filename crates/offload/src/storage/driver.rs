@@ -405,4 +405,32 @@ pub trait Driver: sqlx::Database + Sized + sealed::Sealed {
         name: &str,
         tick: DateTime<Utc>,
     ) -> impl Future<Output = Result<bool>> + Send;
+
+    // --- jobs: for the testing kit (`offload::testing`) ---
+
+    /// Claims job `id` for `worker_id` if it is waiting (scheduled,
+    /// available or retryable), whatever its `run_at`, its queue's pause or
+    /// global limit: the row changes of [`job_claim`](Self::job_claim), for
+    /// one job a test names. Wakes nothing.
+    fn job_claim_one(
+        pool: &Pool<Self>,
+        id: i64,
+        worker_id: &str,
+    ) -> impl Future<Output = Result<Option<ClaimedJob>>> + Send;
+
+    /// Makes every scheduled and retryable job of `queue` available, due or
+    /// not, keeping its `run_at` (a test's "time passes"). Returns how
+    /// many. Wakes nothing.
+    fn job_promote_queue(
+        pool: &Pool<Self>,
+        queue: &str,
+    ) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Every job of `kind`, oldest first, in any state, each with the
+    /// unique key it carries (if any), read on `conn` (inside the caller's
+    /// transaction if it has one). Scans the table: for tests.
+    fn job_list_of_kind(
+        conn: &mut Self::Connection,
+        kind: &str,
+    ) -> impl Future<Output = Result<Vec<(JobRecord, Option<String>)>>> + Send;
 }

@@ -5,14 +5,14 @@
 
 mod completer;
 mod config;
-mod executor;
+pub(crate) mod executor;
 pub(crate) mod leader;
 mod maintenance;
 pub mod metrics;
 mod periodic;
 mod producer;
 pub(crate) mod running;
-mod shared;
+pub(crate) mod shared;
 pub(crate) mod wake;
 
 use std::future::Future;

@@ -319,4 +319,19 @@ impl Driver for Postgres {
     ) -> Result<bool> {
         cluster::advance_tick(conn, name, tick).await
     }
+
+    async fn job_claim_one(pool: &PgPool, id: i64, worker_id: &str) -> Result<Option<ClaimedJob>> {
+        jobs::claim_one(pool, id, worker_id).await
+    }
+
+    async fn job_promote_queue(pool: &PgPool, queue: &str) -> Result<u64> {
+        jobs::promote_queue(pool, queue).await
+    }
+
+    async fn job_list_of_kind(
+        conn: &mut PgConnection,
+        kind: &str,
+    ) -> Result<Vec<(JobRecord, Option<String>)>> {
+        jobs::list_of_kind(conn, kind).await
+    }
 }

@@ -364,3 +364,55 @@ pub(super) async fn count_by_state(
     .await?;
     decode::state_counts(rows)
 }
+
+// --- for the testing kit ---
+
+static CLAIM_ONE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE offload_jobs \
+         SET state = 'running', attempt = attempt + 1, attempted_at = ?1, worker_id = ?2 \
+         WHERE id = ?3 AND state IN ('scheduled', 'available', 'retryable') \
+         RETURNING {CLAIM_COLUMNS_SQLITE}"
+    )
+});
+
+pub(super) async fn claim_one(
+    pool: &SqlitePool,
+    id: i64,
+    worker_id: &str,
+) -> Result<Option<ClaimedJob>> {
+    let row: Option<ClaimRow> = sqlx::query_as(CLAIM_ONE.as_str())
+        .bind(now_micros())
+        .bind(worker_id)
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.map(ClaimedJob::from))
+}
+
+pub(super) async fn promote_queue(pool: &SqlitePool, queue: &str) -> Result<u64> {
+    let result = sqlx::query(
+        "UPDATE offload_jobs SET state = 'available' \
+         WHERE queue = ?1 AND state IN ('scheduled', 'retryable')",
+    )
+    .bind(queue)
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected())
+}
+
+pub(super) async fn list_of_kind(
+    conn: &mut SqliteConnection,
+    kind: &str,
+) -> Result<Vec<(JobRecord, Option<String>)>> {
+    let rows: Vec<decode::KeyedJobRow> = sqlx::query_as(&format!(
+        "SELECT {JOB_COLUMNS_SQLITE}, unique_key FROM offload_jobs \
+         WHERE kind = ?1 ORDER BY id"
+    ))
+    .bind(kind)
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter()
+        .map(decode::KeyedJobRow::into_parts)
+        .collect()
+}
