@@ -6,6 +6,26 @@ use crate::queue_name::InvalidQueueName;
 ///
 /// Errors raised *by a job* are [`JobError`](crate::JobError)s instead: they are
 /// recorded on the job row and never surface here.
+///
+/// ```
+/// use offload::Error;
+///
+/// /// What a handler tells its caller.
+/// fn status(error: &Error) -> u16 {
+///     match error {
+///         // Unreachable database, pool timed out: try again later.
+///         Error::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => 503,
+///         Error::InvalidQueueName(_) | Error::Config(_) => 500,
+///         _ => 500,
+///     }
+/// }
+/// let error = Error::from(offload::check_queue_name("has space").unwrap_err());
+/// assert!(error.to_string().starts_with("invalid queue name \"has space\""));
+/// assert_eq!(status(&error), 500);
+/// ```
+///
+/// `offload-axum` maps it to an HTTP problem (`503` with `Retry-After` when
+/// the database is unavailable) with `From<offload::Error> for Problem`.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The database rejected a statement or could not be reached.

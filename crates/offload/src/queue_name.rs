@@ -66,6 +66,13 @@ fn shown(name: &str) -> String {
 /// A queue name that breaks the rule of [`check_queue_name`]. Its message
 /// shows the name (cut to its first 40 characters), what is wrong with it,
 /// and the rule.
+///
+/// ```
+/// let error = offload::check_queue_name(&"q".repeat(300)).unwrap_err();
+/// let message = error.to_string();
+/// assert!(message.contains("it is 300 characters long"));
+/// assert!(message.len() < 300, "the name is cut: {message}");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "invalid queue name {shown:?}: {problem}; a queue name is 1 to {MAX_QUEUE_NAME_LEN} \

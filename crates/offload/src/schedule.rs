@@ -91,6 +91,20 @@ fn interval_micros(interval: Duration) -> i64 {
 /// A [`PeriodicJob`](crate::PeriodicJob) as the worker keeps it, whatever
 /// its job type and backend: what [`Registry::periodic`](crate::Registry::periodic)
 /// stores.
+///
+/// ```
+/// use std::time::Duration;
+/// use offload::{Job, JobContext, JobError, PeriodicJob, Registry};
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct Cleanup;
+/// # impl Job<sqlx::Sqlite> for Cleanup {
+/// #     const KIND: &'static str = "cleanup";
+/// #     const QUEUE: &'static str = "maintenance";
+/// #     async fn run(self, _: &mut JobContext<sqlx::Sqlite>) -> Result<(), JobError> { Ok(()) }
+/// # }
+/// let job = PeriodicJob::every("hourly_cleanup", Duration::from_secs(3600), || Cleanup).unwrap();
+/// let registry = Registry::<sqlx::Sqlite>::new().periodic(job);
+/// assert_eq!(registry.periodic_names().collect::<Vec<_>>(), ["hourly_cleanup"]);
+/// ```
 #[derive(Clone)]
 pub struct Periodic {
     name: String,

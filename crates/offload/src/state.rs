@@ -86,6 +86,12 @@ impl fmt::Display for JobState {
 }
 
 /// A string that names no job state.
+///
+/// ```
+/// let error = "done".parse::<offload::JobState>().unwrap_err();
+/// assert_eq!(error.0, "done");
+/// assert!(error.to_string().contains("expected one of scheduled"));
+/// ```
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("unknown job state `{0}`: expected one of scheduled, available, running, retryable, completed, discarded, cancelled")]
 pub struct UnknownState(pub String);

@@ -226,7 +226,14 @@ pub struct WorkerInfo {
     pub queues: String,
 }
 
-/// One recorded failure of a job.
+/// One recorded failure of a job, in [`JobRecord::errors`], oldest first.
+///
+/// ```
+/// let error: offload::AttemptError = serde_json::from_str(
+///     r#"{"attempt": 2, "at": "2026-01-02T03:04:05Z", "error": "smtp refused"}"#,
+/// ).unwrap();
+/// assert_eq!((error.attempt, error.error.as_str()), (2, "smtp refused"));
+/// ```
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AttemptError {
@@ -238,7 +245,23 @@ pub struct AttemptError {
     pub error: String,
 }
 
-/// A job row, whole.
+/// A job row, whole: what [`Client::job`](crate::Client::job) and the
+/// admin API return.
+///
+/// ```no_run
+/// use offload::{Client, JobState};
+/// # async fn example(client: Client<sqlx::Sqlite>, id: i64) -> offload::Result<()> {
+/// if let Some(job) = client.job(id).await? {
+///     println!("{} #{} on {}: {} (attempt {} of {})", job.kind, job.id, job.queue, job.state, job.attempt, job.max_attempts);
+///     if job.state == JobState::Retryable {
+///         let last = job.errors.last().expect("a retryable job has failed");
+///         println!("failed at {}: {}; runs again at {}", last.at, last.error, job.run_at);
+///     }
+///     let user_id = job.args["user_id"].as_i64();
+/// #   let _ = user_id;
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobRecord {
@@ -312,7 +335,17 @@ pub struct JobSummary {
 /// Characters of args a [`JobSummary`] keeps.
 pub const ARGS_PREVIEW_LEN: usize = 160;
 
-/// The current holder of a leadership.
+/// The current holder of a leadership: the worker running maintenance and
+/// periodic jobs ([`Client::leader`](crate::Client::leader)).
+///
+/// ```no_run
+/// # async fn example(client: offload::Client<sqlx::Postgres>) -> offload::Result<()> {
+/// match client.leader().await? {
+///     Some(leader) => println!("{} leads until {}", leader.leader_id, leader.expires_at),
+///     None => println!("no worker leads: maintenance and periodic jobs are stopped"),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Leader {
     /// The leading worker's id.
