@@ -168,19 +168,24 @@ pub(crate) struct Attempted<DB: Backend> {
     pub tx: Option<Transaction<'static, DB>>,
 }
 
+/// What one attempt of a job's code needs.
+pub(crate) struct AttemptInput<DB: Backend> {
+    /// The claimed row, its args taken out.
+    pub job: ClaimedJob,
+    /// The args, as JSON.
+    pub args: String,
+    pub pool: Pool<DB>,
+    /// Fires when the job is asked to stop.
+    pub cancel: CancellationToken,
+    pub hooks: Arc<[Arc<dyn JobHook>]>,
+    pub info: Arc<JobInfo>,
+}
+
 /// A job kind with its type (and the state's) erased.
 pub(crate) trait Handler<DB: Backend>: Send + Sync {
-    /// Decodes `args` and runs the job's code once, inside `hooks`' `around`,
-    /// catching panics and enforcing the kind's timeout.
-    fn attempt(
-        &self,
-        job: ClaimedJob,
-        args: String,
-        pool: Pool<DB>,
-        cancel: CancellationToken,
-        hooks: Arc<[Arc<dyn JobHook>]>,
-        info: Arc<JobInfo>,
-    ) -> BoxFuture<'static, Attempted<DB>>;
+    /// Decodes the args and runs the job's code once, inside the hooks'
+    /// `around`, catching panics and enforcing the kind's timeout.
+    fn attempt(&self, input: AttemptInput<DB>) -> BoxFuture<'static, Attempted<DB>>;
     /// The queue the kind runs on unless an enqueue names another.
     fn queue(&self) -> &'static str;
     fn backoff(&self, attempt: i32) -> Duration;
@@ -192,16 +197,16 @@ struct Typed<J, S> {
 }
 
 impl<DB: Backend, S: Send + Sync + 'static, J: Job<DB, S>> Handler<DB> for Typed<J, S> {
-    fn attempt(
-        &self,
-        job: ClaimedJob,
-        args: String,
-        pool: Pool<DB>,
-        cancel: CancellationToken,
-        hooks: Arc<[Arc<dyn JobHook>]>,
-        info: Arc<JobInfo>,
-    ) -> BoxFuture<'static, Attempted<DB>> {
+    fn attempt(&self, input: AttemptInput<DB>) -> BoxFuture<'static, Attempted<DB>> {
         let state = self.state.clone();
+        let AttemptInput {
+            job,
+            args,
+            pool,
+            cancel,
+            hooks,
+            info,
+        } = input;
         Box::pin(async move {
             let decoded = match serde_json::from_str::<J>(&args) {
                 Ok(decoded) => decoded,

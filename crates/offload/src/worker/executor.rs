@@ -13,7 +13,7 @@ use super::shared::{next_delay, sleep_or_stop, Shared};
 use super::{metrics, running, wake};
 use crate::hooks::{AttemptOutcome, JobEvent, JobInfo};
 use crate::job::JobError;
-use crate::registry::Attempted;
+use crate::registry::{AttemptInput, Attempted};
 use crate::storage::{Attempt, Backend, ClaimedJob, Outcome};
 
 pub(crate) async fn execute<DB: Backend>(shared: Arc<Shared<DB>>, mut job: ClaimedJob) {
@@ -58,7 +58,14 @@ pub(crate) async fn execute<DB: Backend>(shared: Arc<Shared<DB>>, mut job: Claim
         let _tracked = running::track(shared.database.clone(), key.id, cancel.clone());
         let max_attempts = job.max_attempts;
         let Attempted { result, tx } = handler
-            .attempt(job, args, shared.pool.clone(), cancel, hooks, Arc::clone(&info))
+            .attempt(AttemptInput {
+                job,
+                args,
+                pool: shared.pool.clone(),
+                cancel,
+                hooks,
+                info: Arc::clone(&info),
+            })
             .await;
 
         let ended = match result {
