@@ -43,3 +43,12 @@ pub fn scaled(attempt: i32, min: Duration, max: Duration) -> Duration {
         .nth(step)
         .unwrap_or(max)
 }
+
+/// The time `delay` from now, saturating at the latest time chrono can
+/// hold instead of panicking (a snooze or back-off of `Duration::MAX`).
+pub(crate) fn after(delay: Duration) -> chrono::DateTime<chrono::Utc> {
+    let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+    chrono::Utc::now()
+        .checked_add_signed(delay)
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+}

@@ -72,12 +72,7 @@ impl EnqueueOptions {
 
     /// Starts no earlier than `delay` from now.
     pub fn delay(mut self, delay: Duration) -> Self {
-        let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-        self.run_at = Some(
-            Utc::now()
-                .checked_add_signed(delay)
-                .unwrap_or(DateTime::<Utc>::MAX_UTC),
-        );
+        self.run_at = Some(crate::backoff::after(delay));
         self
     }
 

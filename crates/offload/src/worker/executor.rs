@@ -239,9 +239,7 @@ fn outcome_for<DB: Backend>(
     error: JobError,
     backoff: impl Fn(i32) -> Duration,
 ) -> Outcome {
-    let at = |delay: Duration| {
-        Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX)
-    };
+    let at = crate::backoff::after;
     match error {
         JobError::Failed(_) if shared.cancel_jobs.is_cancelled() => {
             tracing::info!(%error, "job interrupted by shutdown; handed back to the queue");

@@ -35,10 +35,15 @@ pub(crate) async fn campaign<DB: Backend>(
     let mut held_until: Option<Instant> = None;
     loop {
         let attempted_at = Instant::now();
-        let result = tokio::select! {
-            result = DB::leader_attempt_elect(&pool, LEADERSHIP, &candidate, ttl) => result,
-            () = stop.cancelled() => break,
-        };
+        // Never dropped mid-flight on shutdown: the upsert could still take
+        // the row on the server while this worker, not knowing it leads,
+        // would not resign. Bounded by the TTL it would hold the row for.
+        let result = tokio::time::timeout(
+            ttl,
+            DB::leader_attempt_elect(&pool, LEADERSHIP, &candidate, ttl),
+        )
+        .await
+        .unwrap_or(Err(crate::Error::Database(sqlx::Error::PoolTimedOut)));
         let leads = match result {
             Ok(true) => {
                 held_until = Some(attempted_at + ttl);
@@ -68,17 +73,18 @@ pub(crate) async fn campaign<DB: Backend>(
             }
             true
         });
-        if sleep_or_stop(renew_every, &stop).await {
+        if stop.is_cancelled() || sleep_or_stop(renew_every, &stop).await {
             break;
         }
     }
-    if *leading.borrow() {
-        leading.send_replace(false);
-        match DB::leader_resign(&pool, LEADERSHIP, &candidate).await {
-            Ok(()) => tracing::info!(worker = %candidate, "resigned leadership"),
-            Err(error) => {
-                tracing::warn!(%error, "could not resign leadership; it expires with its TTL")
-            }
+    let was_leading = leading.send_replace(false);
+    // Resigns even when it did not know it led: an attempt that timed out
+    // may have taken the row. The delete is guarded by this worker's id.
+    match DB::leader_resign(&pool, LEADERSHIP, &candidate).await {
+        Ok(()) if was_leading => tracing::info!(worker = %candidate, "resigned leadership"),
+        Ok(()) => {}
+        Err(error) => {
+            tracing::warn!(%error, "could not resign leadership; it expires with its TTL")
         }
     }
 }

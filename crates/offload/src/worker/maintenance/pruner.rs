@@ -9,15 +9,25 @@ use crate::worker::shared::Shared;
 
 pub(super) async fn step<DB: Backend>(shared: Arc<Shared<DB>>) -> crate::Result<()> {
     let retention = &shared.config.retention;
+    let mut first_error = None;
     for (state, keep) in [
         (JobState::Completed, retention.completed),
         (JobState::Discarded, retention.discarded),
         (JobState::Cancelled, retention.cancelled),
     ] {
         // Small batches keep each delete's locks short.
-        while DB::job_prune(&shared.pool, state, keep, BATCH).await? == BATCH as u64 {
-            tokio::task::yield_now().await;
+        loop {
+            match DB::job_prune(&shared.pool, state, keep, BATCH).await {
+                Ok(deleted) if deleted == BATCH as u64 => tokio::task::yield_now().await,
+                Ok(_) => break,
+                // One state's failure must not stop the others' pruning.
+                Err(error) => {
+                    tracing::warn!(%error, %state, "could not prune finished jobs");
+                    first_error.get_or_insert(error);
+                    break;
+                }
+            }
         }
     }
-    Ok(())
+    first_error.map_or(Ok(()), Err)
 }
