@@ -43,6 +43,16 @@ pub enum Error {
     /// See [`check_queue_name`](crate::check_queue_name).
     #[error(transparent)]
     InvalidQueueName(#[from] InvalidQueueName),
+    /// A job's args, tags or kind hold a NUL character: PostgreSQL cannot
+    /// store one, so no backend takes it (a job that runs on SQLite in
+    /// development must not fail on PostgreSQL in production).
+    #[error("{field} of job kind `{kind}` contain a NUL character (\\u0000), which PostgreSQL cannot store; remove it or encode the bytes (base64, say)")]
+    ContainsNul {
+        /// The job kind.
+        kind: String,
+        /// `args`, `tags` or `kind`.
+        field: &'static str,
+    },
     /// The database URL names no supported backend.
     #[error("unsupported database URL scheme `{0}`: expected `postgres://` or `sqlite:`")]
     UnsupportedUrl(String),

@@ -106,7 +106,6 @@ pub(crate) fn new_job_row<DB: Backend, S: Send + Sync + 'static, J: Job<DB, S>>(
     options: EnqueueOptions,
 ) -> Result<NewJob> {
     let queue = options.queue.unwrap_or_else(|| J::QUEUE.to_owned());
-    check_queue_name(&queue)?;
     let args = serde_json::to_string(job).map_err(|source| Error::EncodeArgs {
         kind: J::KIND.to_owned(),
         source,
@@ -115,7 +114,7 @@ pub(crate) fn new_job_row<DB: Backend, S: Send + Sync + 'static, J: Job<DB, S>>(
         .unique
         .map(|unique| unique.key_for(J::KIND, &args, options.run_at.unwrap_or_else(Utc::now)))
         .transpose()?;
-    Ok(NewJob {
+    let row = NewJob {
         kind: J::KIND.to_owned(),
         queue,
         args,
@@ -124,5 +123,7 @@ pub(crate) fn new_job_row<DB: Backend, S: Send + Sync + 'static, J: Job<DB, S>>(
         run_at: options.run_at,
         tags: options.tags,
         unique,
-    })
+    };
+    row.validate()?;
+    Ok(row)
 }

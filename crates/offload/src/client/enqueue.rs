@@ -369,7 +369,7 @@ impl<DB: Backend> Client<DB> {
     async fn insert_on(&self, on: On<'_, DB>, rows: &[NewJob]) -> Result<Vec<Enqueued>> {
         // Rows built by hand (`NewJob::new`) skip `new_job`'s check.
         for row in rows {
-            check_queue_name(&row.queue)?;
+            row.validate()?;
         }
         if rows.is_empty() {
             return Ok(Vec::new());

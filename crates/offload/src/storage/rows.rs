@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::defaults::{DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, MAX_ERROR_LEN};
 use crate::state::JobState;
 use crate::unique::UniqueKey;
+use crate::{Error, Result};
 
 /// A job ready to insert. Build one with [`Client::new_job`](crate::Client::new_job)
 /// or [`NewJob::new`] for kinds this process does not link.
@@ -32,6 +33,26 @@ pub struct NewJob {
 }
 
 impl NewJob {
+    /// Checks what every backend must refuse before anything is inserted:
+    /// a queue name no queue can have, and a NUL character in the args,
+    /// tags or kind.
+    pub(crate) fn validate(&self) -> Result<()> {
+        crate::queue_name::check_queue_name(&self.queue)?;
+        let field = if has_escaped_nul(&self.args) {
+            "args"
+        } else if self.tags.iter().any(|tag| tag.contains('\0')) {
+            "tags"
+        } else if self.kind.contains('\0') {
+            "kind"
+        } else {
+            return Ok(());
+        };
+        Err(Error::ContainsNul {
+            kind: self.kind.replace('\0', "\u{FFFD}"),
+            field,
+        })
+    }
+
     /// A job of `kind` with JSON `args` on the default queue.
     ///
     /// ```
@@ -354,4 +375,27 @@ pub struct Leader {
     pub elected_at: DateTime<Utc>,
     /// When it loses leadership unless it renews.
     pub expires_at: DateTime<Utc>,
+}
+
+/// Whether JSON text holds an escaped NUL (`\u0000`), as serde_json writes
+/// one: a `\` that is not itself escaped, then `u0000`.
+fn has_escaped_nul(json: &str) -> bool {
+    json.match_indices("u0000").any(|(at, _)| {
+        let backslashes = json[..at].bytes().rev().take_while(|b| *b == b'\\').count();
+        backslashes % 2 == 1
+    }) || json.contains('\0')
+}
+
+#[cfg(test)]
+mod nul_tests {
+    use super::has_escaped_nul;
+
+    #[test]
+    fn finds_escaped_nuls_but_not_escaped_backslashes() {
+        assert!(has_escaped_nul(r#"{"note":"a\u0000b"}"#));
+        assert!(has_escaped_nul(r#"{"note":"\\\u0000"}"#));
+        assert!(!has_escaped_nul(r#"{"note":"\\u0000"}"#));
+        assert!(!has_escaped_nul(r#"{"n":10000}"#));
+        assert!(has_escaped_nul("{\"raw\":\"\0\"}"));
+    }
 }
