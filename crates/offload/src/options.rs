@@ -5,7 +5,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::job::Job;
-use crate::queue_name::check_queue_name;
 use crate::storage::{Backend, NewJob};
 use crate::unique::UniqueOptions;
 use crate::{Error, Result};

@@ -8,7 +8,6 @@ use super::notifier::distinct_queues;
 use super::Client;
 use crate::job::Job;
 use crate::options::{new_job_row, EnqueueOptions};
-use crate::queue_name::check_queue_name;
 use crate::storage::ops::insert_unique;
 use crate::storage::{Backend, Enqueued, NewJob};
 use crate::worker::wake;
