@@ -230,3 +230,149 @@ async fn nul_bytes_in_args_and_errors_lose_nothing<DB: TestDb>(db: &TestDatabase
     );
     worker.shutdown().await;
 }
+
+// ------------------------------------------------- PostgreSQL only
+
+mod postgres_faults {
+    use std::time::Duration;
+
+    use offload::{JobState, Worker};
+    use sqlx::Postgres;
+
+    use super::support::jobs::{registry, ApplyEffect, Noop};
+    use super::support::{eventually, fast_config, wait_for_state, TestDatabase, TestDb};
+
+    /// Serialization failures (40001) on the first 21 completions: a
+    /// failed attempt rolls back (its effect too) and a retry completes it,
+    /// so each effect is applied exactly once; batched completions retry.
+    #[tokio::test]
+    async fn a_serialization_failure_on_completion_is_retried_without_double_effects() {
+        let db = TestDatabase::<Postgres>::create().await;
+        sqlx::raw_sql(
+            // A sequence is not rolled back with the failed statement, so
+            // it counts failures: the first 21 completions fail.
+            "CREATE SEQUENCE injected_failures;
+             CREATE FUNCTION fail_first_completions() RETURNS trigger AS $$
+             BEGIN
+               IF NEW.state = 'completed' AND OLD.state = 'running'
+                  AND nextval('injected_failures') <= 21 THEN
+                 RAISE EXCEPTION 'injected' USING ERRCODE = '40001';
+               END IF;
+               RETURN NEW;
+             END $$ LANGUAGE plpgsql;
+             CREATE TRIGGER fail_first_completions BEFORE UPDATE ON offload_jobs
+               FOR EACH ROW EXECUTE FUNCTION fail_first_completions();",
+        )
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        let worker = Worker::new(db.pool.clone(), registry::<Postgres>(), fast_config())
+            .start()
+            .await
+            .unwrap();
+        let mut ids = Vec::new();
+        for _ in 0..20 {
+            ids.push(db.client.enqueue(ApplyEffect).await.unwrap().id);
+        }
+        let batched = db.client.enqueue(Noop { n: 1 }).await.unwrap().id;
+        for id in ids.iter().chain([&batched]) {
+            eventually(
+                Duration::from_secs(30),
+                "completed after the injected failure",
+                || async {
+                    db.client.job(*id).await.unwrap().unwrap().state == JobState::Completed
+                },
+            )
+            .await;
+        }
+        worker.shutdown().await;
+        // Every effect once, though each completion failed once.
+        assert_eq!(Postgres::effects(&db.pool).await, (20, 20));
+        assert_eq!(Postgres::counter(&db.pool).await, 20);
+        let tried: i64 = sqlx::query_scalar("SELECT last_value FROM injected_failures")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert!(tried > 21, "21 completions failed first: {tried}");
+        db.drop_database().await;
+    }
+
+    /// Another session holds a job's row lock: the claim skips that job,
+    /// the others run, and it runs once the lock is released.
+    #[tokio::test]
+    async fn a_row_locked_by_another_transaction_delays_only_that_job() {
+        let db = TestDatabase::<Postgres>::create().await;
+        let held = db.client.enqueue(Noop { n: 1 }).await.unwrap().id;
+        let mut locker = db.pool.begin().await.unwrap();
+        sqlx::query("SELECT id FROM offload_jobs WHERE id = $1 FOR UPDATE")
+            .bind(held)
+            .execute(&mut *locker)
+            .await
+            .unwrap();
+        let worker = Worker::new(db.pool.clone(), registry::<Postgres>(), fast_config())
+            .start()
+            .await
+            .unwrap();
+        let free = db.client.enqueue(Noop { n: 2 }).await.unwrap().id;
+        wait_for_state(&db.client, free, JobState::Completed).await;
+        assert_eq!(
+            db.client.job(held).await.unwrap().unwrap().state,
+            JobState::Available
+        );
+        locker.rollback().await.unwrap();
+        wait_for_state(&db.client, held, JobState::Completed).await;
+        worker.shutdown().await;
+        db.drop_database().await;
+    }
+
+    /// Every offload connection is terminated (the LISTEN one, the
+    /// leader's, the pool's): work goes on by reconnecting, and a worker
+    /// leads again.
+    #[tokio::test]
+    async fn terminated_connections_reconnect_and_jobs_still_run() {
+        let db = TestDatabase::<Postgres>::create().await;
+        let worker = Worker::new(db.pool.clone(), registry::<Postgres>(), fast_config())
+            .start()
+            .await
+            .unwrap();
+        worker.wait_for_leadership().await;
+        let first = db.client.enqueue(Noop { n: 1 }).await.unwrap().id;
+        wait_for_state(&db.client, first, JobState::Completed).await;
+
+        let admin = sqlx::PgPool::connect("postgres://postgres@127.0.0.1:5432/postgres")
+            .await
+            .unwrap();
+        let database: String = sqlx::query_scalar("SELECT current_database()")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        let killed: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = $1 AND pid <> pg_backend_pid()) AS t",
+        )
+        .bind(&database)
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+        assert!(killed >= 2, "the listener and pooled connections: {killed}");
+
+        // Enqueues may meet a dead pooled connection once; the jobs that
+        // are acknowledged all run.
+        let mut ids = Vec::new();
+        for n in 0..20 {
+            if let Ok(job) = db.client.enqueue(Noop { n }).await {
+                ids.push(job.id);
+            }
+        }
+        assert!(ids.len() >= 10, "most enqueues succeed: {}", ids.len());
+        for id in &ids {
+            wait_for_state(&db.client, *id, JobState::Completed).await;
+        }
+        tokio::time::timeout(Duration::from_secs(10), worker.wait_for_leadership())
+            .await
+            .expect("leads again");
+        worker.shutdown().await;
+        admin.close().await;
+        db.drop_database().await;
+    }
+}
