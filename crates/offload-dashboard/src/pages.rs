@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use crate::api::{parse_action, parse_id, parse_pause, ApiError};
 use crate::chart::throughput_svg;
-use crate::security::{csrf_matches, safe_next, session_cookie, urlencode, BasePath, CsrfToken};
+use crate::security::{csrf_matches, home_path, safe_next, session_cookie, urlencode, BasePath, CsrfToken};
 use crate::state::AppState;
 
 /// What every page's layout needs.
@@ -30,6 +30,7 @@ impl<DB: Backend> Page<'_, DB> {
         let config = &self.state.config;
         let layout = context! {
             base => self.base,
+            home => home_path(self.base),
             csrf => self.csrf,
             title => config.title,
             database => config.database,
@@ -169,16 +170,9 @@ pub(crate) async fn job_list<DB: Backend>(
     };
     let raw = query.map(|Query(q)| q).unwrap_or_default();
     let notice = notice.ok().and_then(|Query(n)| n.message());
-    let selected_states: Vec<String> = raw
-        .state
-        .as_deref()
-        .unwrap_or_default()
-        .split(',')
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .collect();
+    // The select holds one value: a state's name, or the whole list as typed.
     let form = context! {
-        state => selected_states,
+        state => raw.state.as_deref().map(str::trim),
         queue => raw.queue,
         kind => raw.kind,
         tag => raw.tag,
@@ -410,8 +404,8 @@ pub(crate) async fn queue_action<DB: Backend>(
     }
     .await;
     match result {
-        Ok(true) => see_other(&format!("{base}/?notice=pause")),
-        Ok(false) => see_other(&format!("{base}/?notice=resume")),
+        Ok(true) => see_other(&format!("{}?notice=pause", home_path(&base))),
+        Ok(false) => see_other(&format!("{}?notice=resume", home_path(&base))),
         Err(error) => page.error(error),
     }
 }

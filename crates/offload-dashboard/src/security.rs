@@ -29,6 +29,16 @@ pub(crate) struct CsrfToken(pub String);
 #[derive(Debug, Clone)]
 pub(crate) struct BasePath(pub String);
 
+/// The overview's path: the mount point itself, since axum's `nest`
+/// answers `/admin` but not `/admin/`.
+pub(crate) fn home_path(base: &str) -> String {
+    if base.is_empty() {
+        "/".to_owned()
+    } else {
+        base.to_owned()
+    }
+}
+
 pub(crate) async fn guard<DB: Backend>(
     State(state): State<AppState<DB>>,
     mut request: Request,
@@ -216,8 +226,11 @@ pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> 
         .map(|(_, value)| value)
 }
 
+/// Scoped to the mount point itself (`Path=/admin`, not `/admin/`), so the
+/// browser also sends it to the overview at `/admin`.
 fn cookie_header(name: &str, value: &str, base: &str) -> String {
-    format!("{name}={value}; Path={base}/; HttpOnly; SameSite=Strict")
+    let path = home_path(base);
+    format!("{name}={value}; Path={path}; HttpOnly; SameSite=Strict")
 }
 
 /// `Set-Cookie` for a logged-in browser.
@@ -256,7 +269,7 @@ pub(crate) fn safe_next(next: Option<&str>, base: &str) -> String {
         {
             path.to_owned()
         }
-        _ => format!("{base}/"),
+        _ => home_path(base),
     }
 }
 
@@ -267,9 +280,18 @@ mod tests {
     #[test]
     fn login_redirect_stays_on_site() {
         assert_eq!(safe_next(Some("/jobs?state=x"), ""), "/jobs?state=x");
-        assert_eq!(safe_next(Some("//evil.example/"), "/admin"), "/admin/");
+        assert_eq!(safe_next(Some("//evil.example/"), "/admin"), "/admin");
         assert_eq!(safe_next(Some("https://evil.example/"), ""), "/");
         assert_eq!(safe_next(Some("/\\evil.example"), ""), "/");
+    }
+
+    #[test]
+    fn cookies_reach_the_mount_point_itself() {
+        assert_eq!(
+            session_cookie("abc", "/admin"),
+            "offload_session=abc; Path=/admin; HttpOnly; SameSite=Strict"
+        );
+        assert!(session_cookie("abc", "").contains("; Path=/;"));
     }
 
     #[test]
