@@ -21,8 +21,9 @@ pub enum LogFormat {
 #[command(name = "offload-records", version, about)]
 pub struct Config {
     /// Database URL: `sqlite://FILE` or `postgres://...` (default: an SQLite
-    /// file in the working directory). `--help` shows neither the
-    /// environment's value nor the default read from it: they hold passwords.
+    /// file in the working directory).
+    // Hidden in `--help`: the environment's value (and the default read from
+    // it) may hold a password.
     #[arg(long, env = "DATABASE_URL", default_value_t = offload::database_url_from_env(),
           hide_env_values = true, hide_default_value = true)]
     pub database_url: String,
