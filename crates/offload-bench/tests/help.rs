@@ -8,7 +8,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_offload-bench");
 fn help_hides_secrets_from_the_environment() {
     let output = Command::new(BIN)
         .arg("--help")
-        .env("DATABASE_URL", "postgres://app:hunter2-db-secret@db:5432/app")
+        .env(
+            "DATABASE_URL",
+            "postgres://app:hunter2-db-secret@db:5432/app",
+        )
         .output()
         .expect("offload-bench runs");
     assert!(output.status.success());

@@ -375,7 +375,10 @@ fn help_hides_secrets_from_the_environment() {
     for args in commands {
         let output = Command::new(BIN)
             .args(args)
-            .env("DATABASE_URL", "postgres://app:hunter2-db-secret@db:5432/app")
+            .env(
+                "DATABASE_URL",
+                "postgres://app:hunter2-db-secret@db:5432/app",
+            )
             .env("OFFLOAD_DASHBOARD_TOKEN", "hunter2-dashboard-token")
             .output()
             .unwrap();

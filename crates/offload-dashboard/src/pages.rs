@@ -1,9 +1,10 @@
 //! The HTML pages and their form actions.
 
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use axum::extract::rejection::{FormRejection, QueryRejection};
-use axum::extract::{Extension, Form, Path, Query, State};
+use axum::extract::{ConnectInfo, Extension, Form, Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use minijinja::{context, Value};
@@ -15,8 +16,11 @@ use serde::Deserialize;
 
 use crate::api::{parse_action, parse_id, parse_pause, ApiError};
 use crate::chart::throughput_svg;
-use crate::security::{csrf_matches, home_path, safe_next, session_cookie, urlencode, BasePath, CsrfToken};
+use crate::security::{
+    csrf_matches, home_path, safe_next, session_cookie, urlencode, BasePath, CsrfToken,
+};
 use crate::state::AppState;
+use crate::throttle::{client_key, retry_after_secs};
 
 /// What every page's layout needs.
 struct Page<'a, DB: Backend> {
@@ -453,6 +457,7 @@ pub(crate) async fn login<DB: Backend>(
     State(state): State<AppState<DB>>,
     Extension(BasePath(base)): Extension<BasePath>,
     Extension(csrf): Extension<CsrfToken>,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
     let page = Page {
@@ -468,9 +473,27 @@ pub(crate) async fn login<DB: Backend>(
     let Some(session) = state.session.as_deref() else {
         return see_other(&next);
     };
+    let client = client_key(client.map(|Extension(ConnectInfo(addr))| addr));
+    if let Err(wait) = state.throttle.check(client, Instant::now()) {
+        let secs = retry_after_secs(wait);
+        let mut response = page.render(
+            StatusCode::TOO_MANY_REQUESTS,
+            "login.html",
+            context! {
+                nav => "login",
+                next,
+                login_error => format!("Too many wrong tokens: try again in {secs} s."),
+            },
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return response;
+    }
     // Compares digests, so the comparison's timing says nothing about the token.
     let given = crate::state::session_value(form.token.trim());
     if given.as_bytes() != session.as_bytes() {
+        state.throttle.failed(client, Instant::now());
         return page.render(
             StatusCode::UNAUTHORIZED,
             "login.html",

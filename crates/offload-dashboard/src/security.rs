@@ -1,7 +1,10 @@
 //! Token authentication, cross-site request protection and response
 //! headers, applied to every route.
 
-use axum::extract::{OriginalUri, Request, State};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, OriginalUri, Request, State};
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
@@ -11,6 +14,7 @@ use rand::RngCore;
 
 use crate::api::ApiError;
 use crate::state::AppState;
+use crate::throttle::{client_key, retry_after_secs};
 
 const SESSION_COOKIE: &str = "offload_session";
 const CSRF_COOKIE: &str = "offload_csrf";
@@ -74,7 +78,23 @@ pub(crate) async fn guard<DB: Backend>(
         .into_response();
     }
     if let (Some(token), Some(session)) = (state.config.token.as_deref(), &state.session) {
+        let peer = request.extensions().get::<ConnectInfo<SocketAddr>>();
+        let client = client_key(peer.map(|ConnectInfo(addr)| *addr));
+        let sends_credentials = request.headers().contains_key(header::AUTHORIZATION)
+            || cookie(request.headers(), SESSION_COOKIE).is_some();
+        if !is_public && sends_credentials {
+            // Checked before the token: otherwise the right guess would
+            // still get through at full speed.
+            if let Err(wait) = state.throttle.check(client, Instant::now()) {
+                return too_many_guesses(wait);
+            }
+        }
         if !is_public && !authorized(request.headers(), token, session) {
+            if sends_credentials {
+                // A session cookie is a digest anyone can compute from a
+                // guess, so a wrong one is a guess too.
+                state.throttle.failed(client, Instant::now());
+            }
             if is_api || !safe_method {
                 let mut response = ApiError::new(
                     StatusCode::UNAUTHORIZED,
@@ -119,6 +139,22 @@ pub(crate) async fn guard<DB: Backend>(
         }
     }
     set_security_headers(headers);
+    response
+}
+
+/// 429 with `Retry-After`, for a client out of token guesses.
+pub(crate) fn too_many_guesses(wait: Duration) -> Response {
+    let secs = retry_after_secs(wait);
+    let mut response = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many wrong tokens",
+        format!("too many wrong tokens from this address; try again in {secs} s"),
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    set_security_headers(response.headers_mut());
     response
 }
 

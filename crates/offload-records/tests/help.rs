@@ -8,7 +8,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_offload-records");
 fn help_hides_secrets_from_the_environment() {
     let output = Command::new(BIN)
         .arg("--help")
-        .env("DATABASE_URL", "postgres://app:hunter2-db-secret@db:5432/app")
+        .env(
+            "DATABASE_URL",
+            "postgres://app:hunter2-db-secret@db:5432/app",
+        )
         .env("OFFLOAD_DASHBOARD_TOKEN", "hunter2-dashboard-token")
         .env(
             "OTEL_EXPORTER_OTLP_ENDPOINT",
