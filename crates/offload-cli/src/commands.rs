@@ -342,6 +342,8 @@ async fn serve_dashboard<DB: Backend>(
         )
         .with_state(metrics_state);
     let app = offload_dashboard::router(pool, config).merge(metrics);
+    // The peer address keys the dashboard's wrong-token throttle.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(offload::shutdown_signal())
         .await?;

@@ -361,3 +361,29 @@ fn help_shows_examples_and_exit_codes() {
         .unwrap();
     assert!(stdout(&bench).contains("--phases"));
 }
+
+#[test]
+fn help_hides_secrets_from_the_environment() {
+    let commands: [&[&str]; 6] = [
+        &["--help"],
+        &["jobs", "--help"],
+        &["jobs", "list", "--help"],
+        &["queues", "--help"],
+        &["dashboard", "--help"],
+        &["bench", "--help"],
+    ];
+    for args in commands {
+        let output = Command::new(BIN)
+            .args(args)
+            .env(
+                "DATABASE_URL",
+                "postgres://app:hunter2-db-secret@db:5432/app",
+            )
+            .env("OFFLOAD_DASHBOARD_TOKEN", "hunter2-dashboard-token")
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+        let help = stdout(&output);
+        assert!(!help.contains("hunter2"), "{args:?} shows a secret: {help}");
+    }
+}

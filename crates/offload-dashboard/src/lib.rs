@@ -11,7 +11,10 @@
 //! Pages refresh themselves every few seconds. Actions are `POST`s
 //! protected against cross-site requests; everything shown is escaped.
 //! Set a token with [`DashboardConfig::token`] whenever the server is
-//! reachable from other hosts.
+//! reachable from other hosts. Wrong tokens are throttled per client
+//! address (429 with `Retry-After`): serve with
+//! `into_make_service_with_connect_info::<SocketAddr>()` so the router
+//! sees that address, or all clients share one limit.
 //!
 //! ```no_run
 //! use offload_dashboard::DashboardConfig;
@@ -21,6 +24,7 @@
 //!     // ... the app's own routes ...
 //!     .nest("/admin/jobs", offload_dashboard::router(pool, DashboardConfig::new()));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
 //! axum::serve(listener, app).await
 //! # }
 //! ```
@@ -34,6 +38,7 @@ mod pages;
 mod security;
 mod state;
 mod templates;
+mod throttle;
 
 use axum::routing::{get, post};
 use axum::Router;

@@ -4,15 +4,20 @@
 //! service.
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, Extension, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use offload::admin::{Admin, AdminError};
 use offload::{Backend, JobState};
 use sqlx::Pool;
+
+use crate::security::too_many_guesses;
+use crate::throttle::{client_key, LoginThrottle};
 
 /// Why the Prometheus recorder is unavailable.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -50,6 +55,8 @@ pub struct MetricsState<DB: Backend> {
     queues: Arc<Mutex<BTreeSet<String>>>,
     /// Bearer token a scrape must send, if any.
     token: Option<Arc<str>>,
+    /// Wrong scrape tokens per client.
+    throttle: Arc<LoginThrottle>,
 }
 
 impl<DB: Backend> Clone for MetricsState<DB> {
@@ -59,6 +66,7 @@ impl<DB: Backend> Clone for MetricsState<DB> {
             handle: self.handle.clone(),
             queues: self.queues.clone(),
             token: self.token.clone(),
+            throttle: self.throttle.clone(),
         }
     }
 }
@@ -71,6 +79,7 @@ impl<DB: Backend> MetricsState<DB> {
             handle,
             queues: Arc::default(),
             token: None,
+            throttle: Arc::new(LoginThrottle::new()),
         }
     }
 
@@ -100,10 +109,16 @@ impl<DB: Backend> MetricsState<DB> {
 /// metric in the Prometheus text format.
 pub async fn render<DB: Backend>(
     State(state): State<MetricsState<DB>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Response {
     if let Some(token) = &state.token {
+        let client = client_key(peer.map(|Extension(ConnectInfo(addr))| addr));
+        if let Err(wait) = state.throttle.check(client, Instant::now()) {
+            return too_many_guesses(wait);
+        }
         if !crate::security::bearer_matches(&headers, token) {
+            state.throttle.failed(client, Instant::now());
             return (
                 StatusCode::UNAUTHORIZED,
                 [(header::WWW_AUTHENTICATE, "Bearer realm=\"offload\"")],

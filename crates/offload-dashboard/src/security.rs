@@ -1,7 +1,10 @@
 //! Token authentication, cross-site request protection and response
 //! headers, applied to every route.
 
-use axum::extract::{OriginalUri, Request, State};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, OriginalUri, Request, State};
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
@@ -11,6 +14,7 @@ use rand::RngCore;
 
 use crate::api::ApiError;
 use crate::state::AppState;
+use crate::throttle::{client_key, retry_after_secs};
 
 const SESSION_COOKIE: &str = "offload_session";
 const CSRF_COOKIE: &str = "offload_csrf";
@@ -28,6 +32,16 @@ pub(crate) struct CsrfToken(pub String);
 /// at the root). Links are built on it, so the router can be nested.
 #[derive(Debug, Clone)]
 pub(crate) struct BasePath(pub String);
+
+/// The overview's path: the mount point itself, since axum's `nest`
+/// answers `/admin` but not `/admin/`.
+pub(crate) fn home_path(base: &str) -> String {
+    if base.is_empty() {
+        "/".to_owned()
+    } else {
+        base.to_owned()
+    }
+}
 
 pub(crate) async fn guard<DB: Backend>(
     State(state): State<AppState<DB>>,
@@ -64,7 +78,23 @@ pub(crate) async fn guard<DB: Backend>(
         .into_response();
     }
     if let (Some(token), Some(session)) = (state.config.token.as_deref(), &state.session) {
+        let peer = request.extensions().get::<ConnectInfo<SocketAddr>>();
+        let client = client_key(peer.map(|ConnectInfo(addr)| *addr));
+        let sends_credentials = request.headers().contains_key(header::AUTHORIZATION)
+            || cookie(request.headers(), SESSION_COOKIE).is_some();
+        if !is_public && sends_credentials {
+            // Checked before the token: otherwise the right guess would
+            // still get through at full speed.
+            if let Err(wait) = state.throttle.check(client, Instant::now()) {
+                return too_many_guesses(wait);
+            }
+        }
         if !is_public && !authorized(request.headers(), token, session) {
+            if sends_credentials {
+                // A session cookie is a digest anyone can compute from a
+                // guess, so a wrong one is a guess too.
+                state.throttle.failed(client, Instant::now());
+            }
             if is_api || !safe_method {
                 let mut response = ApiError::new(
                     StatusCode::UNAUTHORIZED,
@@ -109,6 +139,22 @@ pub(crate) async fn guard<DB: Backend>(
         }
     }
     set_security_headers(headers);
+    response
+}
+
+/// 429 with `Retry-After`, for a client out of token guesses.
+pub(crate) fn too_many_guesses(wait: Duration) -> Response {
+    let secs = retry_after_secs(wait);
+    let mut response = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many wrong tokens",
+        format!("too many wrong tokens from this address; try again in {secs} s"),
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    set_security_headers(response.headers_mut());
     response
 }
 
@@ -216,8 +262,11 @@ pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> 
         .map(|(_, value)| value)
 }
 
+/// Scoped to the mount point itself (`Path=/admin`, not `/admin/`), so the
+/// browser also sends it to the overview at `/admin`.
 fn cookie_header(name: &str, value: &str, base: &str) -> String {
-    format!("{name}={value}; Path={base}/; HttpOnly; SameSite=Strict")
+    let path = home_path(base);
+    format!("{name}={value}; Path={path}; HttpOnly; SameSite=Strict")
 }
 
 /// `Set-Cookie` for a logged-in browser.
@@ -256,7 +305,7 @@ pub(crate) fn safe_next(next: Option<&str>, base: &str) -> String {
         {
             path.to_owned()
         }
-        _ => format!("{base}/"),
+        _ => home_path(base),
     }
 }
 
@@ -267,9 +316,18 @@ mod tests {
     #[test]
     fn login_redirect_stays_on_site() {
         assert_eq!(safe_next(Some("/jobs?state=x"), ""), "/jobs?state=x");
-        assert_eq!(safe_next(Some("//evil.example/"), "/admin"), "/admin/");
+        assert_eq!(safe_next(Some("//evil.example/"), "/admin"), "/admin");
         assert_eq!(safe_next(Some("https://evil.example/"), ""), "/");
         assert_eq!(safe_next(Some("/\\evil.example"), ""), "/");
+    }
+
+    #[test]
+    fn cookies_reach_the_mount_point_itself() {
+        assert_eq!(
+            session_cookie("abc", "/admin"),
+            "offload_session=abc; Path=/admin; HttpOnly; SameSite=Strict"
+        );
+        assert!(session_cookie("abc", "").contains("; Path=/;"));
     }
 
     #[test]

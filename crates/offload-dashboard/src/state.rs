@@ -8,6 +8,7 @@ use sqlx::Pool;
 
 use crate::config::DashboardConfig;
 use crate::templates::Templates;
+use crate::throttle::LoginThrottle;
 
 pub(crate) struct AppState<DB: Backend> {
     pub admin: Admin<DB>,
@@ -15,6 +16,8 @@ pub(crate) struct AppState<DB: Backend> {
     pub templates: Arc<Templates>,
     /// What the login cookie holds: a digest of the token, never the token.
     pub session: Option<Arc<str>>,
+    /// Wrong tokens per client, shared by the login form and the guard.
+    pub throttle: Arc<LoginThrottle>,
 }
 
 impl<DB: Backend> Clone for AppState<DB> {
@@ -24,6 +27,7 @@ impl<DB: Backend> Clone for AppState<DB> {
             config: self.config.clone(),
             templates: self.templates.clone(),
             session: self.session.clone(),
+            throttle: self.throttle.clone(),
         }
     }
 }
@@ -36,6 +40,7 @@ impl<DB: Backend> AppState<DB> {
             config: Arc::new(config),
             templates: Arc::new(Templates::new()),
             session,
+            throttle: Arc::new(LoginThrottle::new()),
         }
     }
 }

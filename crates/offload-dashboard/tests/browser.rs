@@ -371,3 +371,136 @@ async fn browser_filters_retries_and_escapes() {
     server.abort();
     worker.shutdown().await;
 }
+
+/// Mounted as the README shows (`nest("/admin", …)` with a token): logging
+/// in lands on the overview, the nav's links work, and the state filter
+/// shows the state chosen.
+#[tokio::test]
+async fn browser_logs_in_under_a_prefix_with_a_token() {
+    let chromium = find_program("chromium").expect(
+        "Chromium is not installed: run `apt-get install -y chromium chromium-driver` (the browser test needs it)",
+    );
+    let chromedriver = find_program("chromedriver").expect(
+        "chromedriver is not installed: run `apt-get install -y chromium chromium-driver` (the browser test needs it)",
+    );
+    let (_db, pool) = sqlite_pool().await;
+    insert(&pool, &[("default", false, &[]), ("default", false, &[])]).await;
+    let worker = start_worker(&pool, &["default"]).await;
+    wait_idle(&pool).await;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let token = "prefix-test-token-value";
+    let dashboard = offload_dashboard::router(pool.clone(), DashboardConfig::new().token(token));
+    let app = axum::Router::new().nest("/admin", dashboard);
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let base = format!("http://{addr}/admin");
+
+    let driver_port = free_port();
+    let mut driver = tokio::process::Command::new(&chromedriver)
+        .arg(format!("--port={driver_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("chromedriver starts");
+    wait_for_port(driver_port).await;
+    let profile = tempfile::tempdir().unwrap();
+    let browser = start_browser(driver_port, profile.path(), &chromium).await;
+
+    // The mount point asks for the token, then lands on the overview.
+    browser.goto(&base).await.unwrap();
+    browser
+        .wait()
+        .for_element(Locator::Css("input[name=token]"))
+        .await
+        .expect("the login form")
+        .send_keys(token)
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Css("form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Id("count-completed"))
+        .await
+        .expect("the overview after logging in");
+    assert_eq!(text_of(&browser, "#count-completed .count").await, "2");
+
+    // The nav's links lead to pages, not to 404s or the login page.
+    browser
+        .find(Locator::LinkText("Jobs"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait()
+        .for_element(Locator::Id("f-state"))
+        .await
+        .expect("the jobs page");
+    browser
+        .find(Locator::LinkText("Overview"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Id("count-completed"))
+        .await
+        .expect("the overview from the nav's Overview link");
+
+    // Filtering by state keeps that state selected.
+    browser.goto(&format!("{base}/jobs")).await.unwrap();
+    browser
+        .wait()
+        .for_element(Locator::Id("f-state"))
+        .await
+        .unwrap()
+        .select_by_value("completed")
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Id("apply-filters"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the filter form to submit",
+        || async {
+            browser
+                .current_url()
+                .await
+                .unwrap()
+                .as_str()
+                .contains("state=completed")
+        },
+    )
+    .await;
+    let selected = browser
+        .execute(
+            "const s = document.getElementById('f-state'); return s.options[s.selectedIndex].text",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(selected, serde_json::json!("completed"));
+
+    browser.close().await.unwrap();
+    driver.kill().await.ok();
+    server.abort();
+    worker.shutdown().await;
+}

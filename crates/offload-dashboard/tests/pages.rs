@@ -3,6 +3,7 @@
 mod support;
 
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::http::{header, Request, StatusCode};
 use offload::{Client, JobState, NewJob};
 use offload_dashboard::DashboardConfig;
@@ -280,6 +281,72 @@ async fn token_protects_pages_and_api() {
     )
     .await;
     assert_eq!(in_page.status, StatusCode::OK);
+}
+
+/// A request from `peer`, as `into_make_service_with_connect_info` passes it.
+fn from_peer(mut request: Request<Body>, peer: &str) -> Request<Body> {
+    let addr: std::net::SocketAddr = peer.parse().unwrap();
+    request.extensions_mut().insert(ConnectInfo(addr));
+    request
+}
+
+fn bearer(token: &str) -> Request<Body> {
+    Request::get("/api/jobs")
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn wrong_tokens_are_throttled_per_client() {
+    let (_db, pool) = sqlite_pool().await;
+    let token = "correct-horse-battery";
+    let app = offload_dashboard::router(pool, DashboardConfig::new().token(token));
+    let guesser = "192.0.2.7:50000";
+
+    // A burst of wrong bearer tokens, then wrong logins, are refused...
+    for n in 0..8 {
+        let reply = send(&app, from_peer(bearer(&format!("guess-{n}")), guesser)).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    }
+    let login = send(&app, from_peer(get("/login"), guesser)).await;
+    let cookie = set_cookies(&login).join("; ");
+    let csrf = csrf_field(&login.text());
+    let login_guess = |guess: &str| {
+        from_peer(
+            form_post("/login", &cookie, format!("csrf={csrf}&token={guess}")),
+            guesser,
+        )
+    };
+    for guess in ["guess-a", "guess-b"] {
+        assert_eq!(
+            send(&app, login_guess(guess)).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    // ...until the client is out of guesses: 429, even with the right token.
+    for request in [
+        from_peer(bearer("guess-c"), guesser),
+        from_peer(bearer(token), guesser),
+        login_guess(token),
+    ] {
+        let reply = send(&app, request).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "{}",
+            reply.text()
+        );
+        let wait: u64 = reply.headers[header::RETRY_AFTER]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=3).contains(&wait), "Retry-After: {wait}");
+    }
+    // Other clients are not slowed.
+    let other = send(&app, from_peer(bearer(token), "198.51.100.3:40000")).await;
+    assert_eq!(other.status, StatusCode::OK);
 }
 
 #[tokio::test]

@@ -22,7 +22,10 @@ pub enum LogFormat {
 pub struct Config {
     /// Database URL: `sqlite://FILE` or `postgres://...` (default: an SQLite
     /// file in the working directory).
-    #[arg(long, env = "DATABASE_URL", default_value_t = offload::database_url_from_env())]
+    // Hidden in `--help`: the environment's value (and the default read from
+    // it) may hold a password.
+    #[arg(long, env = "DATABASE_URL", default_value_t = offload::database_url_from_env(),
+          hide_env_values = true, hide_default_value = true)]
     pub database_url: String,
     /// Address to listen on.
     #[arg(long, env = "LISTEN", default_value = "127.0.0.1:3000")]
@@ -62,7 +65,7 @@ pub struct Config {
     pub dashboard_token: Option<String>,
     /// OTLP endpoint (gRPC, e.g. `http://127.0.0.1:4317`) to export spans
     /// to. Needs the `otel` feature; without it, the flag is refused.
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", hide_env_values = true)]
     pub otlp_endpoint: Option<String>,
 }
 

@@ -99,6 +99,8 @@ pub async fn serve<DB: RecordStore>(
         tracing::info!("shutting down: finishing in-flight requests");
         signal.cancel();
     });
+    // The peer address keys the dashboard's wrong-token throttle.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(stop.clone().cancelled_owned())
         .await;

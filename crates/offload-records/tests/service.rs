@@ -148,6 +148,27 @@ async fn acknowledged_records_finish_after_graceful_restart<DB: RecordStore>(url
     shut_down(restarted).await;
 }
 
+async fn oversized_body_is_refused_before_100_continue<DB: RecordStore>(url: String) {
+    let running = start::<DB>(&url, 1).await;
+    let mut stream = TcpStream::connect(running.addr).await.expect("connect");
+    let request = format!(
+        "POST /records HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        running.addr,
+        100 * 1024 * 1024
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut first = vec![0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut first))
+        .await
+        .expect("an answer without the body")
+        .expect("read");
+    let head = String::from_utf8_lossy(&first[..read]);
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    drop(stream);
+    shut_down(running).await;
+}
+
 /// Runs `scenario` with the URL of a fresh database of `DB`'s kind, then
 /// drops it.
 async fn on_fresh<DB: RecordStore + FreshBackend, F: Future<Output = ()>>(
@@ -161,4 +182,5 @@ async fn on_fresh<DB: RecordStore + FreshBackend, F: Future<Output = ()>>(
 offload_test_fixture::on_both_backends!(on_fresh =>
     serves_and_processes_in_process,
     acknowledged_records_finish_after_graceful_restart,
+    oversized_body_is_refused_before_100_continue,
 );

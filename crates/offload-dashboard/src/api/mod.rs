@@ -370,11 +370,8 @@ async fn throughput<DB: Backend>(
                 ApiError::bad_request("`minutes` must be a whole number from 1 to 1440")
             })?,
     };
-    let queue = query
-        .queue
-        .as_deref()
-        .map(str::trim)
-        .filter(|q| !q.is_empty());
+    // The admin layer checks the queue like any filter's (trimmed, no NUL).
+    let queue = query.queue.as_deref();
     Ok(Json(state.admin.throughput(minutes, queue).await?))
 }
 

@@ -4,8 +4,9 @@
 pub mod records;
 pub mod stats;
 
-use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::Router;
@@ -115,8 +116,8 @@ pub fn router_with_dashboard<DB: RecordStore>(
             "/dashboard",
             offload_dashboard::router(pool.clone(), dashboard),
         )
-        // The dashboard's home link is `/dashboard/`; a nested `/` only
-        // answers `/dashboard`.
+        // A nested `/` only answers `/dashboard`; old links and typed
+        // URLs may end in a slash.
         .route(
             "/dashboard/",
             get(|| async { Redirect::permanent("/dashboard") }),
@@ -141,6 +142,28 @@ pub fn router_with_dashboard<DB: RecordStore>(
         // request's transaction back.
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(TxLayer::new(pool))
+        // Outermost: an oversized request starts no transaction.
+        .layer(axum::middleware::from_fn(move |request, next| {
+            refuse_declared_oversize(body_limit, request, next)
+        }))
+}
+
+/// Refuses a body whose `Content-Length` is over `limit` before reading
+/// it: hyper answers `Expect: 100-continue` when the body is first read, so
+/// waiting for `DefaultBodyLimit` would invite the client to send it all.
+/// Bodies without a length are still cut off by `DefaultBodyLimit`.
+async fn refuse_declared_oversize(limit: usize, request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Problem::new(StatusCode::PAYLOAD_TOO_LARGE)
+            .with_detail(format!("the request body is over the {limit}-byte limit"))
+            .into_response();
+    }
+    next.run(request).await
 }
 
 async fn not_found() -> Problem {

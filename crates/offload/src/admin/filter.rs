@@ -129,12 +129,12 @@ impl FilterParams {
         }
         let filter = JobFilter {
             states,
-            queue: name_param("queue", &self.queue)?,
-            kind: name_param("kind", &self.kind)?,
-            tag: name_param("tag", &self.tag)?,
+            queue: name_param("queue", self.queue.as_deref())?,
+            kind: name_param("kind", self.kind.as_deref())?,
+            tag: name_param("tag", self.tag.as_deref())?,
             since,
             until,
-            text: checked_text("q", &self.q, MAX_TEXT_LEN)?,
+            text: checked_text("q", self.q.as_deref(), MAX_TEXT_LEN)?,
         };
         let limit = match present(&self.limit) {
             None => DEFAULT_PAGE_SIZE,
@@ -185,12 +185,15 @@ pub(super) fn shorten(value: &str) -> String {
     short
 }
 
+/// The one rule for every text a filter matches: trimmed, empty as absent,
+/// at most `max` characters, and no control characters (PostgreSQL cannot
+/// even compare a NUL).
 fn checked_text(
     field: &'static str,
-    value: &Option<String>,
+    value: Option<&str>,
     max: usize,
 ) -> Result<Option<String>, FilterError> {
-    let Some(value) = present(value) else {
+    let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
         return Ok(None);
     };
     if value.chars().count() > max {
@@ -202,7 +205,11 @@ fn checked_text(
     Ok(Some(value.to_owned()))
 }
 
-fn name_param(field: &'static str, value: &Option<String>) -> Result<Option<String>, FilterError> {
+/// A queue, kind or tag name to match exactly.
+pub(super) fn name_param(
+    field: &'static str,
+    value: Option<&str>,
+) -> Result<Option<String>, FilterError> {
     checked_text(field, value, MAX_NAME_LEN)
 }
 
@@ -305,6 +312,21 @@ mod tests {
         assert_eq!(
             params(|p| p.q = Some("a\0b".into())).parse().unwrap_err(),
             FilterError::ControlCharacters("q")
+        );
+        for field in ["queue", "kind", "tag"] {
+            let set = |p: &mut FilterParams| match field {
+                "queue" => p.queue = Some("\0".into()),
+                "kind" => p.kind = Some("\0".into()),
+                _ => p.tag = Some("\0".into()),
+            };
+            assert_eq!(
+                params(set).parse().unwrap_err(),
+                FilterError::ControlCharacters(field)
+            );
+        }
+        assert_eq!(
+            name_param("queue", Some("mail\0")).unwrap_err(),
+            FilterError::ControlCharacters("queue")
         );
     }
 }

@@ -155,11 +155,14 @@ impl<DB: Backend> Admin<DB> {
 
     /// Completed and discarded jobs per minute over the last `minutes`
     /// minutes (1 to 1440), oldest first, with empty minutes as zeros.
+    /// `queue` is checked like a filter's queue ([`AdminError::Filter`]).
     pub async fn throughput(
         &self,
         minutes: u32,
         queue: Option<&str>,
     ) -> Result<Vec<ThroughputPoint>, AdminError> {
+        let queue = filter::name_param("queue", queue)?;
+        let queue = queue.as_deref();
         let minutes = minutes.clamp(1, 1440);
         let now = Utc::now();
         let current_minute = now.timestamp() - now.timestamp().rem_euclid(60);

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{Extension, Form, Path, Query, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use minijinja::{context, Value};
 use offload::{
@@ -15,8 +15,11 @@ use serde::Deserialize;
 
 use crate::api::{parse_action, parse_id, parse_pause, ApiError};
 use crate::chart::throughput_svg;
-use crate::security::{csrf_matches, safe_next, session_cookie, urlencode, BasePath, CsrfToken};
+use crate::security::{csrf_matches, home_path, urlencode, BasePath, CsrfToken};
 use crate::state::AppState;
+
+mod login;
+pub(crate) use login::{login, login_form};
 
 /// What every page's layout needs.
 struct Page<'a, DB: Backend> {
@@ -30,6 +33,7 @@ impl<DB: Backend> Page<'_, DB> {
         let config = &self.state.config;
         let layout = context! {
             base => self.base,
+            home => home_path(self.base),
             csrf => self.csrf,
             title => config.title,
             database => config.database,
@@ -169,16 +173,9 @@ pub(crate) async fn job_list<DB: Backend>(
     };
     let raw = query.map(|Query(q)| q).unwrap_or_default();
     let notice = notice.ok().and_then(|Query(n)| n.message());
-    let selected_states: Vec<String> = raw
-        .state
-        .as_deref()
-        .unwrap_or_default()
-        .split(',')
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .collect();
+    // The select holds one value: a state's name, or the whole list as typed.
     let form = context! {
-        state => selected_states,
+        state => raw.state.as_deref().map(str::trim),
         queue => raw.queue,
         kind => raw.kind,
         tag => raw.tag,
@@ -410,82 +407,8 @@ pub(crate) async fn queue_action<DB: Backend>(
     }
     .await;
     match result {
-        Ok(true) => see_other(&format!("{base}/?notice=pause")),
-        Ok(false) => see_other(&format!("{base}/?notice=resume")),
+        Ok(true) => see_other(&format!("{}?notice=pause", home_path(&base))),
+        Ok(false) => see_other(&format!("{}?notice=resume", home_path(&base))),
         Err(error) => page.error(error),
     }
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub(crate) struct LoginQuery {
-    next: Option<String>,
-}
-
-pub(crate) async fn login_form<DB: Backend>(
-    State(state): State<AppState<DB>>,
-    Extension(BasePath(base)): Extension<BasePath>,
-    Extension(CsrfToken(csrf)): Extension<CsrfToken>,
-    query: Result<Query<LoginQuery>, QueryRejection>,
-) -> Response {
-    let page = Page {
-        state: &state,
-        base: &base,
-        csrf: &csrf,
-    };
-    let next = safe_next(query.ok().and_then(|Query(q)| q.next).as_deref(), &base);
-    page.render(
-        StatusCode::OK,
-        "login.html",
-        context! { nav => "login", next },
-    )
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct LoginForm {
-    csrf: String,
-    token: String,
-    #[serde(default)]
-    next: Option<String>,
-}
-
-impl HasCsrf for LoginForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
-
-pub(crate) async fn login<DB: Backend>(
-    State(state): State<AppState<DB>>,
-    Extension(BasePath(base)): Extension<BasePath>,
-    Extension(csrf): Extension<CsrfToken>,
-    form: Result<Form<LoginForm>, FormRejection>,
-) -> Response {
-    let page = Page {
-        state: &state,
-        base: &base,
-        csrf: &csrf.0,
-    };
-    let form = match check_form(form, &csrf) {
-        Ok(form) => form,
-        Err(error) => return page.error(error),
-    };
-    let next = safe_next(form.next.as_deref(), &base);
-    let Some(session) = state.session.as_deref() else {
-        return see_other(&next);
-    };
-    // Compares digests, so the comparison's timing says nothing about the token.
-    let given = crate::state::session_value(form.token.trim());
-    if given.as_bytes() != session.as_bytes() {
-        return page.render(
-            StatusCode::UNAUTHORIZED,
-            "login.html",
-            context! { nav => "login", next, login_error => "That token is not right." },
-        );
-    }
-    let mut response = see_other(&next);
-    if let Ok(cookie) = HeaderValue::from_str(&session_cookie(session, &base)) {
-        response.headers_mut().append(header::SET_COOKIE, cookie);
-    }
-    response
 }
