@@ -60,7 +60,10 @@ async fn cancelled_begin_never_hands_out_a_connection_inside_a_transaction() {
             sqlx::Executor::execute(&pool, "ROLLBACK").await.unwrap();
         }
     }
-    assert!(cancelled > 0, "no begin was cancelled; the test proves nothing");
+    assert!(
+        cancelled > 0,
+        "no begin was cancelled; the test proves nothing"
+    );
     assert!(
         inherited.is_empty(),
         "a connection was handed out inside a transaction after a BEGIN cancelled at poll {inherited:?}"
@@ -81,7 +84,11 @@ async fn autocommit_write_after_a_cancelled_begin_is_committed() {
         .unwrap();
     let mut lost = Vec::new();
     for n in 1..=100i32 {
-        cancel_after(<Postgres as Backend>::begin_write(&pool), n as usize % 5 + 1).await;
+        cancel_after(
+            <Postgres as Backend>::begin_write(&pool),
+            n as usize % 5 + 1,
+        )
+        .await;
         sqlx::query("INSERT INTO marks (n) VALUES ($1)")
             .bind(n)
             .execute(&pool)
@@ -99,10 +106,7 @@ async fn autocommit_write_after_a_cancelled_begin_is_committed() {
             lost.push(n);
         }
     }
-    assert!(
-        lost.is_empty(),
-        "autocommit writes {lost:?} were lost"
-    );
+    assert!(lost.is_empty(), "autocommit writes {lost:?} were lost");
     pool.close().await;
     other.close().await;
     db.cleanup().await;
