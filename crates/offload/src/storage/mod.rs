@@ -56,10 +56,15 @@ use crate::{Error, Result};
 /// # Ok(()) }
 /// ```
 pub trait Backend: Driver + PortableSql {
-    /// Opens a pool with the settings offload relies on. On SQLite: WAL, a
-    /// busy timeout, and a release hook that rolls back a transaction left
-    /// open by a cancelled `BEGIN` (an sqlx 0.8 gap), which would otherwise
-    /// make every later `BEGIN IMMEDIATE` on that connection fail.
+    /// Opens a pool with the settings offload relies on, and that never
+    /// hands out a connection left inside a transaction by a cancelled
+    /// `BEGIN` (an sqlx 0.8 gap). On SQLite: WAL, a busy timeout, and a
+    /// release hook that rolls such a transaction back, which would
+    /// otherwise make every later `BEGIN IMMEDIATE` on that connection
+    /// fail. On PostgreSQL: an acquire check, in place of sqlx's liveness
+    /// ping, that rolls it back, which would otherwise swallow later
+    /// autocommit writes such as a job's completion. Pools built otherwise
+    /// lack these guards.
     fn connect(url: &str, max_connections: u32) -> impl Future<Output = Result<Pool<Self>>> + Send {
         Self::pool_connect(url, max_connections)
     }

@@ -2,11 +2,12 @@
 //! notifications, worker heartbeats, leadership, periodic ticks and the
 //! migration table.
 
+use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::PgListener;
-use sqlx::{Executor, PgConnection, PgPool, Postgres, Transaction};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::{Executor, PgConnection, PgPool, Postgres, Row, Transaction};
 
 use crate::storage::decode::LeaderRow;
 use crate::storage::schema::{failed, Migration};
@@ -18,6 +19,12 @@ use crate::Result;
 const JOBS_CHANNEL: &str = "offload_jobs";
 /// The channel operators' cancels notify, with the job id as payload.
 const CANCEL_CHANNEL: &str = "offload_cancel";
+
+/// Whether a connection is outside a transaction block, in the one round
+/// trip the pool's liveness ping would cost. Sent as a simple query, whose
+/// implicit transaction starts with the statement, so `now()` equals
+/// `statement_timestamp()` exactly; inside a block `now()` is the `BEGIN`'s.
+const OUTSIDE_TRANSACTION: &str = "SELECT now() = statement_timestamp()";
 
 const TRY_LEAD: &str = r#"
 INSERT INTO offload_leader (name, leader_id, elected_at, expires_at)
@@ -37,6 +44,36 @@ ON CONFLICT (name) DO UPDATE SET last_tick = excluded.last_tick
 WHERE offload_periodic.last_tick < excluded.last_tick
 RETURNING name
 "#;
+
+/// Opens the pool; see `Backend::connect`.
+pub(super) async fn connect(url: &str, max_connections: u32) -> Result<PgPool> {
+    let options = PgConnectOptions::from_str(url)?;
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(30))
+        // `before_acquire` checks liveness too, in place of the ping.
+        .test_before_acquire(false)
+        .before_acquire(|conn, _| Box::pin(close_abandoned_transaction(conn)))
+        .connect_with(options)
+        .await?)
+}
+
+/// Rolls back a transaction left open on a connection about to be handed
+/// out. sqlx 0.8's `begin` counts the transaction only when the `BEGIN`'s
+/// reply arrives, and its guard rolls back nothing at depth 0: a future
+/// dropped while waiting (a request whose client disconnected) returns the
+/// connection with the server inside a transaction, where later autocommit
+/// writes (a job's completion) would wait for someone's `COMMIT` or be lost
+/// to their `ROLLBACK`. sqlx does not expose the server's transaction
+/// status, so this asks the server; an error closes the connection.
+async fn close_abandoned_transaction(conn: &mut PgConnection) -> sqlx::Result<bool> {
+    let outside: bool = conn.fetch_one(OUTSIDE_TRANSACTION).await?.try_get(0)?;
+    if !outside {
+        tracing::warn!("rolling back a transaction whose BEGIN was cancelled");
+        conn.execute("ROLLBACK").await?;
+    }
+    Ok(true)
+}
 
 /// Wakes listeners of `queues` on every host.
 pub(super) async fn notify(pool: &PgPool, queues: &[String]) -> Result<()> {

@@ -5,11 +5,9 @@ mod admin;
 mod cluster;
 mod jobs;
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use cluster::notify;
@@ -67,12 +65,7 @@ impl Driver for Postgres {
     const MIGRATIONS: &'static [Migration] = MIGRATIONS;
 
     async fn pool_connect(url: &str, max_connections: u32) -> Result<PgPool> {
-        let options = PgConnectOptions::from_str(url)?;
-        Ok(PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options)
-            .await?)
+        cluster::connect(url, max_connections).await
     }
 
     fn pool_identity(pool: &PgPool) -> String {
