@@ -386,16 +386,14 @@ fn has_escaped_nul(json: &str) -> bool {
     }) || json.contains('\0')
 }
 
+// A test beside the function, not in a child module: `super::` would read
+// as an import of `storage/mod.rs` to scripts/import-loops.py.
 #[cfg(test)]
-mod nul_tests {
-    use super::has_escaped_nul;
-
-    #[test]
-    fn finds_escaped_nuls_but_not_escaped_backslashes() {
-        assert!(has_escaped_nul(r#"{"note":"a\u0000b"}"#));
-        assert!(has_escaped_nul(r#"{"note":"\\\u0000"}"#));
-        assert!(!has_escaped_nul(r#"{"note":"\\u0000"}"#));
-        assert!(!has_escaped_nul(r#"{"n":10000}"#));
-        assert!(has_escaped_nul("{\"raw\":\"\0\"}"));
-    }
+#[test]
+fn finds_escaped_nuls_but_not_escaped_backslashes() {
+    assert!(has_escaped_nul(r#"{"note":"a\u0000b"}"#));
+    assert!(has_escaped_nul(r#"{"note":"\\\u0000"}"#));
+    assert!(!has_escaped_nul(r#"{"note":"\\u0000"}"#));
+    assert!(!has_escaped_nul(r#"{"n":10000}"#));
+    assert!(has_escaped_nul("{\"raw\":\"\0\"}"));
 }
