@@ -123,6 +123,40 @@ fn docs_dir() -> PathBuf {
     }
 }
 
+/// Picks `state` in the jobs page's state filter, applies it, and waits
+/// for the filtered page.
+async fn filter_by_state(browser: &Browser, state: &str) {
+    browser
+        .wait()
+        .for_element(Locator::Id("f-state"))
+        .await
+        .unwrap()
+        .select_by_value(state)
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Id("apply-filters"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let expected = format!("state={state}");
+    eventually(
+        Duration::from_secs(10),
+        "the filter form to submit",
+        || async {
+            browser
+                .current_url()
+                .await
+                .unwrap()
+                .as_str()
+                .contains(&expected)
+        },
+    )
+    .await;
+}
+
 async fn text_of(browser: &Browser, css: &str) -> String {
     browser
         .find(Locator::Css(css))
@@ -248,34 +282,7 @@ async fn browser_filters_retries_and_escapes() {
         .click()
         .await
         .unwrap();
-    browser
-        .wait()
-        .for_element(Locator::Id("f-state"))
-        .await
-        .unwrap()
-        .select_by_value("discarded")
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Id("apply-filters"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    eventually(
-        Duration::from_secs(10),
-        "the filter form to submit",
-        || async {
-            browser
-                .current_url()
-                .await
-                .unwrap()
-                .as_str()
-                .contains("state=discarded")
-        },
-    )
-    .await;
+    filter_by_state(&browser, "discarded").await;
     let states = browser
         .find_all(Locator::Css("table.jobs tbody .badge"))
         .await
@@ -462,34 +469,7 @@ async fn browser_logs_in_under_a_prefix_with_a_token() {
 
     // Filtering by state keeps that state selected.
     browser.goto(&format!("{base}/jobs")).await.unwrap();
-    browser
-        .wait()
-        .for_element(Locator::Id("f-state"))
-        .await
-        .unwrap()
-        .select_by_value("completed")
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Id("apply-filters"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    eventually(
-        Duration::from_secs(10),
-        "the filter form to submit",
-        || async {
-            browser
-                .current_url()
-                .await
-                .unwrap()
-                .as_str()
-                .contains("state=completed")
-        },
-    )
-    .await;
+    filter_by_state(&browser, "completed").await;
     let selected = browser
         .execute(
             "const s = document.getElementById('f-state'); return s.options[s.selectedIndex].text",
