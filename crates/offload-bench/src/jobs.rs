@@ -34,7 +34,8 @@ pub(crate) fn reset_started() {
     STARTED.store(0, Ordering::Relaxed);
 }
 
-fn count_start() {
+/// Counts one job start; the baseline's no-op jobs count here too.
+pub(crate) fn count_start() {
     STARTED.fetch_add(1, Ordering::Relaxed);
 }
 
@@ -121,18 +122,25 @@ impl<DB: BenchStore> Job<DB> for LatencyJob {
     const QUEUE: &'static str = QUEUE;
 
     async fn run(self, ctx: &mut JobContext<DB>) -> Result<(), JobError> {
-        let now = now_micros();
-        let waited = u64::try_from(now - self.enqueued_at_us).unwrap_or(0);
-        LATENCY_STARTS
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push((ctx.id(), now));
-        if let Some(histogram) = lock_latencies().as_mut() {
-            histogram.saturating_record(waited.clamp(1, MAX_LATENCY_US));
-        }
-        count_start();
+        record_latency_start(ctx.id(), self.enqueued_at_us);
         Ok(())
     }
+}
+
+/// Records that job `id`, whose enqueue call began at `enqueued_at_us`,
+/// starts now. The baseline's latency worker reports here too, so both
+/// sides are measured by the same code.
+pub(crate) fn record_latency_start(id: i64, enqueued_at_us: i64) {
+    let now = now_micros();
+    let waited = u64::try_from(now - enqueued_at_us).unwrap_or(0);
+    LATENCY_STARTS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .push((id, now));
+    if let Some(histogram) = lock_latencies().as_mut() {
+        histogram.saturating_record(waited.clamp(1, MAX_LATENCY_US));
+    }
+    count_start();
 }
 
 /// A registry with every bench job kind.

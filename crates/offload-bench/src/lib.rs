@@ -29,21 +29,24 @@
 
 #![warn(missing_docs)]
 
+mod baseline;
+mod comparison;
 mod jobs;
 mod phase;
 mod report;
+mod rounds;
 pub mod store;
-
-use std::time::Duration;
 
 use anyhow::Context as _;
 use offload::{Backend, BackendKind};
 use sqlx::{Postgres, Sqlite};
 
+pub use comparison::{Comparison, Side};
 pub use jobs::{CounterJob, LatencyJob, NoopJob, QUEUE};
 pub use report::{Latency, Report, Settings, Throughput};
 
-use crate::store::{postgres::ScratchDatabase, sqlite::ScratchFile, BenchStore};
+use crate::baseline::WithBaseline;
+use crate::store::{postgres::ScratchDatabase, sqlite::ScratchFile};
 
 /// The measurements a run can make, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -117,9 +120,10 @@ pub struct BenchArgs {
     pub concurrency: usize,
 
     /// Queue concurrency for transactional jobs; each holds a connection
-    /// while it runs. Default: 16 on PostgreSQL, 2 on SQLite.
-    #[arg(long)]
-    pub tx_concurrency: Option<usize>,
+    /// while it runs. Comma-separated for one drain-tx measure per value
+    /// (`16,64`). Default: 16 on PostgreSQL, 2 on SQLite.
+    #[arg(long, value_delimiter = ',')]
+    pub tx_concurrency: Vec<usize>,
 
     /// Most jobs claimed per statement (`WorkerConfig::fetch_batch`).
     #[arg(long, default_value_t = 1_000)]
@@ -146,6 +150,17 @@ pub struct BenchArgs {
     /// database, to see what waiting for the WAL flush of each commit costs.
     #[arg(long)]
     pub async_commit: bool,
+
+    /// Also run the hand-written baseline (its own minimal tables and SQL in
+    /// the same scratch database), alternating with offload in every
+    /// measure, and report both medians and their ratio.
+    #[arg(long)]
+    pub baseline: bool,
+
+    /// Rounds of each measure (per side); the report gives medians.
+    /// Default: 3 with `--baseline`, else 1.
+    #[arg(long)]
+    pub rounds: Option<usize>,
 
     /// Print the report as JSON instead of a table.
     #[arg(long)]
@@ -198,7 +213,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     }
 }
 
-async fn run_on<DB: BenchStore>(
+async fn run_on<DB: WithBaseline>(
     url: &str,
     database: &str,
     args: &BenchArgs,
@@ -208,64 +223,42 @@ async fn run_on<DB: BenchStore>(
     let settings = Settings {
         max_connections: args.max_connections.unwrap_or(default_connections),
         concurrency: args.concurrency,
-        tx_concurrency: args.tx_concurrency.unwrap_or(default_tx_concurrency),
+        tx_concurrency: if args.tx_concurrency.is_empty() {
+            vec![default_tx_concurrency]
+        } else {
+            args.tx_concurrency.clone()
+        },
         fetch_batch: args.fetch_batch,
         completer_batch: args.completer_batch,
         synchronous_commit: !args.async_commit,
     };
+    let rounds = args
+        .rounds
+        .unwrap_or(if args.baseline { 3 } else { 1 })
+        .max(1);
     let pool = DB::connect(url, settings.max_connections).await?;
     let bench = phase::Bench::<DB>::new(pool.clone(), settings.clone());
     bench.client.migrate().await?;
+    let baseline = if args.baseline {
+        Some(DB::baseline(&pool, url, &settings).await?)
+    } else {
+        None
+    };
     let mut report = Report {
         backend: backend_name::<DB>().to_owned(),
         database: database.to_owned(),
         settings,
+        rounds,
+        baseline: args.baseline,
         bulk_enqueue: None,
         single_enqueue: None,
         drain_noop: None,
         drain_noop_delete: None,
         drain_tx: None,
         latency: None,
+        comparisons: Vec::new(),
     };
-    if args.runs(Phase::Bulk) {
-        report.bulk_enqueue = Some(
-            bench
-                .bulk_enqueue(args.bulk_jobs, args.bulk_batch, args.bulk_tasks)
-                .await?,
-        );
-    }
-    if args.runs(Phase::Single) {
-        report.single_enqueue = Some(
-            bench
-                .single_enqueue(args.single_jobs, args.single_tasks)
-                .await?,
-        );
-    }
-    if args.runs(Phase::Drain) {
-        report.drain_noop = Some(
-            bench
-                .drain_noop(args.drain_jobs, args.bulk_batch, false)
-                .await?,
-        );
-    }
-    if args.runs(Phase::DrainDelete) {
-        report.drain_noop_delete = Some(
-            bench
-                .drain_noop(args.drain_jobs, args.bulk_batch, true)
-                .await?,
-        );
-    }
-    if args.runs(Phase::DrainTx) {
-        report.drain_tx = Some(
-            bench
-                .drain_tx(args.tx_jobs, args.counter_rows, args.bulk_batch)
-                .await?,
-        );
-    }
-    if args.runs(Phase::Latency) {
-        let duration = Duration::from_secs_f64(args.latency_secs.max(0.1));
-        report.latency = Some(bench.latency(args.latency_rate, duration).await?);
-    }
+    rounds::measure_all(&bench, baseline.as_ref(), args, rounds, &mut report).await?;
     pool.close().await;
     Ok(report)
 }

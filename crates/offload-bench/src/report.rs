@@ -4,7 +4,12 @@ use std::fmt;
 
 use serde::Serialize;
 
-/// Every figure of one run. Phases that were not run are `None`.
+use crate::comparison::{write_table, Comparison};
+
+/// Every figure of one run. Phases that were not run are `None`; with more
+/// than one round, each phase's field holds offload's median round (by
+/// jobs/s, or by p99 for latency; for drain-tx, of the first concurrency),
+/// and [`Report::comparisons`] has every round.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     /// `postgres` or `sqlite`.
@@ -13,6 +18,10 @@ pub struct Report {
     pub database: String,
     /// The settings the run used.
     pub settings: Settings,
+    /// Rounds of each measure, per side.
+    pub rounds: usize,
+    /// Whether the hand-written baseline ran, alternating with offload.
+    pub baseline: bool,
     /// `enqueue_many` in batches.
     pub bulk_enqueue: Option<Throughput>,
     /// One `enqueue` per job, from several tasks.
@@ -25,6 +34,9 @@ pub struct Report {
     pub drain_tx: Option<Throughput>,
     /// Enqueue-to-start delay at a steady enqueue rate.
     pub latency: Option<Latency>,
+    /// Per measure (and per drain-tx concurrency): every round's figure on
+    /// both sides, both medians and offload ÷ baseline.
+    pub comparisons: Vec<Comparison>,
 }
 
 /// The knobs a run used, so that figures can be compared.
@@ -34,8 +46,8 @@ pub struct Settings {
     pub max_connections: u32,
     /// Queue concurrency for no-op and latency jobs.
     pub concurrency: usize,
-    /// Queue concurrency for transactional jobs.
-    pub tx_concurrency: usize,
+    /// Queue concurrency for transactional jobs: one drain-tx measure per value.
+    pub tx_concurrency: Vec<usize>,
     /// Most jobs claimed per statement.
     pub fetch_batch: usize,
     /// Most completions written per statement.
@@ -106,12 +118,19 @@ impl fmt::Display for Report {
             "pool {} connections, concurrency {} (tx jobs {}), fetch batch {}, completer batch {}{}",
             s.max_connections,
             s.concurrency,
-            s.tx_concurrency,
+            s.tx_concurrency
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
             s.fetch_batch,
             s.completer_batch,
             if s.synchronous_commit { "" } else { ", synchronous_commit off" }
         )?;
         writeln!(f)?;
+        if self.rounds > 1 || self.baseline {
+            return write_table(f, &self.comparisons, self.rounds);
+        }
         writeln!(
             f,
             "{:<34} {:>9} {:>9} {:>12}  check",

@@ -55,12 +55,13 @@ impl<DB: BenchStore> Bench<DB> {
     }
 
     /// Drains `jobs` jobs that each add one to a counter row (of
-    /// `counter_rows`) in their own transaction.
+    /// `counter_rows`) in their own transaction, `concurrency` at once.
     pub async fn drain_tx(
         &self,
         jobs: u64,
         counter_rows: i64,
         batch: usize,
+        concurrency: usize,
     ) -> anyhow::Result<Throughput> {
         let phase = "drain tx";
         let counter_rows = counter_rows.max(1);
@@ -74,12 +75,7 @@ impl<DB: BenchStore> Bench<DB> {
             .collect::<Result<Vec<_>, _>>()?;
         self.prepare(phase, rows, batch).await?;
         let elapsed = self
-            .run_worker(
-                phase,
-                jobs,
-                self.settings.tx_concurrency,
-                Retention::default(),
-            )
+            .run_worker(phase, jobs, concurrency, Retention::default())
             .await?;
         let completed = self.count(JobState::Completed).await?;
         let total = u64::try_from(DB::counter_total(self.pool()).await?).unwrap_or(0);

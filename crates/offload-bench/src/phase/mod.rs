@@ -2,7 +2,7 @@
 
 mod drain;
 mod enqueue;
-mod latency;
+pub(crate) mod latency;
 
 use std::time::Duration;
 
@@ -44,7 +44,7 @@ impl<DB: BenchStore> Bench<DB> {
 
 /// A progress bar on stderr for `len` jobs (hidden when stderr is not a
 /// terminal).
-fn bar(phase: &str, len: u64) -> ProgressBar {
+pub(crate) fn bar(phase: &str, len: u64) -> ProgressBar {
     let bar = ProgressBar::new(len).with_prefix(phase.to_owned());
     bar.set_style(
         ProgressStyle::with_template(
@@ -59,7 +59,7 @@ fn bar(phase: &str, len: u64) -> ProgressBar {
 
 /// Ends `bar` and prints a one-line summary that stays when stderr is not
 /// a terminal.
-fn finish(bar: ProgressBar, summary: &str) {
+pub(crate) fn finish(bar: ProgressBar, summary: &str) {
     bar.finish_and_clear();
     eprintln!("{:>28}: {summary}", bar.prefix());
 }

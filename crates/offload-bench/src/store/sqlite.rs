@@ -60,7 +60,7 @@ impl ScratchFile {
 }
 
 /// The file path in `sqlite://path?params` or `sqlite:path`.
-fn sqlite_path(url: &str) -> PathBuf {
+pub(crate) fn sqlite_path(url: &str) -> PathBuf {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
