@@ -1,0 +1,102 @@
+//! A tiny `--baseline --rounds 1` run on each backend: both sides of every
+//! measure ran and passed their checks, and the table shows both medians.
+
+use clap::Parser;
+use offload_bench::{BenchArgs, Comparison, Phase, Report};
+use offload_test_fixture::{admin_url, FreshDatabase};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    bench: BenchArgs,
+}
+
+fn tiny(extra: &[&str]) -> BenchArgs {
+    let mut argv = vec![
+        "bench",
+        "--baseline",
+        "--rounds",
+        "1",
+        "--bulk-jobs",
+        "1000",
+        "--bulk-batch",
+        "250",
+        "--single-jobs",
+        "50",
+        "--drain-jobs",
+        "1000",
+        "--tx-jobs",
+        "120",
+        "--counter-rows",
+        "7",
+        "--tx-concurrency",
+        "2,4",
+        "--latency-rate",
+        "200",
+        "--latency-secs",
+        "0.3",
+    ];
+    argv.extend_from_slice(extra);
+    Cli::parse_from(argv).bench
+}
+
+fn row<'a>(report: &'a Report, measure: &str) -> &'a Comparison {
+    report
+        .comparisons
+        .iter()
+        .find(|c| c.measure == measure)
+        .unwrap_or_else(|| panic!("no row {measure:?} in {:#?}", report.comparisons))
+}
+
+fn assert_both_sides_ran(report: &Report) {
+    assert!(report.baseline);
+    assert_eq!(report.rounds, 1);
+    let expected_checks = [
+        ("bulk enqueue (enqueue_many)", "1000 rows available"),
+        ("drain no-op, rows kept", "1000 completed"),
+        ("drain no-op, retention 0", "0 rows left"),
+        ("drain tx, concurrency 2", "120 completed, counters sum 120"),
+        ("drain tx, concurrency 4", "120 completed, counters sum 120"),
+        ("latency p99, enqueue call -> start", "60 samples"),
+    ];
+    for (measure, check) in expected_checks {
+        let row = row(report, measure);
+        let baseline = row.baseline.as_ref().expect("the baseline ran");
+        for side in [&row.offload, baseline] {
+            assert_eq!(side.rounds.len(), 1, "{measure}: {side:?}");
+            assert!(side.median > 0.0, "{measure}: {side:?}");
+            assert_eq!(side.checks, [check], "{measure}");
+        }
+        assert!(row.ratio.is_some_and(|r| r > 0.0), "{measure}: {row:?}");
+    }
+    let single = row(report, "single enqueue (enqueue)");
+    assert_eq!(single.phase, Phase::Single);
+    assert!(single.baseline.is_none() && single.ratio.is_none());
+    let table = report.to_string();
+    assert!(table.contains("baseline") && table.contains('—'), "{table}");
+    let json = serde_json::to_value(report).unwrap();
+    assert!(json["comparisons"][0]["baseline"]["median"].is_number());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baseline_runs_beside_offload_on_sqlite() {
+    let db = FreshDatabase::sqlite();
+    let report = offload_bench::run(tiny(&["--database-url", db.url()]))
+        .await
+        .unwrap();
+    assert_both_sides_ran(&report);
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baseline_runs_beside_offload_on_postgres() {
+    let report = offload_bench::run(tiny(&[
+        "--database-url",
+        &admin_url(),
+        "--max-connections",
+        "8",
+    ]))
+    .await
+    .unwrap();
+    assert_both_sides_ran(&report);
+}
