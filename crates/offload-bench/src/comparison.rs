@@ -76,16 +76,17 @@ impl Comparison {
         )
     }
 
-    /// A row in ms: `quantile` picks p50 or p99 out of each latency run.
+    /// A latency row: `figure` picks one number (in `unit`) out of each run.
     pub(crate) fn latency(
         measure: &str,
-        quantile: fn(&Latency) -> f64,
+        unit: &str,
+        figure: fn(&Latency) -> f64,
         offload: &[Latency],
         baseline: Option<&[Latency]>,
     ) -> Self {
         let side = |runs: &[Latency]| {
             Side::new(
-                runs.iter().map(quantile).collect(),
+                runs.iter().map(figure).collect(),
                 runs.iter()
                     .map(|l| format!("{} samples", l.samples))
                     .collect(),
@@ -95,7 +96,7 @@ impl Comparison {
             Phase::Latency,
             measure,
             None,
-            "ms",
+            unit,
             side(offload),
             baseline.map(side),
         )

@@ -8,6 +8,11 @@
 //! `offload_bench_<pid>.db` beside the named file or in the temp directory.
 //! It never reads or writes another database's rows.
 //!
+//! With `--baseline`, every measure also runs against a hand-written job
+//! table with its own SQL in the same scratch database (sqlx on PostgreSQL,
+//! rusqlite on SQLite), the two sides taking turns for `--rounds` rounds, and
+//! the report gives both medians and their ratio.
+//!
 //! The binary `offload-bench` runs it; a CLI can embed it by flattening
 //! [`BenchArgs`] into one of its subcommands and calling [`run`]:
 //!

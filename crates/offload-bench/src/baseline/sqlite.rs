@@ -78,13 +78,16 @@ impl WithBaseline for Sqlite {
 fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(30))?;
-    let _mode: String =
+    // The pragma answers with the mode in force, which is all it reports.
+    let _wal: String =
         conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     Ok(conn)
 }
 
 impl Baseline for SqliteBaseline {
+    /// On one connection: SQLite has one writer at a time, so `tasks` more
+    /// connections would only take turns.
     async fn bulk_insert(
         &self,
         jobs: u64,

@@ -63,7 +63,7 @@ impl<DB: BenchStore> Bench<DB> {
         batch: usize,
         concurrency: usize,
     ) -> anyhow::Result<Throughput> {
-        let phase = "drain tx";
+        let phase = &format!("drain tx ({concurrency})");
         let counter_rows = counter_rows.max(1);
         DB::reset_counters(self.pool(), counter_rows).await?;
         let rows = (0..jobs)
