@@ -35,11 +35,14 @@ const SCHEMA: [&str; 3] = [
 const INSERT_MANY: &str =
     "INSERT INTO baseline_jobs (queue, args) SELECT * FROM unnest($1::text[], $2::jsonb[])";
 
-/// One job per statement, waking listeners in the same statement (and so in
-/// the same transaction: the wake-up is sent at commit).
-const INSERT_AND_NOTIFY: &str =
-    "WITH job AS (INSERT INTO baseline_jobs (queue, args) VALUES ($1, $2) RETURNING id)
-     SELECT id FROM job CROSS JOIN LATERAL pg_notify('baseline_jobs', '') AS woken";
+/// One job per statement; [`NOTIFY`] follows in its own statement.
+const INSERT_ONE: &str = "INSERT INTO baseline_jobs (queue, args) VALUES ($1, $2) RETURNING id";
+
+/// Wakes the listening worker. Sent after the insert has committed rather
+/// than inside it: a transaction that notifies holds a database-wide lock
+/// through its commit, so notifying inside every insert makes the inserts
+/// wait for each other's WAL flush; a notify on its own writes no WAL.
+const NOTIFY: &str = "SELECT pg_notify('baseline_jobs', '')";
 
 const CLAIM: &str = "UPDATE baseline_jobs SET state = 'running', attempt = attempt + 1
      WHERE id IN (SELECT id FROM baseline_jobs

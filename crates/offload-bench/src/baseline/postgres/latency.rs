@@ -1,5 +1,5 @@
-//! The PostgreSQL baseline's latency measure: one insert per job that
-//! notifies, and a worker woken by a `PgListener`.
+//! The PostgreSQL baseline's latency measure: one insert per job, then a
+//! `pg_notify` on its own, and a worker woken by a `PgListener`.
 
 use std::time::Duration;
 
@@ -8,7 +8,7 @@ use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{claim, complete_batches, PgBaseline, INSERT_AND_NOTIFY};
+use super::{claim, complete_batches, PgBaseline, INSERT_ONE, NOTIFY};
 use crate::baseline::Batches;
 use crate::jobs::{self, LatencyJob, QUEUE};
 use crate::phase::bar;
@@ -43,11 +43,12 @@ pub(super) async fn measure(
             let job = LatencyJob {
                 enqueued_at_us: jobs::now_micros(),
             };
-            let id: i64 = sqlx::query_scalar(INSERT_AND_NOTIFY)
+            let id: i64 = sqlx::query_scalar(INSERT_ONE)
                 .bind(QUEUE)
                 .bind(serde_json::to_value(job)?)
                 .fetch_one(&pool)
                 .await?;
+            sqlx::query(NOTIFY).execute(&pool).await?;
             Ok(id)
         }
     })
