@@ -4,6 +4,7 @@
 
 mod admin;
 mod cluster;
+mod gate;
 mod jobs;
 
 use std::time::Duration;
