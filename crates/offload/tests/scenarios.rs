@@ -28,8 +28,6 @@ on_both_backends!(
     scheduled_job_waits_for_its_run_at,
     graceful_shutdown_lets_running_jobs_finish,
     shutdown_hands_back_jobs_that_overrun_the_deadline,
-    shutdown_hands_back_jobs_claimed_ahead_at_once,
-    job_claimed_ahead_and_cancelled_never_starts,
     rescuer_recovers_jobs_of_a_worker_that_stopped_heartbeating,
     zero_retention_deletes_jobs_on_completion,
     pruner_deletes_finished_jobs_past_retention,
@@ -284,96 +282,6 @@ async fn shutdown_hands_back_jobs_that_overrun_the_deadline<DB: TestDb>(db: &Tes
         job.errors
     );
     assert_eq!(DB::counter(&db.pool).await, 0);
-}
-
-/// A producer claims up to a batch more jobs than it has free slots; those
-/// are `running` in the database but never started. Shutdown hands them
-/// back at once, not after the running jobs' deadline, without using an
-/// attempt.
-async fn shutdown_hands_back_jobs_claimed_ahead_at_once<DB: TestDb>(db: &TestDatabase<DB>) {
-    let config = fast_config()
-        .shutdown_timeout(Duration::from_secs(3))
-        .queue("default", 1);
-    let worker = start(db, config).await;
-    let first = db
-        .client
-        .enqueue(SlowEffect { millis: 60_000 })
-        .await
-        .unwrap()
-        .id;
-    wait_for_state(&db.client, first, JobState::Running).await;
-    let ahead = db
-        .client
-        .enqueue(SlowEffect { millis: 60_000 })
-        .await
-        .unwrap()
-        .id;
-    // With one slot, the second job is claimed ahead and waits.
-    wait_for_state(&db.client, ahead, JobState::Running).await;
-
-    let shutdown = tokio::spawn(worker.shutdown());
-    eventually(
-        Duration::from_secs(2),
-        "the job claimed ahead is handed back",
-        || async { state_of(&db.client, ahead).await == JobState::Available },
-    )
-    .await;
-    assert_eq!(
-        state_of(&db.client, first).await,
-        JobState::Running,
-        "the running job still has until its deadline"
-    );
-    shutdown.await.unwrap();
-
-    let job = db.client.job(ahead).await.unwrap().unwrap();
-    assert_eq!(job.state, JobState::Available, "never left running");
-    assert_eq!(
-        job.max_attempts,
-        offload::DEFAULT_MAX_ATTEMPTS + 1,
-        "the attempt is not used up"
-    );
-    assert_eq!(state_of(&db.client, first).await, JobState::Available);
-    assert_eq!(DB::counter(&db.pool).await, 0);
-}
-
-/// An operator's cancel of a job claimed ahead (its row `running`, not yet
-/// started) keeps it from starting.
-async fn job_claimed_ahead_and_cancelled_never_starts<DB: TestDb>(db: &TestDatabase<DB>) {
-    let worker = Worker::new(
-        db.pool.clone(),
-        registry::<DB>(),
-        fast_config().queue("default", 1),
-    );
-    let mut events = worker.events();
-    let worker = worker.start().await.expect("worker starts");
-    let first = db
-        .client
-        .enqueue(SlowEffect { millis: 500 })
-        .await
-        .unwrap()
-        .id;
-    wait_for_state(&db.client, first, JobState::Running).await;
-    let ahead = db
-        .client
-        .enqueue(SlowEffect { millis: 0 })
-        .await
-        .unwrap()
-        .id;
-    wait_for_state(&db.client, ahead, JobState::Running).await;
-    assert!(db.client.cancel(ahead).await.unwrap());
-
-    wait_for_state(&db.client, first, JobState::Completed).await;
-    let event = tokio::time::timeout(Duration::from_secs(5), events.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(event.job.id, first);
-    // Give a started job time to end and be announced.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(events.try_recv().is_err(), "the cancelled job was started");
-    worker.shutdown().await;
-    assert_eq!(state_of(&db.client, ahead).await, JobState::Cancelled);
-    assert_eq!(DB::counter(&db.pool).await, 1);
 }
 
 async fn rescuer_recovers_jobs_of_a_worker_that_stopped_heartbeating<DB: TestDb>(

@@ -1,7 +1,7 @@
 //! Claims jobs of one queue and runs each in its own task, never more than
 //! the queue's concurrency at once.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,10 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::QueueConfig;
 use super::executor::{execute, record};
-use super::running::{self, RunningGuard};
 use super::shared::{next_delay, sleep_or_stop, Shared};
 use super::{metrics, wake};
-use crate::storage::{Attempt, Backend, ClaimedJob, Outcome};
+use crate::storage::{Attempt, Backend, Outcome};
 
 pub(crate) async fn run<DB: Backend>(
     shared: Arc<Shared<DB>>,
@@ -25,14 +24,9 @@ pub(crate) async fn run<DB: Backend>(
     let notify = wake::notifier(&queue.name);
     let mut running = Running::default();
     let batch = shared.config.fetch_batch.min(queue.concurrency);
-    // Claimed ahead of free slots, so that a queue of small concurrency
-    // does not pay a claim (a write transaction) for every job it starts.
-    let mut ahead = Ahead::default();
     // After a full batch there are probably more jobs: claim again once a
-    // quarter of a batch (half, with claims ahead, and at least two jobs)
-    // fits, without waiting for a wake-up.
-    let refill_now = (batch / 4).max(1);
-    let refill_ahead = (batch / 2).max(batch.min(2));
+    // quarter of a batch of slots is free, without waiting for a wake-up.
+    let refill = (batch / 4).max(1);
     let mut woken = true;
     let mut draining = false;
     let mut error_delay = Duration::from_millis(100);
@@ -43,23 +37,10 @@ pub(crate) async fn run<DB: Backend>(
         let mut notified = pin!(notify.notified());
         notified.as_mut().enable();
 
-        ahead.start(&shared, &mut running, queue.concurrency);
-        let limited = global_limit.applies(&shared, &queue).await;
-        if limited {
-            // Under a global limit, a job claimed ahead would hold a share
-            // of the limit that another worker could run now: none are.
-            ahead.hand_back(&shared).await;
-        }
-        let room = room_for(&queue, batch, limited, &running, &ahead);
-        let idle = running.len() < queue.concurrency;
-        let claim = if limited {
-            room > 0 && (woken || (draining && room >= refill_now))
-        } else {
-            room > 0 && (woken || draining) && (idle || room >= refill_ahead)
-        };
-        if claim {
-            let want = room.min(batch);
-            let claimed = if limited {
+        let free = queue.concurrency - running.len();
+        if free > 0 && (woken || (draining && free >= refill)) {
+            let want = free.min(batch);
+            let claimed = if global_limit.applies(&shared, &queue).await {
                 DB::job_claim_limited(&shared.pool, &queue.name, want, &shared.worker.id).await
             } else {
                 DB::job_claim(&shared.pool, &queue.name, want, &shared.worker.id).await
@@ -70,11 +51,10 @@ pub(crate) async fn run<DB: Backend>(
                     draining = jobs.len() == want;
                     woken = false;
                     for job in jobs {
-                        ahead.push(&shared, job);
+                        let key = job.attempt_key();
+                        running.spawn(key, execute(shared.clone(), job));
                     }
-                    ahead.start(&shared, &mut running, queue.concurrency);
-                    let refill = if limited { refill_now } else { refill_ahead };
-                    if draining && room_for(&queue, batch, limited, &running, &ahead) >= refill {
+                    if draining && queue.concurrency - running.len() >= refill {
                         continue;
                     }
                 }
@@ -97,87 +77,7 @@ pub(crate) async fn run<DB: Backend>(
             () = tokio::time::sleep(shared.poll_interval()) => woken = true,
         }
     }
-    // Jobs claimed ahead never started: back to the queue at once, not
-    // after the running ones.
-    ahead.hand_back(&shared).await;
     drain(&shared, &queue, running).await;
-}
-
-/// How many more jobs the producer may claim: free slots, and under no
-/// global limit up to a batch more, to start as slots free up.
-fn room_for(
-    queue: &QueueConfig,
-    batch: usize,
-    limited: bool,
-    running: &Running,
-    ahead: &Ahead,
-) -> usize {
-    let most = if limited {
-        queue.concurrency
-    } else {
-        queue.concurrency + batch
-    };
-    most.saturating_sub(running.len() + ahead.len())
-}
-
-/// Jobs claimed but not started yet, oldest first. Their rows are
-/// `running` with this worker's id (heartbeated, rescued if the process
-/// dies), and each has a cancel signal registered, so that an operator's
-/// cancel before it starts keeps it from starting.
-#[derive(Default)]
-struct Ahead {
-    jobs: VecDeque<(ClaimedJob, CancellationToken, RunningGuard)>,
-}
-
-impl Ahead {
-    fn len(&self) -> usize {
-        self.jobs.len()
-    }
-
-    fn push<DB: Backend>(&mut self, shared: &Shared<DB>, job: ClaimedJob) {
-        let token = CancellationToken::new();
-        let guard = running::track(shared.database.clone(), job.id, token.clone());
-        self.jobs.push_back((job, token, guard));
-    }
-
-    /// Starts claimed jobs while slots are free. A job cancelled meanwhile
-    /// is dropped: its row is already `cancelled`.
-    fn start<DB: Backend>(
-        &mut self,
-        shared: &Arc<Shared<DB>>,
-        running: &mut Running,
-        concurrency: usize,
-    ) {
-        while running.len() < concurrency {
-            let Some((job, token, guard)) = self.jobs.pop_front() else {
-                return;
-            };
-            // The executor registers its own signal for the job.
-            drop(guard);
-            if token.is_cancelled() {
-                tracing::info!(id = job.id, queue = %job.queue, "job cancelled before it started");
-                continue;
-            }
-            let key = job.attempt_key();
-            running.spawn(key, execute(shared.clone(), job));
-        }
-    }
-
-    /// Hands every claimed job back to its queue, as if never claimed.
-    async fn hand_back<DB: Backend>(&mut self, shared: &Shared<DB>) {
-        if self.jobs.is_empty() {
-            return;
-        }
-        tracing::debug!(jobs = self.jobs.len(), "handing back jobs claimed ahead");
-        while let Some((job, token, guard)) = self.jobs.pop_front() {
-            drop(guard);
-            if token.is_cancelled() {
-                continue;
-            }
-            let reason = "handed back: claimed ahead of a free slot, never started".to_owned();
-            record(shared, job.attempt_key(), Outcome::Requeue { reason }).await;
-        }
-    }
 }
 
 /// Whether a queue has a global limit, from this worker's config or from

@@ -77,7 +77,7 @@ async fn close_abandoned_transaction(conn: &mut SqliteConnection) -> sqlx::Resul
 pub(super) async fn begin_write(
     pool: &SqlitePool,
 ) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
-    super::gate::begin_write(pool).await
+    pool.begin_with("BEGIN IMMEDIATE").await
 }
 
 pub(super) async fn global_limit(pool: &SqlitePool, queue: &str) -> Result<Option<usize>> {

@@ -7,7 +7,6 @@ use std::time::Duration;
 use chrono::Utc;
 use sqlx::{SqliteConnection, SqlitePool};
 
-use super::gate;
 use crate::state::JobState;
 use crate::storage::decode::{self, ClaimRow, JobRow};
 use crate::storage::time::{duration_micros, micros, now_micros};
@@ -235,13 +234,13 @@ pub(super) async fn claim(
     limited: bool,
 ) -> Result<Vec<ClaimedJob>> {
     let sql = if limited { &CLAIM_LIMITED } else { &CLAIM };
-    let claim = sqlx::query_as(sql.as_str())
+    let rows: Vec<ClaimRow> = sqlx::query_as(sql.as_str())
         .bind(now_micros())
         .bind(worker_id)
         .bind(queue)
         .bind(limit(max))
-        .fetch_all(pool);
-    let rows: Vec<ClaimRow> = gate::write(pool, claim).await?;
+        .fetch_all(pool)
+        .await?;
     Ok(rows.into_iter().map(ClaimedJob::from).collect())
 }
 
@@ -253,11 +252,12 @@ pub(super) async fn complete_many(
     let pairs: Vec<(i64, i32)> = done.iter().map(|d| (d.id, d.attempt)).collect();
     let payload = serde_json::to_string(&pairs).unwrap_or_else(|_| "[]".to_owned());
     let sql = if delete { DELETE_MANY } else { COMPLETE_MANY };
-    let write = sqlx::query(sql)
+    let result = sqlx::query(sql)
         .bind(now_micros())
         .bind(payload)
-        .execute(pool);
-    Ok(gate::write(pool, write).await?.rows_affected())
+        .execute(pool)
+        .await?;
+    Ok(result.rows_affected())
 }
 
 pub(super) async fn complete_in_tx(
@@ -281,7 +281,7 @@ pub(super) async fn record_outcome(
 ) -> Result<bool> {
     let change = outcome.change();
     let now = Utc::now();
-    let write = sqlx::query(RECORD_OUTCOME)
+    let result = sqlx::query(RECORD_OUTCOME)
         .bind(attempt.id)
         .bind(attempt.attempt)
         .bind(change.state.as_str())
@@ -291,27 +291,28 @@ pub(super) async fn record_outcome(
         .bind(change.error)
         .bind(micros(now))
         .bind(now.to_rfc3339())
-        .execute(pool);
-    Ok(gate::write(pool, write).await?.rows_affected() == 1)
+        .execute(pool)
+        .await?;
+    Ok(result.rows_affected() == 1)
 }
 
 pub(super) async fn rescue(pool: &SqlitePool, lease: Duration) -> Result<Vec<String>> {
     let now = Utc::now();
     let expired = micros(now) - duration_micros(lease);
-    let rescue = sqlx::query_scalar(RESCUE)
+    Ok(sqlx::query_scalar(RESCUE)
         .bind(micros(now))
         .bind(now.to_rfc3339())
         .bind(expired)
-        .fetch_all(pool);
-    Ok(gate::write(pool, rescue).await?)
+        .fetch_all(pool)
+        .await?)
 }
 
 pub(super) async fn promote(pool: &SqlitePool, max: usize) -> Result<Vec<String>> {
-    let promote = sqlx::query_scalar(PROMOTE)
+    Ok(sqlx::query_scalar(PROMOTE)
         .bind(now_micros())
         .bind(limit(max))
-        .fetch_all(pool);
-    Ok(gate::write(pool, promote).await?)
+        .fetch_all(pool)
+        .await?)
 }
 
 pub(super) async fn prune(
@@ -320,7 +321,7 @@ pub(super) async fn prune(
     older_than: Duration,
     max: usize,
 ) -> Result<u64> {
-    let prune = sqlx::query(
+    let result = sqlx::query(
         // The IN term is offload_jobs_finalized's own predicate: without
         // it SQLite would not use that partial index. Only finished jobs
         // are pruned.
@@ -331,8 +332,9 @@ pub(super) async fn prune(
     .bind(state.as_str())
     .bind(now_micros() - duration_micros(older_than))
     .bind(limit(max))
-    .execute(pool);
-    Ok(gate::write(pool, prune).await?.rows_affected())
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected())
 }
 
 pub(super) async fn get(pool: &SqlitePool, id: i64) -> Result<Option<JobRecord>> {

@@ -4,7 +4,6 @@
 
 mod admin;
 mod cluster;
-mod gate;
 mod jobs;
 
 use std::time::Duration;
