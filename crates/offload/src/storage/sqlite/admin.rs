@@ -63,6 +63,7 @@ fn push_where(
     qb.push(" WHERE 1");
     if let Some(state) = state {
         qb.push(" AND state = ").push_bind(state.as_str());
+        push_index_terms(qb, state);
     }
     if let Some(queue) = &filter.queue {
         qb.push(" AND queue = ").push_bind(queue.clone());
@@ -91,6 +92,18 @@ fn push_where(
     }
     if let Some(before) = before {
         qb.push(" AND id < ").push_bind(before);
+    }
+}
+
+/// Repeats, as literals, the predicates of the partial indexes that hold
+/// `state`: SQLite uses a partial index only for a query whose WHERE
+/// clause contains the index's own terms, and a bound state is not one.
+fn push_index_terms(qb: &mut QueryBuilder<'_, Sqlite>, state: JobState) {
+    if state != JobState::Running {
+        qb.push(" AND state <> 'running'");
+    }
+    if state.is_final() {
+        qb.push(" AND state IN ('completed', 'discarded', 'cancelled')");
     }
 }
 
@@ -127,25 +140,52 @@ pub(super) async fn list_ids(
 }
 
 pub(super) async fn count(pool: &SqlitePool, filter: &JobFilter) -> Result<i64> {
-    let mut qb = QueryBuilder::new("SELECT count(*) FROM offload_jobs");
-    push_where(&mut qb, filter, None, None);
-    if !filter.states.is_empty() {
-        qb.push(" AND state IN (");
-        let mut states = qb.separated(", ");
-        for state in &filter.states {
-            states.push_bind(state.as_str());
+    // Running jobs and the rest are counted apart, each through its own
+    // partial index (offload_jobs_running, offload_jobs_queue_state).
+    let states = filter.distinct_states();
+    let running = states.is_empty() || states.contains(&JobState::Running);
+    let others: Vec<JobState> = states
+        .iter()
+        .copied()
+        .filter(|s| *s != JobState::Running)
+        .collect();
+    let mut qb = QueryBuilder::new("SELECT 0");
+    if states.is_empty() || !others.is_empty() {
+        qb.push(" + (SELECT count(*) FROM offload_jobs");
+        push_where(&mut qb, filter, None, None);
+        qb.push(" AND state <> 'running'");
+        if !others.is_empty() {
+            qb.push(" AND state IN (");
+            let mut list = qb.separated(", ");
+            for state in &others {
+                list.push_bind(state.as_str());
+            }
+            qb.push(")");
+            if others.iter().all(|s| s.is_final()) {
+                qb.push(" AND state IN ('completed', 'discarded', 'cancelled')");
+            }
         }
+        qb.push(")");
+    }
+    if running {
+        qb.push(" + (SELECT count(*) FROM offload_jobs");
+        push_where(&mut qb, filter, Some(JobState::Running), None);
         qb.push(")");
     }
     Ok(qb.build_query_scalar().fetch_one(pool).await?)
 }
 
 pub(super) async fn queue_state_counts(pool: &SqlitePool) -> Result<Vec<(String, JobState, i64)>> {
-    // A scan of the (queue, state, id) index alone.
-    let rows: Vec<(String, String, i64)> =
-        sqlx::query_as("SELECT queue, state, count(*) FROM offload_jobs GROUP BY queue, state")
-            .fetch_all(pool)
-            .await?;
+    // Scans of the (queue, state, id) and (queue, worker_id) partial
+    // indexes alone.
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT queue, state, count(*) FROM offload_jobs WHERE state <> 'running' \
+         GROUP BY queue, state \
+         UNION ALL SELECT queue, 'running', count(*) FROM offload_jobs \
+         WHERE state = 'running' GROUP BY queue",
+    )
+    .fetch_all(pool)
+    .await?;
     rows.into_iter()
         .map(|(queue, state, n)| Ok((queue, parse_state(&state)?, n)))
         .collect()

@@ -322,8 +322,12 @@ pub(super) async fn prune(
     max: usize,
 ) -> Result<u64> {
     let result = sqlx::query(
+        // The IN term is offload_jobs_finalized's own predicate: without
+        // it SQLite would not use that partial index. Only finished jobs
+        // are pruned.
         "DELETE FROM offload_jobs WHERE id IN (SELECT id FROM offload_jobs \
-         WHERE state = ?1 AND finalized_at < ?2 LIMIT ?3)",
+         WHERE state = ?1 AND state IN ('completed', 'discarded', 'cancelled') \
+         AND finalized_at < ?2 LIMIT ?3)",
     )
     .bind(state.as_str())
     .bind(now_micros() - duration_micros(older_than))
@@ -356,8 +360,10 @@ pub(super) async fn count_by_state(
     queue: Option<&str>,
 ) -> Result<Vec<(JobState, i64)>> {
     let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT state, count(*) FROM offload_jobs WHERE (?1 IS NULL OR queue = ?1) \
-         GROUP BY state",
+        "SELECT state, count(*) FROM offload_jobs \
+         WHERE state <> 'running' AND (?1 IS NULL OR queue = ?1) GROUP BY state \
+         UNION ALL SELECT 'running', count(*) FROM offload_jobs \
+         WHERE state = 'running' AND (?1 IS NULL OR queue = ?1) HAVING count(*) > 0",
     )
     .bind(queue)
     .fetch_all(pool)

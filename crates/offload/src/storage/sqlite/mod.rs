@@ -45,6 +45,11 @@ const MIGRATIONS: &[Migration] = &[
         "claim by run_at",
         include_str!("../../../migrations/sqlite/0005_claim_by_run_at.sql"),
     ),
+    Migration::new(
+        6,
+        "lean indexes",
+        include_str!("../../../migrations/sqlite/0006_lean_indexes.sql"),
+    ),
 ];
 
 impl super::driver::sealed::Sealed for Sqlite {}
