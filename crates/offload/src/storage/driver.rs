@@ -165,36 +165,6 @@ pub trait Driver: sqlx::Database + Sized + sealed::Sealed {
         delete: bool,
     ) -> impl Future<Output = Result<bool>> + Send;
 
-    /// Completes one attempt in the job's own transaction `tx` and commits
-    /// both. `Ok(false)`: the job is no longer this attempt's, and `tx` was
-    /// rolled back; `Err`: why neither committed. Here two round trips;
-    /// PostgreSQL sends the completion and the `COMMIT` in one.
-    fn job_commit_completed(
-        mut tx: Transaction<'static, Self>,
-        done: Attempt,
-        delete: bool,
-    ) -> impl Future<Output = std::result::Result<bool, String>> + Send {
-        async move {
-            match Self::job_complete_in_tx(&mut tx, done, delete).await {
-                Ok(true) => tx
-                    .commit()
-                    .await
-                    .map(|()| true)
-                    .map_err(|error| format!("commit of the job's transaction failed: {error}")),
-                Ok(false) => {
-                    let _ = tx.rollback().await;
-                    Ok(false)
-                }
-                Err(error) => {
-                    let _ = tx.rollback().await;
-                    Err(format!(
-                        "recording completion in the job's transaction failed: {error}"
-                    ))
-                }
-            }
-        }
-    }
-
     /// Records the end of an attempt that did not complete, guarded by
     /// state and attempt. A retry or snooze whose time is not in the future
     /// makes the job `available` at once rather than waiting for the

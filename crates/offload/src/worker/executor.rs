@@ -111,18 +111,25 @@ async fn complete_in_tx<DB: Backend>(
     shared: &Shared<DB>,
     key: Attempt,
     max_attempts: i32,
-    tx: sqlx::Transaction<'static, DB>,
+    mut tx: sqlx::Transaction<'static, DB>,
 ) -> Ended {
     let delete = shared.config.retention.completed.is_zero();
-    let error = match DB::job_commit_completed(tx, key, delete).await {
-        Ok(true) => return Ended::Completed,
+    let error = match DB::job_complete_in_tx(&mut tx, key, delete).await {
+        Ok(true) => match tx.commit().await {
+            Ok(()) => return Ended::Completed,
+            Err(error) => format!("commit of the job's transaction failed: {error}"),
+        },
         Ok(false) => {
+            let _ = tx.rollback().await;
             tracing::warn!(
                 "job is no longer this attempt's (rescued, cancelled or deleted); its transaction was rolled back"
             );
             return Ended::Lost;
         }
-        Err(error) => error,
+        Err(error) => {
+            let _ = tx.rollback().await;
+            format!("recording completion in the job's transaction failed: {error}")
+        }
     };
     Ended::Failed(outcome_for(
         shared,

@@ -4,7 +4,7 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use sqlx::{Executor, PgConnection, PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool};
 
 use super::cluster::notify;
 use crate::state::JobState;
@@ -328,50 +328,6 @@ pub(super) async fn complete_in_tx(
         .execute(conn)
         .await?;
     Ok(result.rows_affected() == 1)
-}
-
-/// Raised by `offload_complete` (migration 0007): the row is no longer
-/// this attempt's.
-const LOST: &str = "OF001";
-
-/// The guarded completion and the `COMMIT` in one simple-query message, one
-/// round trip instead of two. The server stops at the first error, so a
-/// completion that finds no row (`offload_complete` raises) or fails never
-/// reaches the `COMMIT`, and `tx` is rolled back. A simple query takes no
-/// parameters: the two integers are written into the text.
-///
-/// sqlx still counts `tx` open after the server committed, and would send a
-/// second `COMMIT` or a `ROLLBACK` (each warning "no transaction in
-/// progress"). `COMMIT AND CHAIN` leaves an empty transaction open instead,
-/// so the server agrees with sqlx; dropping `tx` queues its `ROLLBACK`,
-/// which goes out with the pool's release ping in the same write.
-pub(super) async fn commit_completed(
-    mut tx: Transaction<'static, Postgres>,
-    done: Attempt,
-    delete: bool,
-) -> std::result::Result<bool, String> {
-    let sql = format!(
-        "SELECT offload_complete({}, {}, {delete}); COMMIT AND CHAIN",
-        done.id, done.attempt
-    );
-    // A `&str` without arguments goes out as a simple query.
-    match tx.execute(sql.as_str()).await {
-        Ok(_) => Ok(true),
-        Err(error) => {
-            let lost = error
-                .as_database_error()
-                .and_then(|e| e.code())
-                .is_some_and(|code| code == LOST);
-            let _ = tx.rollback().await;
-            if lost {
-                Ok(false)
-            } else {
-                Err(format!(
-                    "committing the job's transaction with its completion failed: {error}"
-                ))
-            }
-        }
-    }
 }
 
 pub(super) async fn record_outcome(

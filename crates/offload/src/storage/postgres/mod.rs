@@ -51,11 +51,6 @@ const MIGRATIONS: &[Migration] = &[
         "claim by run_at",
         include_str!("../../../migrations/postgres/0006_claim_by_run_at.sql"),
     ),
-    Migration::new(
-        7,
-        "complete function",
-        include_str!("../../../migrations/postgres/0007_complete_function.sql"),
-    ),
 ];
 
 impl super::driver::sealed::Sealed for Postgres {}
@@ -155,14 +150,6 @@ impl Driver for Postgres {
         delete: bool,
     ) -> Result<bool> {
         jobs::complete_in_tx(conn, done, delete).await
-    }
-
-    async fn job_commit_completed(
-        tx: Transaction<'static, Postgres>,
-        done: Attempt,
-        delete: bool,
-    ) -> std::result::Result<bool, String> {
-        jobs::commit_completed(tx, done, delete).await
     }
 
     async fn job_record_outcome(
