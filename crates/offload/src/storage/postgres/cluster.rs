@@ -26,6 +26,13 @@ const CANCEL_CHANNEL: &str = "offload_cancel";
 /// `statement_timestamp()` exactly; inside a block `now()` is the `BEGIN`'s.
 const OUTSIDE_TRANSACTION: &str = "SELECT now() = statement_timestamp()";
 
+/// `BEGIN` and the check of [`OUTSIDE_TRANSACTION`] in one simple query:
+/// both statements share the message's `statement_timestamp()`, and a
+/// transaction begun by this message starts at it too. A transaction left
+/// open by a cancelled `BEGIN` started earlier, so the division fails and
+/// the caller takes another connection.
+const BEGIN_CHECKED: &str = "BEGIN; SELECT 1 / (now() = statement_timestamp())::int";
+
 const TRY_LEAD: &str = r#"
 INSERT INTO offload_leader (name, leader_id, elected_at, expires_at)
 VALUES ($1, $2, now(), now() + make_interval(secs => $3))
@@ -67,12 +74,40 @@ pub(super) async fn connect(url: &str, max_connections: u32) -> Result<PgPool> {
 /// to their `ROLLBACK`. sqlx does not expose the server's transaction
 /// status, so this asks the server; an error closes the connection.
 async fn close_abandoned_transaction(conn: &mut PgConnection) -> sqlx::Result<bool> {
-    let outside: bool = conn.fetch_one(OUTSIDE_TRANSACTION).await?.try_get(0)?;
+    let outside = match conn.fetch_one(OUTSIDE_TRANSACTION).await {
+        Ok(row) => row.try_get::<bool, _>(0)?,
+        // A failed transaction block: a `BEGIN_CHECKED` that found one
+        // left open.
+        Err(error) if is_failed_transaction(&error) => false,
+        Err(error) => return Err(error),
+    };
     if !outside {
         tracing::warn!("rolling back a transaction whose BEGIN was cancelled");
         conn.execute("ROLLBACK").await?;
     }
     Ok(true)
+}
+
+/// Begins a transaction in one round trip: an idle connection taken
+/// without `before_acquire` (`try_begin_with`), checked by the `BEGIN`
+/// itself. When none is idle (others wait) or the check fails, a checked
+/// connection and a plain `BEGIN`.
+pub(super) async fn begin(pool: &PgPool) -> sqlx::Result<Transaction<'static, Postgres>> {
+    match pool.try_begin_with(BEGIN_CHECKED).await {
+        Ok(Some(tx)) => return Ok(tx),
+        Ok(None) => {}
+        Err(error) => tracing::debug!(%error, "checked BEGIN failed; taking a checked connection"),
+    }
+    pool.begin().await
+}
+
+/// `in_failed_sql_transaction`: the server ignores all but the end of the
+/// block.
+fn is_failed_transaction(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code == "25P02")
 }
 
 /// Wakes listeners of `queues` on every host.

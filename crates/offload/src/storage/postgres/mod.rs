@@ -79,7 +79,7 @@ impl Driver for Postgres {
     }
 
     async fn tx_begin_write(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-        pool.begin().await
+        cluster::begin(pool).await
     }
 
     async fn migration_begin(
