@@ -4,11 +4,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::{Pool, Transaction};
+use sqlx::Pool;
 
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::job::JobError;
+use crate::storage::group::{JobTx, WriteGroup};
 use crate::storage::{Backend, BackendTx, ClaimedJob, SqlTarget};
 
 /// A running job's own view of the world: its transaction, its identity,
@@ -49,7 +50,9 @@ use crate::storage::{Backend, BackendTx, ClaimedJob, SqlTarget};
 pub struct JobContext<DB: Backend, S = ()> {
     job: ClaimedJob,
     pool: Pool<DB>,
-    tx: Option<Transaction<'static, DB>>,
+    /// The worker's write group, which the job's transaction joins.
+    group: Option<Arc<WriteGroup<DB>>>,
+    tx: Option<JobTx<DB>>,
     cancel: CancellationToken,
     state: Arc<S>,
 }
@@ -58,12 +61,14 @@ impl<DB: Backend, S> JobContext<DB, S> {
     pub(crate) fn new(
         job: ClaimedJob,
         pool: Pool<DB>,
+        group: Option<Arc<WriteGroup<DB>>>,
         cancel: CancellationToken,
         state: Arc<S>,
     ) -> Self {
         Self {
             job,
             pool,
+            group,
             tx: None,
             cancel,
             state,
@@ -109,12 +114,21 @@ impl<DB: Backend, S> JobContext<DB, S> {
     /// The job's own transaction, begun on first use. It commits, with the
     /// job's completion, only when [`Job::run`](crate::Job::run) returns
     /// `Ok`; any error, panic, timeout or cancellation rolls it back.
+    ///
+    /// With group commit (the default on SQLite, see
+    /// [`WorkerConfig::group_commit`](crate::WorkerConfig::group_commit)) it
+    /// is a savepoint in a transaction the worker shares among its writes:
+    /// still all or nothing with the completion, committed with the next
+    /// group a moment later. Never send `COMMIT` or `ROLLBACK` on it.
     pub async fn tx(&mut self) -> Result<&mut DB::Connection, sqlx::Error> {
         let tx = match self.tx.take() {
             Some(tx) => tx,
-            None => DB::begin_write(&self.pool).await?,
+            None => {
+                let job = self.job.attempt_key();
+                JobTx::begin(&self.pool, self.group.as_deref(), job).await?
+            }
         };
-        Ok(&mut **self.tx.insert(tx))
+        Ok(self.tx.insert(tx).conn())
     }
 
     /// The job's transaction as the backend's own connection type, for SQL
@@ -149,7 +163,7 @@ impl<DB: Backend, S> JobContext<DB, S> {
         self.tx.is_some()
     }
 
-    pub(crate) fn take_tx(&mut self) -> Option<Transaction<'static, DB>> {
+    pub(crate) fn take_tx(&mut self) -> Option<JobTx<DB>> {
         self.tx.take()
     }
 

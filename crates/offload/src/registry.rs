@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use sqlx::{Pool, Transaction};
+use sqlx::Pool;
 use tokio_util::sync::CancellationToken;
 
 use crate::context::JobContext;
@@ -18,6 +18,7 @@ use crate::hooks::{JobHook, JobInfo};
 use crate::job::{Job, JobError};
 use crate::periodic::PeriodicJob;
 use crate::schedule::Periodic;
+use crate::storage::group::{JobTx, WriteGroup};
 use crate::storage::{Backend, ClaimedJob};
 
 /// The job kinds a worker can run on backend `DB`, with the application
@@ -165,7 +166,7 @@ impl<DB: Backend> Kinds<DB> {
 /// back).
 pub(crate) struct Attempted<DB: Backend> {
     pub result: Result<(), JobError>,
-    pub tx: Option<Transaction<'static, DB>>,
+    pub tx: Option<JobTx<DB>>,
 }
 
 /// What one attempt of a job's code needs.
@@ -175,6 +176,8 @@ pub(crate) struct AttemptInput<DB: Backend> {
     /// The args, as JSON.
     pub args: String,
     pub pool: Pool<DB>,
+    /// The worker's write group, if it commits in groups.
+    pub group: Option<Arc<WriteGroup<DB>>>,
     /// Fires when the job is asked to stop.
     pub cancel: CancellationToken,
     pub hooks: Arc<[Arc<dyn JobHook>]>,
@@ -203,6 +206,7 @@ impl<DB: Backend, S: Send + Sync + 'static, J: Job<DB, S>> Handler<DB> for Typed
             job,
             args,
             pool,
+            group,
             cancel,
             hooks,
             info,
@@ -218,7 +222,7 @@ impl<DB: Backend, S: Send + Sync + 'static, J: Job<DB, S>> Handler<DB> for Typed
                     };
                 }
             };
-            let mut ctx = JobContext::new(job, pool, cancel, state);
+            let mut ctx = JobContext::new(job, pool, group, cancel, state);
             let mut result = None;
             let attempt: BoxFuture<'_, ()> = Box::pin(async {
                 result = Some(run_guarded(decoded, &mut ctx).await);

@@ -22,8 +22,8 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use offload::migrate::Migration;
 use offload::storage::{
-    migrate, ops, Attempt, ClaimedJob, Driver, JobFilter, NewJob, Outcome, Page, Signals,
-    WorkerInfo, ARGS_PREVIEW_LEN,
+    migrate, ops, Attempt, ClaimedJob, Driver, GroupStep, JobFilter, NewJob, Outcome, Page,
+    Signals, WorkerInfo, ARGS_PREVIEW_LEN,
 };
 use offload::{
     clean_error, Error, JobRecord, JobState, UniqueKey, DEFAULT_MAX_ATTEMPTS, DEFAULT_UNIQUE_STATES,
@@ -45,6 +45,7 @@ on_both_backends!(
     job_claim_limited_caps_running_jobs_at_the_global_limit,
     job_complete_many_is_guarded_by_state_and_attempt,
     job_complete_in_tx_commits_with_the_job_transaction,
+    write_group_steps_and_the_hot_path_on_one_connection,
     job_record_outcome_writes_each_outcome_once,
     job_rescue_returns_jobs_of_workers_that_stopped_heartbeating,
     job_promote_makes_due_jobs_available,
@@ -1705,6 +1706,113 @@ async fn job_complete_in_tx_commits_with_the_job_transaction<DB: Conformance>(
         "stale attempt changes nothing"
     );
     assert!(!exists(pool, c.id).await, "deleted");
+}
+
+/// A write group's transaction on one connection: members in savepoints,
+/// the claim, completions and outcomes on that connection, one commit.
+async fn write_group_steps_and_the_hot_path_on_one_connection<DB: Conformance>(
+    db: &TestDatabase<DB>,
+) {
+    let pool = &db.pool;
+    assert_eq!(
+        DB::GROUP_COMMIT,
+        !DB::POSTGRES,
+        "groups where one writer is all there is"
+    );
+    insert(pool, &(0..5).map(|_| job("g", "group")).collect::<Vec<_>>()).await;
+    let mut conn = pool.acquire().await.unwrap();
+    DB::tx_group_step(&mut conn, GroupStep::Begin)
+        .await
+        .unwrap();
+    let claimed = DB::job_claim_on(&mut conn, "group", 2, WORKER, false)
+        .await
+        .unwrap();
+    let limited = DB::job_claim_on(&mut conn, "group", 2, WORKER, true)
+        .await
+        .unwrap();
+    assert_eq!((claimed.len(), limited.len()), (2, 2));
+    let [a, b] = [0, 1].map(|i| claimed[i].attempt_key());
+    let [c, d] = [0, 1].map(|i| limited[i].attempt_key());
+
+    // A member that fails is undone to its savepoint; the group stands.
+    assert!(DB::job_complete_in_savepoint(&mut conn, a, false)
+        .await
+        .unwrap());
+    DB::tx_group_step(&mut conn, GroupStep::RollbackToSavepoint)
+        .await
+        .unwrap();
+    DB::tx_group_step(&mut conn, GroupStep::Release)
+        .await
+        .unwrap();
+    // A member that succeeds is kept.
+    assert!(DB::job_complete_in_savepoint(&mut conn, b, false)
+        .await
+        .unwrap());
+    DB::tx_group_step(&mut conn, GroupStep::Release)
+        .await
+        .unwrap();
+    let stale = Attempt {
+        id: b.id,
+        attempt: b.attempt + 1,
+    };
+    assert!(!DB::job_complete_in_savepoint(&mut conn, stale, false)
+        .await
+        .unwrap());
+    DB::tx_group_step(&mut conn, GroupStep::Release)
+        .await
+        .unwrap();
+    assert_eq!(
+        DB::job_complete_many_on(&mut conn, &[c], true)
+            .await
+            .unwrap(),
+        1
+    );
+    let discard = Outcome::Discard { error: "no".into() };
+    assert!(DB::job_record_outcome_on(&mut conn, d, &discard)
+        .await
+        .unwrap());
+    assert_eq!(
+        state(pool, b.id).await,
+        JobState::Available,
+        "nothing is seen before the commit, not even the claim"
+    );
+    DB::tx_group_step(&mut conn, GroupStep::Savepoint)
+        .await
+        .unwrap();
+    DB::tx_group_step(&mut conn, GroupStep::Release)
+        .await
+        .unwrap();
+    DB::tx_group_step(&mut conn, GroupStep::Commit)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        state(pool, a.id).await,
+        JobState::Running,
+        "its member was undone"
+    );
+    assert_eq!(state(pool, b.id).await, JobState::Completed);
+    assert!(!exists(pool, c.id).await, "deleted on completion");
+    assert_eq!(state(pool, d.id).await, JobState::Discarded);
+
+    // A rolled-back group leaves nothing behind, not even its claim.
+    DB::tx_group_step(&mut conn, GroupStep::Begin)
+        .await
+        .unwrap();
+    let last = DB::job_claim_on(&mut conn, "group", 5, WORKER, false)
+        .await
+        .unwrap();
+    assert_eq!(last.len(), 1);
+    DB::tx_group_step(&mut conn, GroupStep::Rollback)
+        .await
+        .unwrap();
+    assert_eq!(state(pool, last[0].id).await, JobState::Available);
+    DB::tx_group_step(&mut conn, GroupStep::Begin)
+        .await
+        .unwrap();
+    DB::tx_group_step(&mut conn, GroupStep::Commit)
+        .await
+        .unwrap();
 }
 
 async fn job_record_outcome_writes_each_outcome_once<DB: Conformance>(db: &TestDatabase<DB>) {

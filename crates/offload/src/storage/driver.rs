@@ -37,6 +37,26 @@ pub struct Signals {
     pub cancel: fn(&str, &[i64]),
 }
 
+/// One step of a [write group](super::group)'s transaction. The group's
+/// own `Begin`, `Commit` and `Rollback` go through sqlx's transaction
+/// manager, so a `begin()` inside a member nests as a savepoint and the
+/// pool's guards see the transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupStep {
+    /// Begins the group's transaction, taking the write lock.
+    Begin,
+    /// Opens a member's savepoint.
+    Savepoint,
+    /// Keeps a member's work and closes its savepoint.
+    Release,
+    /// Undoes a member's work (its savepoint stays open until `Release`).
+    RollbackToSavepoint,
+    /// Commits the group.
+    Commit,
+    /// Rolls the whole group back.
+    Rollback,
+}
+
 /// Every statement offload runs on a backend. Not a stable API.
 pub trait Driver: sqlx::Database + Sized + sealed::Sealed {
     /// How often an idle producer polls when no wake-up arrives.
@@ -49,6 +69,10 @@ pub trait Driver: sqlx::Database + Sized + sealed::Sealed {
     const COMPLETION_WRITERS: usize;
     /// offload's own schema versions on this backend.
     const MIGRATIONS: &'static [Migration];
+    /// Whether a worker's writes share one transaction and commit together
+    /// (see `storage::group`): where the database admits one writer and a
+    /// commit costs more than the statements in it.
+    const GROUP_COMMIT: bool;
 
     // --- pool ---
 
@@ -68,6 +92,12 @@ pub trait Driver: sqlx::Database + Sized + sealed::Sealed {
     fn tx_begin_write(
         pool: &Pool<Self>,
     ) -> impl Future<Output = Result<Transaction<'static, Self>, sqlx::Error>> + Send;
+
+    /// Runs one step of a write group's transaction on `conn`.
+    fn tx_group_step(
+        conn: &mut Self::Connection,
+        step: GroupStep,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 
     // --- migrations ---
 
@@ -138,7 +168,12 @@ pub trait Driver: sqlx::Database + Sized + sealed::Sealed {
         queue: &str,
         limit: usize,
         worker_id: &str,
-    ) -> impl Future<Output = Result<Vec<ClaimedJob>>> + Send;
+    ) -> impl Future<Output = Result<Vec<ClaimedJob>>> + Send {
+        async move {
+            let mut conn = pool.acquire().await?;
+            Self::job_claim_on(&mut conn, queue, limit, worker_id, false).await
+        }
+    }
 
     /// Claims like [`job_claim`](Self::job_claim), but never lets more jobs
     /// of `queue` run over all workers than its global limit.
@@ -147,12 +182,40 @@ pub trait Driver: sqlx::Database + Sized + sealed::Sealed {
         queue: &str,
         limit: usize,
         worker_id: &str,
+    ) -> impl Future<Output = Result<Vec<ClaimedJob>>> + Send {
+        async move {
+            let mut conn = pool.acquire().await?;
+            Self::job_claim_on(&mut conn, queue, limit, worker_id, true).await
+        }
+    }
+
+    /// Claims on `conn` (inside a write group's transaction, or alone):
+    /// [`job_claim`](Self::job_claim), or with `limited`
+    /// [`job_claim_limited`](Self::job_claim_limited).
+    fn job_claim_on(
+        conn: &mut Self::Connection,
+        queue: &str,
+        limit: usize,
+        worker_id: &str,
+        limited: bool,
     ) -> impl Future<Output = Result<Vec<ClaimedJob>>> + Send;
 
     /// Marks finished attempts completed (or deletes their jobs when
     /// `delete`), guarded by state and attempt. Returns the rows changed.
     fn job_complete_many(
         pool: &Pool<Self>,
+        done: &[Attempt],
+        delete: bool,
+    ) -> impl Future<Output = Result<u64>> + Send {
+        async move {
+            let mut conn = pool.acquire().await?;
+            Self::job_complete_many_on(&mut conn, done, delete).await
+        }
+    }
+
+    /// [`job_complete_many`](Self::job_complete_many) on `conn`.
+    fn job_complete_many_on(
+        conn: &mut Self::Connection,
         done: &[Attempt],
         delete: bool,
     ) -> impl Future<Output = Result<u64>> + Send;
@@ -165,6 +228,17 @@ pub trait Driver: sqlx::Database + Sized + sealed::Sealed {
         delete: bool,
     ) -> impl Future<Output = Result<bool>> + Send;
 
+    /// Opens a write group member's savepoint and marks the attempt
+    /// completed (or deletes its job) inside it, in one round trip where
+    /// the backend allows: the job's statements follow in the same
+    /// savepoint, and no other writer can touch the row before the group
+    /// commits. Returns `false` when the job is no longer this attempt's.
+    fn job_complete_in_savepoint(
+        conn: &mut Self::Connection,
+        done: Attempt,
+        delete: bool,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
     /// Records the end of an attempt that did not complete, guarded by
     /// state and attempt. A retry or snooze whose time is not in the future
     /// makes the job `available` at once rather than waiting for the
@@ -172,6 +246,18 @@ pub trait Driver: sqlx::Database + Sized + sealed::Sealed {
     /// (PostgreSQL).
     fn job_record_outcome(
         pool: &Pool<Self>,
+        attempt: Attempt,
+        outcome: &Outcome,
+    ) -> impl Future<Output = Result<bool>> + Send {
+        async move {
+            let mut conn = pool.acquire().await?;
+            Self::job_record_outcome_on(&mut conn, attempt, outcome).await
+        }
+    }
+
+    /// [`job_record_outcome`](Self::job_record_outcome) on `conn`.
+    fn job_record_outcome_on(
+        conn: &mut Self::Connection,
         attempt: Attempt,
         outcome: &Outcome,
     ) -> impl Future<Output = Result<bool>> + Send;

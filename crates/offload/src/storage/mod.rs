@@ -9,6 +9,7 @@
 
 mod decode;
 mod driver;
+pub(crate) mod group;
 pub mod migrate;
 pub mod ops;
 mod portable;
@@ -25,7 +26,7 @@ use std::future::Future;
 
 use sqlx::{Pool, Transaction};
 
-pub use driver::{Driver, Signals};
+pub use driver::{Driver, GroupStep, Signals};
 pub use portable::{
     BackendTx, FromPgRow, FromSqliteRow, PortableRow, PortableSql, Sql, SqlTarget, SqlValue,
 };

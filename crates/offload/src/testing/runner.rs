@@ -95,6 +95,8 @@ impl<DB: Backend> Runner<DB> {
             config,
             worker,
             completions,
+            // One job at a time, each committed on its own.
+            group: None,
             cancel_jobs: CancellationToken::new(),
             stop_maintenance: CancellationToken::new(),
             leading,

@@ -1,5 +1,6 @@
 //! Writes completions of jobs that never opened a transaction, in batches.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::Pool;
@@ -8,6 +9,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::shared::{next_delay, sleep_or_stop};
+use crate::storage::group::{WriteGroup, Writer};
 use crate::storage::{Attempt, Backend};
 
 /// Drains `completions` until every sender is gone. Batches form by
@@ -15,6 +17,7 @@ use crate::storage::{Attempt, Backend};
 /// into the next one.
 pub(crate) async fn run<DB: Backend>(
     pool: Pool<DB>,
+    group: Option<Arc<WriteGroup<DB>>>,
     mut completions: mpsc::Receiver<Attempt>,
     batch: usize,
     delete: bool,
@@ -29,20 +32,35 @@ pub(crate) async fn run<DB: Backend>(
         if completions.recv_many(&mut pending, batch).await == 0 {
             break;
         }
-        writing.spawn(write::<DB>(pool.clone(), pending, delete, give_up.clone()));
+        writing.spawn(write::<DB>(
+            pool.clone(),
+            group.clone(),
+            pending,
+            delete,
+            give_up.clone(),
+        ));
     }
     while writing.join_next().await.is_some() {}
 }
 
-/// Writes one batch, retrying until it succeeds or shutdown gives up.
+/// Writes one batch, retrying until it is committed or shutdown gives up.
 async fn write<DB: Backend>(
     pool: Pool<DB>,
+    group: Option<Arc<WriteGroup<DB>>>,
     pending: Vec<Attempt>,
     delete: bool,
     give_up: CancellationToken,
 ) {
     let mut delay = Duration::from_millis(50);
-    while let Err(error) = DB::job_complete_many(&pool, &pending, delete).await {
+    loop {
+        let written = match Writer::begin(&pool, group.as_deref()).await {
+            Ok(mut writer) => {
+                let result = DB::job_complete_many_on(writer.conn(), &pending, delete).await;
+                writer.end_committed(result).await
+            }
+            Err(error) => Err(error),
+        };
+        let Err(error) = written else { return };
         tracing::warn!(%error, jobs = pending.len(), "could not record completions; retrying");
         // Past shutdown the jobs stay `running`, and the rescuer runs them
         // again once this worker's lease expires.

@@ -142,6 +142,12 @@ pub struct WorkerConfig {
     /// third of it; when it dies another worker takes over within about
     /// `leader_ttl` (at once when it shuts down gracefully).
     pub leader_ttl: Duration,
+    /// Whether the worker's writes (claims, completions, outcomes and job
+    /// transactions) share one transaction, each in its own savepoint, and
+    /// commit together. `None` uses the backend's default: on for SQLite,
+    /// which admits one writer at a time, off for PostgreSQL. See
+    /// [`group_commit`](Self::group_commit).
+    pub group_commit: Option<bool>,
 }
 
 impl Default for WorkerConfig {
@@ -160,6 +166,7 @@ impl Default for WorkerConfig {
             cancel_grace: Duration::from_secs(2),
             completer_batch: 1000,
             leader_ttl: Duration::from_secs(10),
+            group_commit: None,
         }
     }
 }
@@ -230,6 +237,25 @@ impl WorkerConfig {
     /// Sets `leader_ttl`: how long leadership lasts without renewal.
     pub fn leader_ttl(mut self, leader_ttl: Duration) -> Self {
         self.leader_ttl = leader_ttl;
+        self
+    }
+
+    /// Sets `group_commit`. With it, the worker's writes queue for one
+    /// connection instead of SQLite's busy handler, and one commit covers
+    /// many jobs. Each job's transaction is still all or nothing with its
+    /// completion, but it is durable only when its group commits (within
+    /// milliseconds: the group commits as soon as the writers already
+    /// waiting have had their turn), a crash before that runs the group's
+    /// jobs again, and a job that holds its transaction open delays the
+    /// others' (as SQLite's one write lock does anyway).
+    ///
+    /// ```
+    /// // One commit per job, as on PostgreSQL.
+    /// let config = offload::WorkerConfig::default().group_commit(false);
+    /// assert_eq!(config.group_commit, Some(false));
+    /// ```
+    pub fn group_commit(mut self, on: bool) -> Self {
+        self.group_commit = Some(on);
         self
     }
 

@@ -14,6 +14,7 @@ use super::{metrics, running, wake};
 use crate::hooks::{AttemptOutcome, JobEvent, JobInfo};
 use crate::job::JobError;
 use crate::registry::{AttemptInput, Attempted};
+use crate::storage::group::{JobTx, Writer};
 use crate::storage::{Attempt, Backend, ClaimedJob, Outcome};
 
 pub(crate) async fn execute<DB: Backend>(shared: Arc<Shared<DB>>, mut job: ClaimedJob) {
@@ -62,6 +63,7 @@ pub(crate) async fn execute<DB: Backend>(shared: Arc<Shared<DB>>, mut job: Claim
                 job,
                 args,
                 pool: shared.pool.clone(),
+                group: shared.group.clone(),
                 cancel,
                 hooks,
                 info: Arc::clone(&info),
@@ -111,11 +113,16 @@ async fn complete_in_tx<DB: Backend>(
     shared: &Shared<DB>,
     key: Attempt,
     max_attempts: i32,
-    mut tx: sqlx::Transaction<'static, DB>,
+    mut tx: JobTx<DB>,
 ) -> Ended {
     let delete = shared.config.retention.completed.is_zero();
-    let error = match DB::job_complete_in_tx(&mut tx, key, delete).await {
-        Ok(true) => match tx.commit().await {
+    let completed = match &mut tx {
+        JobTx::Own(tx) => DB::job_complete_in_tx(tx, key, delete).await,
+        // Marked when the savepoint opened.
+        JobTx::Grouped { ours, .. } => Ok(*ours),
+    };
+    let error = match completed {
+        Ok(true) => match commit(tx).await {
             Ok(()) => return Ended::Completed,
             Err(error) => format!("commit of the job's transaction failed: {error}"),
         },
@@ -138,6 +145,17 @@ async fn complete_in_tx<DB: Backend>(
         JobError::failed(error),
         crate::backoff::exponential,
     ))
+}
+
+/// Commits the job's transaction: its own, or its group's (waiting for it).
+async fn commit<DB: Backend>(tx: JobTx<DB>) -> Result<(), String> {
+    match tx {
+        JobTx::Own(tx) => tx.commit().await.map_err(|error| error.to_string()),
+        JobTx::Grouped { member, .. } => {
+            let committed = member.release().await.map_err(|error| error.to_string())?;
+            committed.wait().await
+        }
+    }
 }
 
 /// Records how the attempt ended, counts it, and tells the hooks and the
@@ -281,7 +299,14 @@ fn outcome_for<DB: Backend>(
 pub(crate) async fn record<DB: Backend>(shared: &Shared<DB>, key: Attempt, outcome: Outcome) {
     let mut delay = Duration::from_millis(50);
     loop {
-        match DB::job_record_outcome(&shared.pool, key, &outcome).await {
+        let recorded = match Writer::begin(&shared.pool, shared.group.as_deref()).await {
+            Ok(mut writer) => {
+                let result = DB::job_record_outcome_on(writer.conn(), key, &outcome).await;
+                writer.end_committed(result).await
+            }
+            Err(error) => Err(error),
+        };
+        match recorded {
             Ok(_) => return,
             Err(error) => {
                 tracing::warn!(%error, "could not record the job's outcome; retrying");

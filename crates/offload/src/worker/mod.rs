@@ -30,6 +30,7 @@ use shared::Shared;
 use crate::hooks::JobEvent;
 use crate::queue_name::check_queue_name;
 use crate::registry::{Kinds, Registry};
+use crate::storage::group::WriteGroup;
 use crate::storage::{Attempt, Backend, WorkerInfo};
 use crate::Result;
 
@@ -123,6 +124,10 @@ impl<DB: Backend> Worker<DB> {
             leading_tx,
             stop_fetching.clone(),
         ));
+        let group = config.group_commit.unwrap_or(DB::GROUP_COMMIT).then(|| {
+            let delete = config.retention.completed.is_zero();
+            Arc::new(WriteGroup::new(self.pool.clone(), delete))
+        });
         let shared = Arc::new(Shared {
             pool: self.pool.clone(),
             kinds: self.kinds,
@@ -130,6 +135,7 @@ impl<DB: Backend> Worker<DB> {
             worker: info.clone(),
             database: Arc::from(DB::pool_identity(&self.pool)),
             completions,
+            group: group.clone(),
             cancel_jobs: cancel_jobs.clone(),
             stop_maintenance: stop_maintenance.clone(),
             leading: leading.clone(),
@@ -147,6 +153,7 @@ impl<DB: Backend> Worker<DB> {
         let give_up_completions = CancellationToken::new();
         let mut completer = tokio::spawn(completer::run(
             self.pool.clone(),
+            group,
             completions_rx,
             shared.config.completer_batch,
             shared.config.retention.completed.is_zero(),

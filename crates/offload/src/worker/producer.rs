@@ -14,7 +14,8 @@ use super::config::QueueConfig;
 use super::executor::{execute, record};
 use super::shared::{next_delay, sleep_or_stop, Shared};
 use super::{metrics, wake};
-use crate::storage::{Attempt, Backend, Outcome};
+use crate::storage::group::Writer;
+use crate::storage::{Attempt, Backend, ClaimedJob, Outcome};
 
 pub(crate) async fn run<DB: Backend>(
     shared: Arc<Shared<DB>>,
@@ -40,10 +41,12 @@ pub(crate) async fn run<DB: Backend>(
         let free = queue.concurrency - running.len();
         if free > 0 && (woken || (draining && free >= refill)) {
             let want = free.min(batch);
-            let claimed = if global_limit.applies(&shared, &queue).await {
-                DB::job_claim_limited(&shared.pool, &queue.name, want, &shared.worker.id).await
-            } else {
-                DB::job_claim(&shared.pool, &queue.name, want, &shared.worker.id).await
+            let limited = global_limit.applies(&shared, &queue).await;
+            // A claim can wait for the write group, which a job holding its
+            // transaction open keeps: shutdown must not wait with it.
+            let claimed = tokio::select! {
+                claimed = claim(&shared, &queue.name, want, limited) => claimed,
+                () = stop.cancelled() => break,
             };
             match claimed {
                 Ok(jobs) => {
@@ -78,6 +81,21 @@ pub(crate) async fn run<DB: Backend>(
         }
     }
     drain(&shared, &queue, running).await;
+}
+
+/// Claims up to `want` jobs. In a write group the claim commits with the
+/// group, and its jobs start at once: until then no other writer can claim
+/// them (the group holds the write lock), and if the group rolls back,
+/// their completions find the rows no longer theirs and roll back too.
+async fn claim<DB: Backend>(
+    shared: &Shared<DB>,
+    queue: &str,
+    want: usize,
+    limited: bool,
+) -> Result<Vec<ClaimedJob>, String> {
+    let mut writer = Writer::begin(&shared.pool, shared.group.as_deref()).await?;
+    let result = DB::job_claim_on(writer.conn(), queue, want, &shared.worker.id, limited).await;
+    writer.end(result).await.map(|(jobs, _commit_ahead)| jobs)
 }
 
 /// Whether a queue has a global limit, from this worker's config or from

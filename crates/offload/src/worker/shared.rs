@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::config::WorkerConfig;
 use crate::hooks::JobEvent;
 use crate::registry::Kinds;
+use crate::storage::group::WriteGroup;
 use crate::storage::{Attempt, Backend, WorkerInfo};
 
 /// State every task of one worker shares.
@@ -22,6 +23,8 @@ pub(crate) struct Shared<DB: Backend> {
     /// job's signal.
     pub database: Arc<str>,
     pub completions: mpsc::Sender<Attempt>,
+    /// The write group every write of this worker joins, with group commit.
+    pub group: Option<Arc<WriteGroup<DB>>>,
     /// Cancelled when shutdown gives up waiting for running jobs.
     pub cancel_jobs: CancellationToken,
     /// Cancelled when the worker's last job has ended.

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use sqlx::{Executor, PgConnection, PgPool, Postgres, Row, Transaction};
+use sqlx::{Executor, PgConnection, PgPool, Postgres, Row, Transaction, TransactionManager};
 
 use crate::storage::decode::LeaderRow;
 use crate::storage::schema::{failed, Migration};
 use crate::storage::time::span_secs;
-use crate::storage::{Driver, Leader, Signals, WorkerInfo};
+use crate::storage::{Driver, GroupStep, Leader, Signals, WorkerInfo};
 use crate::Result;
 
 /// The channel enqueues notify, with the queue name as payload.
@@ -108,6 +108,20 @@ fn is_failed_transaction(error: &sqlx::Error) -> bool {
         .as_database_error()
         .and_then(|e| e.code())
         .is_some_and(|code| code == "25P02")
+}
+
+pub(super) async fn group_step(conn: &mut PgConnection, step: GroupStep) -> sqlx::Result<()> {
+    type Manager = <Postgres as sqlx::Database>::TransactionManager;
+    match step {
+        GroupStep::Begin => Manager::begin(conn, None).await,
+        GroupStep::Commit => Manager::commit(conn).await,
+        GroupStep::Rollback => Manager::rollback(conn).await,
+        GroupStep::Savepoint => conn.execute("SAVEPOINT offload_member").await.map(drop),
+        GroupStep::Release => conn.execute("RELEASE offload_member").await.map(drop),
+        GroupStep::RollbackToSavepoint => {
+            conn.execute("ROLLBACK TO offload_member").await.map(drop)
+        }
+    }
 }
 
 /// Wakes listeners of `queues` on every host.

@@ -266,7 +266,7 @@ pub(super) async fn claim_on(
 }
 
 pub(super) async fn claim_limited(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     queue: &str,
     max: usize,
     worker_id: &str,
@@ -274,7 +274,7 @@ pub(super) async fn claim_limited(
     // One statement cannot see claims committed while it waited for a
     // lock (its snapshot is older), so claimers of a limited queue take
     // turns on the queue's row and count in a later statement.
-    let mut tx = pool.begin().await?;
+    let mut tx = sqlx::Connection::begin(conn).await?;
     let settings: Option<(bool, Option<i32>)> = sqlx::query_as(
         "SELECT paused, global_limit FROM offload_queues WHERE name = $1 FOR UPDATE",
     )
@@ -304,14 +304,18 @@ pub(super) async fn claim_limited(
     Ok(jobs)
 }
 
-pub(super) async fn complete_many(pool: &PgPool, done: &[Attempt], delete: bool) -> Result<u64> {
+pub(super) async fn complete_many(
+    conn: &mut PgConnection,
+    done: &[Attempt],
+    delete: bool,
+) -> Result<u64> {
     let ids: Vec<i64> = done.iter().map(|d| d.id).collect();
     let attempts: Vec<i32> = done.iter().map(|d| d.attempt).collect();
     let sql = if delete { DELETE_MANY } else { COMPLETE_MANY };
     let result = sqlx::query(sql)
         .bind(&ids)
         .bind(&attempts)
-        .execute(pool)
+        .execute(conn)
         .await?;
     Ok(result.rows_affected())
 }
@@ -331,7 +335,7 @@ pub(super) async fn complete_in_tx(
 }
 
 pub(super) async fn record_outcome(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     attempt: Attempt,
     outcome: &Outcome,
 ) -> Result<bool> {
@@ -344,7 +348,7 @@ pub(super) async fn record_outcome(
         .bind(change.extra_attempts)
         .bind(change.state.is_final())
         .bind(change.error)
-        .fetch_optional(pool)
+        .fetch_optional(conn)
         .await?;
     Ok(recorded.is_some())
 }

@@ -15,7 +15,7 @@ use super::jobs::limit;
 use crate::storage::decode::LeaderRow;
 use crate::storage::schema::{failed, Migration};
 use crate::storage::time::{duration_micros, from_micros, micros, now_micros};
-use crate::storage::{Leader, WorkerInfo};
+use crate::storage::{GroupStep, Leader, WorkerInfo};
 use crate::Result;
 
 const TRY_LEAD: &str = r#"
@@ -78,6 +78,23 @@ pub(super) async fn begin_write(
     pool: &SqlitePool,
 ) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
     pool.begin_with("BEGIN IMMEDIATE").await
+}
+
+pub(super) async fn group_step(
+    conn: &mut SqliteConnection,
+    step: GroupStep,
+) -> Result<(), sqlx::Error> {
+    type Manager = <Sqlite as Database>::TransactionManager;
+    match step {
+        GroupStep::Begin => Manager::begin(conn, Some("BEGIN IMMEDIATE".into())).await,
+        GroupStep::Commit => Manager::commit(conn).await,
+        GroupStep::Rollback => Manager::rollback(conn).await,
+        GroupStep::Savepoint => conn.execute("SAVEPOINT offload_member").await.map(drop),
+        GroupStep::Release => conn.execute("RELEASE offload_member").await.map(drop),
+        GroupStep::RollbackToSavepoint => {
+            conn.execute("ROLLBACK TO offload_member").await.map(drop)
+        }
+    }
 }
 
 pub(super) async fn global_limit(pool: &SqlitePool, queue: &str) -> Result<Option<usize>> {

@@ -75,6 +75,15 @@ WHERE state = 'running' AND (id, attempt) IN (SELECT value ->> 0, value ->> 1 FR
 const COMPLETE_ONE: &str = "UPDATE offload_jobs SET state = 'completed', finalized_at = ?1, \
      worker_id = NULL WHERE id = ?2 AND attempt = ?3 AND state = 'running'";
 
+/// `COMPLETE_ONE` in a new savepoint. `RETURNING`, because SQLite's change
+/// count still holds the last write's after a `SAVEPOINT`.
+const SAVEPOINT_COMPLETE: &str = "SAVEPOINT offload_member; \
+     UPDATE offload_jobs SET state = 'completed', finalized_at = ?1, worker_id = NULL \
+     WHERE id = ?2 AND attempt = ?3 AND state = 'running' RETURNING id";
+
+const SAVEPOINT_DELETE: &str = "SAVEPOINT offload_member; \
+     DELETE FROM offload_jobs WHERE id = ?1 AND attempt = ?2 AND state = 'running' RETURNING id";
+
 const DELETE_ONE: &str =
     "DELETE FROM offload_jobs WHERE id = ?1 AND attempt = ?2 AND state = 'running'";
 
@@ -227,7 +236,7 @@ pub(super) async fn unique_holder(conn: &mut SqliteConnection, key: &str) -> Res
 }
 
 pub(super) async fn claim(
-    pool: &SqlitePool,
+    conn: &mut SqliteConnection,
     queue: &str,
     max: usize,
     worker_id: &str,
@@ -239,13 +248,13 @@ pub(super) async fn claim(
         .bind(worker_id)
         .bind(queue)
         .bind(limit(max))
-        .fetch_all(pool)
+        .fetch_all(conn)
         .await?;
     Ok(rows.into_iter().map(ClaimedJob::from).collect())
 }
 
 pub(super) async fn complete_many(
-    pool: &SqlitePool,
+    conn: &mut SqliteConnection,
     done: &[Attempt],
     delete: bool,
 ) -> Result<u64> {
@@ -255,7 +264,7 @@ pub(super) async fn complete_many(
     let result = sqlx::query(sql)
         .bind(now_micros())
         .bind(payload)
-        .execute(pool)
+        .execute(conn)
         .await?;
     Ok(result.rows_affected())
 }
@@ -274,8 +283,26 @@ pub(super) async fn complete_in_tx(
     Ok(result.rows_affected() == 1)
 }
 
+pub(super) async fn complete_in_savepoint(
+    conn: &mut SqliteConnection,
+    done: Attempt,
+    delete: bool,
+) -> Result<bool> {
+    let query = if delete {
+        sqlx::query_scalar(SAVEPOINT_DELETE)
+    } else {
+        sqlx::query_scalar(SAVEPOINT_COMPLETE).bind(now_micros())
+    };
+    let id: Option<i64> = query
+        .bind(done.id)
+        .bind(done.attempt)
+        .fetch_optional(conn)
+        .await?;
+    Ok(id.is_some())
+}
+
 pub(super) async fn record_outcome(
-    pool: &SqlitePool,
+    conn: &mut SqliteConnection,
     attempt: Attempt,
     outcome: &Outcome,
 ) -> Result<bool> {
@@ -291,7 +318,7 @@ pub(super) async fn record_outcome(
         .bind(change.error)
         .bind(micros(now))
         .bind(now.to_rfc3339())
-        .execute(pool)
+        .execute(conn)
         .await?;
     Ok(result.rows_affected() == 1)
 }

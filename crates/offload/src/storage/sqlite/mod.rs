@@ -13,8 +13,8 @@ use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 
 use super::schema::Migration;
 use super::{
-    Attempt, Backend, ClaimedJob, Driver, JobFilter, JobRecord, JobSummary, Leader, NewJob,
-    Outcome, Page, Signals, WorkerInfo,
+    Attempt, Backend, ClaimedJob, Driver, GroupStep, JobFilter, JobRecord, JobSummary, Leader,
+    NewJob, Outcome, Page, Signals, WorkerInfo,
 };
 use crate::state::JobState;
 use crate::Result;
@@ -62,6 +62,8 @@ impl Driver for Sqlite {
     // One writer at a time.
     const COMPLETION_WRITERS: usize = 1;
     const MIGRATIONS: &'static [Migration] = MIGRATIONS;
+    // One writer, and a commit costs more than a small job's statements.
+    const GROUP_COMMIT: bool = true;
 
     async fn pool_connect(url: &str, max_connections: u32) -> Result<SqlitePool> {
         cluster::connect(url, max_connections).await
@@ -78,6 +80,13 @@ impl Driver for Sqlite {
         pool: &SqlitePool,
     ) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
         cluster::begin_write(pool).await
+    }
+
+    async fn tx_group_step(
+        conn: &mut SqliteConnection,
+        step: GroupStep,
+    ) -> Result<(), sqlx::Error> {
+        cluster::group_step(conn, step).await
     }
 
     async fn migration_begin(
@@ -123,26 +132,22 @@ impl Driver for Sqlite {
         jobs::unique_holder(conn, key).await
     }
 
-    async fn job_claim(
-        pool: &SqlitePool,
+    async fn job_claim_on(
+        conn: &mut SqliteConnection,
         queue: &str,
         limit: usize,
         worker_id: &str,
+        limited: bool,
     ) -> Result<Vec<ClaimedJob>> {
-        jobs::claim(pool, queue, limit, worker_id, false).await
+        jobs::claim(conn, queue, limit, worker_id, limited).await
     }
 
-    async fn job_claim_limited(
-        pool: &SqlitePool,
-        queue: &str,
-        limit: usize,
-        worker_id: &str,
-    ) -> Result<Vec<ClaimedJob>> {
-        jobs::claim(pool, queue, limit, worker_id, true).await
-    }
-
-    async fn job_complete_many(pool: &SqlitePool, done: &[Attempt], delete: bool) -> Result<u64> {
-        jobs::complete_many(pool, done, delete).await
+    async fn job_complete_many_on(
+        conn: &mut SqliteConnection,
+        done: &[Attempt],
+        delete: bool,
+    ) -> Result<u64> {
+        jobs::complete_many(conn, done, delete).await
     }
 
     async fn job_complete_in_tx(
@@ -153,12 +158,20 @@ impl Driver for Sqlite {
         jobs::complete_in_tx(conn, done, delete).await
     }
 
-    async fn job_record_outcome(
-        pool: &SqlitePool,
+    async fn job_complete_in_savepoint(
+        conn: &mut SqliteConnection,
+        done: Attempt,
+        delete: bool,
+    ) -> Result<bool> {
+        jobs::complete_in_savepoint(conn, done, delete).await
+    }
+
+    async fn job_record_outcome_on(
+        conn: &mut SqliteConnection,
         attempt: Attempt,
         outcome: &Outcome,
     ) -> Result<bool> {
-        jobs::record_outcome(pool, attempt, outcome).await
+        jobs::record_outcome(conn, attempt, outcome).await
     }
 
     async fn job_rescue(pool: &SqlitePool, lease: Duration) -> Result<Vec<String>> {
