@@ -86,16 +86,26 @@ impl<DB: Driver> WriteGroup<DB> {
     /// can end SQLite's transaction anyway). The member holds the lock
     /// until it is released or rolled back.
     pub async fn join_statement(&self) -> Result<Member<DB>, sqlx::Error> {
+        self.take_turn(false).await
+    }
+
+    /// Takes the lock. A statement while no group is open runs in
+    /// autocommit: only job transactions open groups, and a group's
+    /// `BEGIN` and `COMMIT` around one statement would only hold the write
+    /// lock longer against the application's writers. Statements that
+    /// come while a group is open join it (it holds the write lock).
+    async fn take_turn(&self, for_job: bool) -> Result<Member<DB>, sqlx::Error> {
         let mut slot = {
             let _queued = Queued::new(&self.shared.queued);
             self.shared.slot.clone().lock_owned().await
         };
+        let alone = !for_job && !slot.open;
         let opened = async {
             slot.settle().await?;
-            if !slot.open {
-                if slot.conn.is_none() {
-                    slot.conn = Some(self.shared.pool.acquire().await?);
-                }
+            if slot.conn.is_none() {
+                slot.conn = Some(self.shared.pool.acquire().await?);
+            }
+            if !slot.open && !alone {
                 step(&mut slot, GroupStep::Begin).await?;
                 slot.open = true;
             }
@@ -107,6 +117,7 @@ impl<DB: Driver> WriteGroup<DB> {
                 slot: Some(slot),
                 group: self.shared.clone(),
                 savepoint: false,
+                autocommit: alone,
             }),
             Err(error) => {
                 slot.abort(&error.to_string()).await;
@@ -120,7 +131,7 @@ impl<DB: Driver> WriteGroup<DB> {
     /// job's statements if it fails. Also returns whether the job is still
     /// this attempt's; if not, the member must roll back.
     pub async fn join_job(&self, done: Attempt) -> Result<(Member<DB>, bool), sqlx::Error> {
-        let mut member = self.join_statement().await?;
+        let mut member = self.take_turn(true).await?;
         // From here on, a failure rolls back to the savepoint.
         member.savepoint = true;
         match DB::job_complete_in_savepoint(&mut member, done, self.shared.delete_completed).await {
@@ -164,6 +175,8 @@ pub(crate) struct Member<DB: Driver> {
     slot: Option<OwnedMutexGuard<Slot<DB>>>,
     group: Arc<Group<DB>>,
     savepoint: bool,
+    /// A lone statement, outside any group transaction.
+    autocommit: bool,
 }
 
 /// Resolves when the group a released member belonged to has committed.
@@ -193,6 +206,13 @@ impl<DB: Driver> Member<DB> {
             .take()
             .expect("a member holds the slot until it ends");
         let (tell, told) = oneshot::channel();
+        if self.autocommit {
+            let _ = tell.send(Ok(()));
+            if self.group.queued.load(Ordering::SeqCst) == 0 {
+                slot.conn = None;
+            }
+            return Ok(Committed(told));
+        }
         if self.savepoint {
             if let Err(error) = step(&mut slot, GroupStep::Release).await {
                 slot.abort(&error.to_string()).await;
@@ -211,6 +231,10 @@ impl<DB: Driver> Member<DB> {
             .slot
             .take()
             .expect("a member holds the slot until it ends");
+        if self.autocommit {
+            // The failed statement undid itself.
+            return Ok(());
+        }
         if !self.savepoint {
             slot.abort("a statement of the group failed").await;
             return Ok(());
@@ -261,6 +285,9 @@ impl<DB: Driver> DerefMut for Member<DB> {
 impl<DB: Driver> Drop for Member<DB> {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.as_mut() {
+            if self.autocommit {
+                return;
+            }
             if self.savepoint {
                 slot.abandoned = true;
             } else {
