@@ -37,7 +37,7 @@ pub struct Signals {
     pub cancel: fn(&str, &[i64]),
 }
 
-/// One step of a [write group](super::group)'s transaction. The group's
+/// One step of a write group's transaction (`storage/group.rs`). The group's
 /// own `Begin`, `Commit` and `Rollback` go through sqlx's transaction
 /// manager, so a `begin()` inside a member nests as a savepoint and the
 /// pool's guards see the transaction.
