@@ -69,6 +69,27 @@ pub struct Throughput {
     pub check: String,
 }
 
+/// What a no-op drain checks after it ran, as the report shows it: every
+/// job `completed` (rows kept) or no row left (`delete`).
+pub(crate) fn drain_check(
+    phase: &str,
+    jobs: u64,
+    delete: bool,
+    completed: u64,
+    left: u64,
+) -> anyhow::Result<String> {
+    if delete {
+        anyhow::ensure!(left == 0, "{phase}: {left} rows left after the drain");
+        Ok("0 rows left".to_owned())
+    } else {
+        anyhow::ensure!(
+            completed == jobs,
+            "{phase}: {completed} of {jobs} jobs completed"
+        );
+        Ok(format!("{completed} completed"))
+    }
+}
+
 impl Throughput {
     pub(crate) fn new(jobs: u64, elapsed: std::time::Duration, check: String) -> Self {
         let seconds = elapsed.as_secs_f64();

@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use super::{Baseline, Batches, WithBaseline};
 use crate::jobs::{self, CounterJob, NoopJob, QUEUE};
 use crate::phase::{bar, finish};
-use crate::report::{Latency, Settings, Throughput};
+use crate::report::{drain_check, Latency, Settings, Throughput};
 
 const SCHEMA: [&str; 3] = [
     "CREATE TABLE IF NOT EXISTS baseline_jobs (
@@ -163,18 +163,9 @@ impl Baseline for PgBaseline {
         drop(finished);
         completer.await??;
         let elapsed = started.elapsed();
-        let check = if delete {
-            let left = self.count_all().await?;
-            ensure!(left == 0, "{phase}: {left} rows left after the drain");
-            "0 rows left".to_owned()
-        } else {
-            let completed = self.count("completed").await?;
-            ensure!(
-                completed == jobs,
-                "{phase}: {completed} of {jobs} jobs completed"
-            );
-            format!("{completed} completed")
-        };
+        let completed = self.count("completed").await?;
+        let left = self.count_all().await?;
+        let check = drain_check(phase, jobs, delete, completed, left)?;
         let result = Throughput::new(jobs, elapsed, check);
         finish(bar, &format!("{:.0} jobs/s", result.jobs_per_sec));
         Ok(result)

@@ -16,7 +16,7 @@ use sqlx::{Sqlite, SqlitePool};
 use super::{Baseline, Batches, WithBaseline};
 use crate::jobs::{self, CounterJob, LatencyJob, NoopJob, QUEUE};
 use crate::phase::{bar, finish};
-use crate::report::{Latency, Settings, Throughput};
+use crate::report::{drain_check, Latency, Settings, Throughput};
 use crate::store::sqlite::sqlite_path;
 
 const SCHEMA: &str = "
@@ -159,16 +159,7 @@ impl Baseline for SqliteBaseline {
             ))
         })
         .await?;
-        let check = if delete {
-            ensure!(left == 0, "{phase}: {left} rows left after the drain");
-            "0 rows left".to_owned()
-        } else {
-            ensure!(
-                completed == jobs,
-                "{phase}: {completed} of {jobs} jobs completed"
-            );
-            format!("{completed} completed")
-        };
+        let check = drain_check(phase, jobs, delete, completed, left)?;
         let result = Throughput::new(jobs, elapsed, check);
         finish(bar, &format!("{:.0} jobs/s", result.jobs_per_sec));
         Ok(result)

@@ -7,7 +7,7 @@ use offload::{EnqueueOptions, JobState, Retention, Worker};
 
 use super::{bar, finish, retention, Bench};
 use crate::jobs::{self, CounterJob, NoopJob};
-use crate::report::Throughput;
+use crate::report::{drain_check, Throughput};
 use crate::store::BenchStore;
 
 /// A phase that makes no progress for this long has failed.
@@ -39,18 +39,9 @@ impl<DB: BenchStore> Bench<DB> {
                 retention(delete_on_completion),
             )
             .await?;
-        let check = if delete_on_completion {
-            let left = self.total().await?;
-            ensure!(left == 0, "{phase}: {left} rows left after the drain");
-            "0 rows left".to_owned()
-        } else {
-            let completed = self.count(JobState::Completed).await?;
-            ensure!(
-                completed == jobs,
-                "{phase}: {completed} of {jobs} jobs completed"
-            );
-            format!("{completed} completed")
-        };
+        let completed = self.count(JobState::Completed).await?;
+        let left = self.total().await?;
+        let check = drain_check(phase, jobs, delete_on_completion, completed, left)?;
         Ok(Throughput::new(jobs, elapsed, check))
     }
 
