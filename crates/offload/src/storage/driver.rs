@@ -15,6 +15,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::{Pool, Transaction};
 
+use super::group_step::GroupStep;
 use super::query::{JobFilter, Page};
 use super::rows::{
     Attempt, ClaimedJob, JobRecord, JobSummary, Leader, NewJob, Outcome, WorkerInfo,
@@ -37,26 +38,6 @@ pub struct Signals {
     pub cancel: fn(&str, &[i64]),
 }
 
-/// One step of a write group's transaction (`storage/group.rs`). The group's
-/// own `Begin`, `Commit` and `Rollback` go through sqlx's transaction
-/// manager, so a `begin()` inside a member nests as a savepoint and the
-/// pool's guards see the transaction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GroupStep {
-    /// Begins the group's transaction, taking the write lock.
-    Begin,
-    /// Opens a member's savepoint.
-    Savepoint,
-    /// Keeps a member's work and closes its savepoint.
-    Release,
-    /// Undoes a member's work (its savepoint stays open until `Release`).
-    RollbackToSavepoint,
-    /// Commits the group.
-    Commit,
-    /// Rolls the whole group back.
-    Rollback,
-}
-
 /// Every statement offload runs on a backend. Not a stable API.
 pub trait Driver: sqlx::Database + Sized + sealed::Sealed {
     /// How often an idle producer polls when no wake-up arrives.
@@ -69,9 +50,8 @@ pub trait Driver: sqlx::Database + Sized + sealed::Sealed {
     const COMPLETION_WRITERS: usize;
     /// offload's own schema versions on this backend.
     const MIGRATIONS: &'static [Migration];
-    /// Whether a worker's writes share one transaction and commit together
-    /// (see `storage::group`): where the database admits one writer and a
-    /// commit costs more than the statements in it.
+    /// Whether a worker's writes share one transaction by default (see
+    /// `storage::group`): where one writer is all the database admits.
     const GROUP_COMMIT: bool;
 
     // --- pool ---
@@ -228,11 +208,9 @@ pub trait Driver: sqlx::Database + Sized + sealed::Sealed {
         delete: bool,
     ) -> impl Future<Output = Result<bool>> + Send;
 
-    /// Opens a write group member's savepoint and marks the attempt
-    /// completed (or deletes its job) inside it, in one round trip where
-    /// the backend allows: the job's statements follow in the same
-    /// savepoint, and no other writer can touch the row before the group
-    /// commits. Returns `false` when the job is no longer this attempt's.
+    /// Opens a write group member's savepoint and completes the attempt in
+    /// it (one round trip where the backend allows); the job's statements
+    /// follow. `false` when the job is no longer this attempt's.
     fn job_complete_in_savepoint(
         conn: &mut Self::Connection,
         done: Attempt,

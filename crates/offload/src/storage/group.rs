@@ -22,7 +22,8 @@ use sqlx::Pool;
 use tokio::sync::{oneshot, Mutex, Notify, OwnedMutexGuard};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::driver::{Driver, GroupStep};
+use super::driver::Driver;
+use super::group_step::GroupStep;
 use super::rows::Attempt;
 
 /// A worker's write group; see the module docs. Dropping it stops its

@@ -10,6 +10,7 @@
 mod decode;
 mod driver;
 pub(crate) mod group;
+mod group_step;
 pub mod migrate;
 pub mod ops;
 mod portable;
@@ -26,7 +27,8 @@ use std::future::Future;
 
 use sqlx::{Pool, Transaction};
 
-pub use driver::{Driver, GroupStep, Signals};
+pub use driver::{Driver, Signals};
+pub use group_step::GroupStep;
 pub use portable::{
     BackendTx, FromPgRow, FromSqliteRow, PortableRow, PortableSql, Sql, SqlTarget, SqlValue,
 };
