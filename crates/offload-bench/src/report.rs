@@ -90,6 +90,23 @@ pub(crate) fn drain_check(
     }
 }
 
+/// What a transactional drain checks after it ran: every job completed,
+/// and the counters sum to the number of jobs (each effect committed once).
+pub(crate) fn tx_drain_check(
+    phase: &str,
+    jobs: u64,
+    completed: u64,
+    counter_total: u64,
+) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        completed == jobs && counter_total == jobs,
+        "{phase}: {completed} of {jobs} jobs completed, counters sum to {counter_total}"
+    );
+    Ok(format!(
+        "{completed} completed, counters sum {counter_total}"
+    ))
+}
+
 impl Throughput {
     pub(crate) fn new(jobs: u64, elapsed: std::time::Duration, check: String) -> Self {
         let seconds = elapsed.as_secs_f64();

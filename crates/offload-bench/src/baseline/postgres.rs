@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use super::{Baseline, Batches, WithBaseline};
 use crate::jobs::{self, CounterJob, NoopJob, QUEUE};
 use crate::phase::{bar, finish};
-use crate::report::{drain_check, Latency, Settings, Throughput};
+use crate::report::{drain_check, tx_drain_check, Latency, Settings, Throughput};
 
 const SCHEMA: [&str; 3] = [
     "CREATE TABLE IF NOT EXISTS baseline_jobs (
@@ -228,15 +228,8 @@ impl Baseline for PgBaseline {
                 .fetch_one(&self.pool)
                 .await?;
         let total = u64::try_from(total).unwrap_or(0);
-        ensure!(
-            completed == jobs && total == jobs,
-            "{phase}: {completed} of {jobs} jobs completed, counters sum to {total}"
-        );
-        let result = Throughput::new(
-            jobs,
-            elapsed,
-            format!("{completed} completed, counters sum {total}"),
-        );
+        let check = tx_drain_check(&phase, jobs, completed, total)?;
+        let result = Throughput::new(jobs, elapsed, check);
         finish(bar, &format!("{:.0} jobs/s", result.jobs_per_sec));
         Ok(result)
     }

@@ -16,7 +16,7 @@ use sqlx::{Sqlite, SqlitePool};
 use super::{Baseline, Batches, WithBaseline};
 use crate::jobs::{self, CounterJob, LatencyJob, NoopJob, QUEUE};
 use crate::phase::{bar, finish};
-use crate::report::{drain_check, Latency, Settings, Throughput};
+use crate::report::{drain_check, tx_drain_check, Latency, Settings, Throughput};
 use crate::store::sqlite::sqlite_path;
 
 const SCHEMA: &str = "
@@ -230,15 +230,8 @@ impl Baseline for SqliteBaseline {
             ))
         })
         .await?;
-        ensure!(
-            completed == jobs && total == jobs,
-            "{phase}: {completed} of {jobs} jobs completed, counters sum to {total}"
-        );
-        let result = Throughput::new(
-            jobs,
-            elapsed,
-            format!("{completed} completed, counters sum {total}"),
-        );
+        let check = tx_drain_check(&phase, jobs, completed, total)?;
+        let result = Throughput::new(jobs, elapsed, check);
         finish(bar, &format!("{:.0} jobs/s", result.jobs_per_sec));
         Ok(result)
     }

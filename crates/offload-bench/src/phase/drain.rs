@@ -2,12 +2,12 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure};
+use anyhow::bail;
 use offload::{EnqueueOptions, JobState, Retention, Worker};
 
 use super::{bar, finish, retention, Bench};
 use crate::jobs::{self, CounterJob, NoopJob};
-use crate::report::{drain_check, Throughput};
+use crate::report::{drain_check, tx_drain_check, Throughput};
 use crate::store::BenchStore;
 
 /// A phase that makes no progress for this long has failed.
@@ -70,15 +70,8 @@ impl<DB: BenchStore> Bench<DB> {
             .await?;
         let completed = self.count(JobState::Completed).await?;
         let total = u64::try_from(DB::counter_total(self.pool()).await?).unwrap_or(0);
-        ensure!(
-            completed == jobs && total == jobs,
-            "{phase}: {completed} of {jobs} jobs completed, counters sum to {total}"
-        );
-        Ok(Throughput::new(
-            jobs,
-            elapsed,
-            format!("{completed} completed, counters sum {total}"),
-        ))
+        let check = tx_drain_check(phase, jobs, completed, total)?;
+        Ok(Throughput::new(jobs, elapsed, check))
     }
 
     /// Starts a worker on the prepared backlog of `jobs` and returns how long
