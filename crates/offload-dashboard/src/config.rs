@@ -18,6 +18,7 @@ pub struct DashboardConfig {
     pub(crate) title: String,
     pub(crate) token: Option<String>,
     pub(crate) require_token: bool,
+    pub(crate) allowed_hosts: Vec<String>,
     pub(crate) database: Option<String>,
     pub(crate) refresh: Duration,
     pub(crate) throughput_minutes: u32,
@@ -29,6 +30,7 @@ impl std::fmt::Debug for DashboardConfig {
             .field("title", &self.title)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("require_token", &self.require_token)
+            .field("allowed_hosts", &self.allowed_hosts)
             .field("database", &self.database)
             .field("refresh", &self.refresh)
             .field("throughput_minutes", &self.throughput_minutes)
@@ -64,6 +66,7 @@ impl DashboardConfig {
             title: "offload".to_owned(),
             token: None,
             require_token: false,
+            allowed_hosts: Vec::new(),
             database: None,
             refresh: Duration::from_secs(5),
             throughput_minutes: 60,
@@ -93,6 +96,23 @@ impl DashboardConfig {
     /// fails closed.
     pub fn require_token(mut self, required: bool) -> Self {
         self.require_token = required;
+        self
+    }
+
+    /// Also answers, without a token, to requests whose `Host` is `name`
+    /// (any port): for a dashboard behind a proxy that authenticates on
+    /// its own. Without a token the dashboard otherwise answers only to
+    /// loopback names (`localhost`, `127.0.0.1`, `[::1]`), so a page on a
+    /// name that DNS rebinds to 127.0.0.1 cannot drive it. With a token,
+    /// every `Host` is served.
+    ///
+    /// ```
+    /// use offload_dashboard::DashboardConfig;
+    /// let config = DashboardConfig::new().allow_host("jobs.internal");
+    /// assert!(format!("{config:?}").contains("jobs.internal"));
+    /// ```
+    pub fn allow_host(mut self, name: impl Into<String>) -> Self {
+        self.allowed_hosts.push(name.into().to_ascii_lowercase());
         self
     }
 

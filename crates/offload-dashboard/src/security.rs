@@ -54,6 +54,20 @@ pub(crate) async fn guard<DB: Backend>(
     let is_public = path.starts_with("/assets/") || path == "/login";
     let safe_method = matches!(*request.method(), Method::GET | Method::HEAD);
 
+    if state.session.is_none() {
+        if let Some(host) = foreign_host(request.headers(), &state.config.allowed_hosts) {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "Host not allowed",
+                format!(
+                    "this dashboard has no token, so it answers only to loopback names \
+                     (localhost, 127.0.0.1, [::1]), not to `Host: {host}`; set a token \
+                     or allow the name"
+                ),
+            )
+            .into_response();
+        }
+    }
     if !safe_method {
         if let Some(reason) = cross_site(request.headers()) {
             return ApiError::new(StatusCode::FORBIDDEN, "Cross-site request refused", reason)
@@ -214,6 +228,37 @@ fn cross_site(headers: &HeaderMap) -> Option<&'static str> {
     None
 }
 
+/// The request's `Host`, if it names neither a loopback address nor an
+/// allowed name. Browsers always send `Host`, so a request without one
+/// is no DNS-rebinding page and passes.
+fn foreign_host<'a>(headers: &'a HeaderMap, allowed: &[String]) -> Option<&'a str> {
+    let value = headers.get(header::HOST)?;
+    let Ok(host) = value.to_str() else {
+        return Some("<not ASCII>");
+    };
+    let name = host_name(host).to_ascii_lowercase();
+    let name = name.strip_suffix('.').unwrap_or(&name);
+    let loopback = name == "localhost"
+        || name
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback || allowed.iter().any(|a| a == name) {
+        None
+    } else {
+        Some(host)
+    }
+}
+
+/// `host` without its port: `[::1]:80` → `[::1]`, `localhost:80` → `localhost`.
+fn host_name(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |end| &host[..=end]);
+    }
+    host.rsplit_once(':').map_or(host, |(name, _)| name)
+}
+
 fn is_json(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
@@ -328,6 +373,40 @@ mod tests {
             "offload_session=abc; Path=/admin; HttpOnly; SameSite=Strict"
         );
         assert!(session_cookie("abc", "").contains("; Path=/;"));
+    }
+
+    #[test]
+    fn only_loopback_hosts_pass_without_a_token() {
+        let check = |host: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::HOST, HeaderValue::from_static(host));
+            foreign_host(&headers, &["jobs.internal".to_owned()]).is_none()
+        };
+        for host in [
+            "127.0.0.1:3917",
+            "127.0.0.1",
+            "localhost:3917",
+            "LOCALHOST",
+            "localhost.:80",
+            "[::1]:3917",
+            "[::1]",
+            "127.0.0.2:80",
+            "jobs.internal:8080",
+        ] {
+            assert!(check(host), "{host} should pass");
+        }
+        for host in [
+            "evil.example:3917",
+            "evil.example",
+            "localhost.evil.example",
+            "127.0.0.1.evil.example:80",
+            "[::2]:80",
+            "10.0.0.1:80",
+            "jobs.internal.evil:80",
+        ] {
+            assert!(!check(host), "{host} should be refused");
+        }
+        assert!(foreign_host(&HeaderMap::new(), &[]).is_none());
     }
 
     #[test]

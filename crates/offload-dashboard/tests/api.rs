@@ -397,6 +397,62 @@ async fn bulk_actions_apply_to_every_matching_job<DB: Backend>(pool: Pool<DB>) {
     assert!(ids(&send(&app, get("/api/jobs")).await).is_empty());
 }
 
+/// A page on a name rebound to 127.0.0.1 sends its own name as `Host` and
+/// `Origin`: without a token, only loopback names are answered.
+async fn a_rebound_name_cannot_drive_a_tokenless_dashboard<DB: Backend>(pool: Pool<DB>) {
+    let ids_before = insert(&pool, &[("rebind", false, &[][..]); 3]).await;
+    let as_host = |mut request: Request<Body>, host: &str| {
+        let headers = request.headers_mut();
+        headers.insert(header::HOST, host.parse().unwrap());
+        headers.insert(header::ORIGIN, format!("http://{host}").parse().unwrap());
+        request
+    };
+    let delete_all = || post_json("/api/jobs/bulk", json!({"action": "delete", "all": true}));
+    let detail = format!("/api/jobs/{}", ids_before[0]);
+
+    let app = app(&pool);
+    for request in [
+        get("/"),
+        get("/api/overview"),
+        get(&detail),
+        post_json("/api/queues/rebind/pause", json!({})),
+        delete_all(),
+    ] {
+        let reply = send(&app, as_host(request, "evil.example:3917")).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.text());
+        assert!(
+            reply.text().contains("evil.example:3917"),
+            "{}",
+            reply.text()
+        );
+    }
+    assert_eq!(ids(&send(&app, get("/api/jobs")).await).len(), 3);
+
+    // Loopback names pass, with any port.
+    for host in ["127.0.0.1:3917", "localhost:3917", "[::1]:3917"] {
+        let reply = send(&app, as_host(get(&detail), host)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{host}: {}", reply.text());
+    }
+    // A name the app allows, and any name once a token guards the dashboard.
+    let allowed = offload_dashboard::router(
+        pool.clone(),
+        DashboardConfig::new().allow_host("jobs.internal"),
+    );
+    let reply = send(&allowed, as_host(get(&detail), "jobs.internal:80")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let token = "rebinding-test-token";
+    let guarded = offload_dashboard::router(pool.clone(), DashboardConfig::new().token(token));
+    let mut request = as_host(get(&detail), "jobs.example:443");
+    request.headers_mut().insert(
+        header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    assert_eq!(send(&guarded, request).await.status, StatusCode::OK);
+
+    let reply = send(&app, as_host(delete_all(), "127.0.0.1:3917")).await;
+    assert_eq!(reply.json()["changed"], 3, "{}", reply.text());
+}
+
 async fn queues_show_counts_throughput_age_and_pause<DB: Backend>(pool: Pool<DB>) {
     insert(&pool, &[("mail", false, &[]), ("mail", true, &[])]).await;
     run_all(&pool, &["mail"]).await;
@@ -467,6 +523,7 @@ on_both_backends!(
     cancel_and_delete_change_only_jobs_they_apply_to,
     cancelling_a_running_job_stops_it_and_rolls_it_back,
     bulk_actions_apply_to_every_matching_job,
+    a_rebound_name_cannot_drive_a_tokenless_dashboard,
     queues_show_counts_throughput_age_and_pause,
 );
 
