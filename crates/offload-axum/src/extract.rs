@@ -57,8 +57,17 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, JsonRejection> {
     // Parsing to a value first keeps the two apart: serde's derive reads
     // arrays as structs, so `[1, 2, 3]` would otherwise fail mid-parse
     // as "trailing characters".
-    let value: serde_json::Value = serde_json::from_slice(bytes)
-        .map_err(|error| JsonRejection::MalformedJson(error.to_string()))?;
+    let value = match serde_json::from_slice::<UniqueKeys>(bytes) {
+        Ok(UniqueKeys(value)) => value,
+        Err(error) if error.is_data() => {
+            // Only a repeated key is a data error here: any JSON is a value.
+            return Err(JsonRejection::InvalidBody {
+                field: None,
+                detail: error.to_string(),
+            });
+        }
+        Err(error) => return Err(JsonRejection::MalformedJson(error.to_string())),
+    };
     serde_path_to_error::deserialize(value).map_err(|error| {
         let path = error.path().to_string();
         JsonRejection::InvalidBody {
@@ -66,6 +75,78 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, JsonRejection> {
             detail: error.into_inner().to_string(),
         }
     })
+}
+
+/// A JSON value whose objects repeat no key. serde_json keeps the last of
+/// repeated keys, so `{"name": "a", "name": "b"}` would pass as `"b"`: a
+/// proxy or validator that reads the first sees another request (RFC 8259
+/// leaves the meaning open; I-JSON, RFC 7493, forbids them).
+struct UniqueKeys(serde_json::Value);
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(UniqueKeysVisitor).map(UniqueKeys)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        while let Some(UniqueKeys(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(items.into())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom(format_args!(
+                    "duplicate key `{key}`: each key may appear once per object"
+                )));
+            }
+            let UniqueKeys(value) = map.next_value()?;
+            object.insert(key, value);
+        }
+        Ok(object.into())
+    }
 }
 
 /// `application/json` or any `application/*+json`, parameters ignored.

@@ -388,6 +388,19 @@ async fn bulk_actions_apply_to_every_matching_job<DB: Backend>(pool: Pool<DB>) {
         json!({"matched": 13, "changed": 12}),
         "the completed job is left alone"
     );
+    // A key repeated anywhere is refused, as the app's own routes refuse it.
+    for body in [
+        r#"{"action": "retry", "action": "delete", "all": true}"#,
+        r#"{"action": "delete", "filter": {"queue": "bulk", "queue": "other"}}"#,
+    ] {
+        let request = Request::post("/api/jobs/bulk")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .unwrap();
+        let reply = send(&app, request).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(reply.text().contains("duplicate key"), "{}", reply.text());
+    }
     let deleted = send(
         &app,
         post_json("/api/jobs/bulk", json!({"action": "delete", "all": true})),

@@ -657,6 +657,23 @@ async fn openapi_document_and_offline_docs_are_served<DB: TestDb>(pool: Pool<DB>
     );
 }
 
+/// serde_json keeps the last of repeated keys; a proxy or validator that
+/// reads the first would see another record. Refused, as the admin API
+/// refuses them.
+async fn repeated_keys_are_422_and_store_nothing<DB: TestDb>(pool: Pool<DB>) {
+    let app = app(&pool, 1, api::DEFAULT_BODY_LIMIT).await;
+    for body in [
+        r#"{"name": "first", "name": "second", "payload": "x"}"#,
+        r#"{"name": "n", "payload": "x", "payload": "y"}"#,
+    ] {
+        let reply = send(&app, post("/records", "application/json", body)).await;
+        assert_problem(&reply, StatusCode::UNPROCESSABLE_ENTITY, None);
+        let detail = reply.json()["detail"].as_str().unwrap_or_default().to_owned();
+        assert!(detail.contains("duplicate key"), "{body}: {detail}");
+    }
+    assert_eq!(DB::count_records(&pool).await, 0);
+}
+
 // --- backends ------------------------------------------------------------
 
 /// Runs `scenario` on a fresh database of `DB`'s kind, with a pool of 5.
@@ -674,6 +691,7 @@ offload_test_fixture::on_both_backends!(on_fresh =>
     body_over_limit_is_413,
     default_body_limit_is_one_mebibyte,
     validation_failures_are_422_with_field,
+    repeated_keys_are_422_and_store_nothing,
     odd_unicode_is_stored_exactly_and_never_500,
     unknown_record_is_404_and_bad_id_is_400,
     list_paginates_newest_first_and_filters_by_status,
