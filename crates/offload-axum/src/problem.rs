@@ -56,6 +56,9 @@ pub struct Problem {
 /// How long a client waits before retrying while the database is
 /// unavailable: long enough for a restart or a burst to pass.
 const UNAVAILABLE_RETRY_SECS: u32 = 5;
+/// How long a client waits before retrying while the disk is full: freeing
+/// space takes an operator.
+const STORAGE_FULL_RETRY_SECS: u32 = 60;
 
 impl Problem {
     /// A problem with `status`, titled by its reason phrase.
@@ -110,6 +113,21 @@ impl Problem {
         Self::new(StatusCode::SERVICE_UNAVAILABLE)
             .with_detail("the service is temporarily unable to handle the request")
             .with_retry_after(UNAVAILABLE_RETRY_SECS)
+    }
+
+    /// 507: the database's disk is full. Nothing was written; asks the
+    /// client to retry in a minute (`Retry-After`), when space may be freed.
+    ///
+    /// ```
+    /// use axum::response::IntoResponse;
+    /// let response = offload_axum::Problem::storage_full().into_response();
+    /// assert_eq!(response.status(), 507);
+    /// assert_eq!(response.headers()["retry-after"], "60");
+    /// ```
+    pub fn storage_full() -> Self {
+        Self::new(StatusCode::INSUFFICIENT_STORAGE)
+            .with_detail("the database is out of space; nothing was written")
+            .with_retry_after(STORAGE_FULL_RETRY_SECS)
     }
 
     /// Asks the client to wait `seconds` before trying again
@@ -255,14 +273,18 @@ impl IntoResponse for Problem {
 /// ```
 impl From<offload::Error> for Problem {
     fn from(error: offload::Error) -> Self {
-        match &error {
-            offload::Error::Database(cause) if database_unavailable(cause) => {
+        match (&error, error.transient()) {
+            (offload::Error::UniqueKeyContended { .. }, _) => {
+                tracing::warn!(%error, "unique key contended");
+                Problem::unavailable().with_retry_after(1)
+            }
+            (_, Some(offload::Transient::Unavailable)) => {
                 tracing::warn!(%error, "database unavailable");
                 Problem::unavailable()
             }
-            offload::Error::UniqueKeyContended { .. } => {
-                tracing::warn!(%error, "unique key contended");
-                Problem::unavailable().with_retry_after(1)
+            (_, Some(offload::Transient::StorageFull)) => {
+                tracing::error!(%error, "database storage full");
+                Problem::storage_full()
             }
             _ => {
                 tracing::error!(%error, "offload failed");
@@ -272,38 +294,7 @@ impl From<offload::Error> for Problem {
     }
 }
 
-/// Whether `error` says the database cannot serve now but may soon.
-fn database_unavailable(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => {
-            let code = db.code().unwrap_or_default();
-            if db
-                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
-                .is_some()
-            {
-                // SQLSTATE classes 08 (connection), 53 (resources); then
-                // serialization failure, deadlock, lock and statement
-                // timeouts, shutdown and start-up.
-                code.starts_with("08")
-                    || code.starts_with("53")
-                    || matches!(
-                        code.as_ref(),
-                        "40001" | "40P01" | "55P03" | "57014" | "57P01" | "57P02" | "57P03"
-                    )
-            } else if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
-                // An extended result code; its low byte is the primary one:
-                // SQLITE_BUSY (5) or SQLITE_LOCKED (6).
-                code.parse::<i32>()
-                    .is_ok_and(|code| matches!(code & 0xff, 5 | 6))
-            } else {
-                false
-            }
-        }
-        _ => false,
-    }
+/// Whether a bare sqlx error (a commit's, a `BEGIN`'s) says the disk is full.
+pub(crate) fn storage_full(error: &sqlx::Error) -> bool {
+    offload::Transient::of(error) == Some(offload::Transient::StorageFull)
 }

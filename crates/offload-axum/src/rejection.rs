@@ -19,7 +19,7 @@ pub enum TxRejection {
     #[error("the request transaction is already extracted")]
     AlreadyExtracted,
     /// The database did not start a transaction (unreachable, pool
-    /// exhausted): answered with 503.
+    /// exhausted): answered with 503 (507 when its disk is full).
     #[error("could not begin the request transaction: {0}")]
     Begin(#[source] sqlx::Error),
 }
@@ -31,6 +31,9 @@ impl TxRejection {
             TxRejection::MissingLayer | TxRejection::AlreadyExtracted => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
+            TxRejection::Begin(error) if crate::problem::storage_full(error) => {
+                StatusCode::INSUFFICIENT_STORAGE
+            }
             TxRejection::Begin(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -41,6 +44,9 @@ impl From<TxRejection> for Problem {
         // The cause is for the logs; the client gets a generic problem.
         tracing::error!(error = %rejection, "request transaction unavailable");
         match rejection {
+            TxRejection::Begin(error) if crate::problem::storage_full(&error) => {
+                Problem::storage_full()
+            }
             TxRejection::Begin(_) => Problem::unavailable(),
             _ => Problem::internal(),
         }

@@ -367,7 +367,11 @@ async fn finish<DB: Backend>(slot: &Slot<DB>, response: Response) -> Response {
                     Ok(()) => response,
                     Err(error) => {
                         tracing::error!(%error, "request transaction failed to commit");
-                        Problem::unavailable().into_response()
+                        // Nothing was written: 507 on a full disk, else 503.
+                        match crate::problem::storage_full(&error) {
+                            true => Problem::storage_full().into_response(),
+                            false => Problem::unavailable().into_response(),
+                        }
                     }
                 }
             } else {

@@ -38,6 +38,13 @@ pub struct Config {
     /// SQLite's sleeping busy handler; 32 on PostgreSQL.
     #[arg(long, env = "MAX_CONNECTIONS")]
     pub max_connections: Option<u32>,
+    /// Milliseconds a request waits for a database connection before it is
+    /// answered 503. Default: 3,000 on PostgreSQL, so requests fail fast
+    /// while the server is down (sqlx keeps retrying a refused connection
+    /// until this passes); 30,000 on SQLite, where a wait means a busy
+    /// writer, never a server away.
+    #[arg(long, env = "DB_ACQUIRE_TIMEOUT_MS")]
+    pub db_acquire_timeout_ms: Option<u64>,
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "BODY_LIMIT", default_value_t = DEFAULT_BODY_LIMIT)]
     pub body_limit: usize,
@@ -76,6 +83,16 @@ impl Config {
             offload::BackendKind::Sqlite => 1,
             offload::BackendKind::Postgres => 32,
         })
+    }
+
+    /// The pool's size and acquire timeout for `backend`.
+    pub fn pool_settings(&self, backend: offload::BackendKind) -> offload::PoolSettings {
+        let acquire_ms = self.db_acquire_timeout_ms.unwrap_or(match backend {
+            offload::BackendKind::Sqlite => 30_000,
+            offload::BackendKind::Postgres => 3_000,
+        });
+        offload::PoolSettings::new(self.max_connections(backend))
+            .acquire_timeout(Duration::from_millis(acquire_ms))
     }
 
     /// Group-commit writer tasks for `backend`.

@@ -56,7 +56,7 @@ pub async fn serve<DB: RecordStore>(
          (OFFLOAD_DASHBOARD_TOKEN), at least 12 characters",
     )?;
     crate::metrics::prometheus()?;
-    let pool = DB::connect(&config.database_url, config.max_connections(backend))
+    let pool = DB::connect_with(&config.database_url, config.pool_settings(backend))
         .await
         .context("could not connect to the database")?;
     let client = Client::new(pool.clone());

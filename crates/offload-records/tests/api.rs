@@ -668,7 +668,10 @@ async fn repeated_keys_are_422_and_store_nothing<DB: TestDb>(pool: Pool<DB>) {
     ] {
         let reply = send(&app, post("/records", "application/json", body)).await;
         assert_problem(&reply, StatusCode::UNPROCESSABLE_ENTITY, None);
-        let detail = reply.json()["detail"].as_str().unwrap_or_default().to_owned();
+        let detail = reply.json()["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         assert!(detail.contains("duplicate key"), "{body}: {detail}");
     }
     assert_eq!(DB::count_records(&pool).await, 0);

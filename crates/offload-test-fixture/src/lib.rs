@@ -4,6 +4,8 @@
 //!   file in its own temp dir, for one test; removed afterwards.
 //! - [`send`] with [`get`], [`post`] and [`post_json`]: requests sent
 //!   straight into an axum [`Router`](axum::Router), answered as a [`Reply`].
+//! - [`PrivatePostgres`]: a PostgreSQL server of the test's own, for tests
+//!   that stop or restart one.
 //! - [`eventually`]: polls a condition until it holds or a time limit passes.
 //! - [`on_both_backends!`]: a PostgreSQL and an SQLite test for each
 //!   scenario generic over the backend.
@@ -32,7 +34,9 @@ mod database;
 mod http;
 mod macros;
 mod poll;
+mod server;
 
 pub use database::{admin_url, FreshBackend, FreshDatabase, DEFAULT_ADMIN_URL};
 pub use http::{get, post, post_json, send, Reply};
 pub use poll::eventually;
+pub use server::PrivatePostgres;

@@ -94,5 +94,23 @@ pub enum Error {
     },
 }
 
+/// Why a failed operation may succeed if tried again later.
+///
+/// ```
+/// use offload::Transient;
+/// let error = offload::Error::Database(sqlx::Error::PoolTimedOut);
+/// assert_eq!(error.transient(), Some(Transient::Unavailable));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Transient {
+    /// Unreachable, restarting, out of connections or locked: an HTTP
+    /// service answers 503 with `Retry-After`.
+    Unavailable,
+    /// The database's disk (or SQLite's page limit) is full: 507 until
+    /// space is freed.
+    StorageFull,
+}
+
 /// `Result` with offload's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

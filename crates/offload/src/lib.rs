@@ -37,7 +37,7 @@ pub use context::JobContext;
 pub use defaults::{
     database_url_from_env, DEFAULT_DATABASE_URL, DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, MAX_ERROR_LEN,
 };
-pub use error::{Error, Result};
+pub use error::{Error, Result, Transient};
 pub use hooks::{AttemptOutcome, JobEvent, JobHook, JobInfo};
 pub use job::{Job, JobError};
 pub use options::EnqueueOptions;
@@ -49,7 +49,7 @@ pub use state::{JobState, UnknownState};
 pub use storage::migrate;
 pub use storage::{
     clean_error, AttemptError, Backend, BackendKind, BackendTx, Enqueued, JobRecord, Leader,
-    NewJob, PortableRow, Sql, SqlTarget, SqlValue,
+    NewJob, PoolSettings, PortableRow, Sql, SqlTarget, SqlValue, DEFAULT_ACQUIRE_TIMEOUT,
 };
 pub use unique::{UniqueKey, UniqueOptions, DEFAULT_UNIQUE_STATES};
 pub use worker::metrics;

@@ -2,7 +2,7 @@
 
 mod types;
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -70,16 +70,19 @@ pub(crate) fn routes<DB: Backend>() -> Router<AppState<DB>> {
 #[derive(Debug, Clone)]
 pub(crate) struct ApiError {
     pub status: StatusCode,
-    pub title: &'static str,
+    pub title: String,
     pub detail: String,
+    /// Seconds to wait before trying again, sent as `Retry-After`.
+    pub retry_after: Option<u32>,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, title: &'static str, detail: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, title: &str, detail: impl Into<String>) -> Self {
         Self {
             status,
-            title,
+            title: title.to_owned(),
             detail: detail.into(),
+            retry_after: None,
         }
     }
 
@@ -101,16 +104,24 @@ impl From<AdminError> for ApiError {
             AdminError::BulkNeedsFilter(_) => {
                 Self::bad_request(format!("{error}: send \"all\": true to act on all of them"))
             }
-            AdminError::Offload(e) => {
-                // The details stay in the log; the client learns only that
-                // the database failed.
-                tracing::error!(error = %e, "admin operation failed");
-                Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "Database error",
-                    "the database failed; see the server log",
-                )
-            }
+            // The one mapping of offload's errors to HTTP (503 and 507 with
+            // `Retry-After`, else 500), which logs the cause; the client
+            // never sees it.
+            AdminError::Offload(e) => Self::from(offload_axum::Problem::from(e)),
+        }
+    }
+}
+
+impl From<offload_axum::Problem> for ApiError {
+    fn from(problem: offload_axum::Problem) -> Self {
+        let status = problem.status();
+        Self {
+            status,
+            title: problem.title,
+            detail: problem
+                .detail
+                .unwrap_or_else(|| "the database failed; see the server log".to_owned()),
+            retry_after: problem.retry_after,
         }
     }
 }
@@ -119,7 +130,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Problem {
             kind: "about:blank".to_owned(),
-            title: self.title.to_owned(),
+            title: self.title,
             status: self.status.as_u16(),
             detail: self.detail,
         };
@@ -128,6 +139,11 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response
     }
 }
@@ -265,10 +281,14 @@ pub(crate) fn not_applicable(action: JobAction, state: JobState, id: i64) -> Api
 )]
 async fn bulk_action<DB: Backend>(
     State(state): State<AppState<DB>>,
-    body: Result<Json<BulkRequest>, JsonRejection>,
+    // offload-axum's extractor: the same JSON rules as the app's own
+    // routes (a key repeated anywhere is refused, not silently last-wins).
+    body: Result<offload_axum::Json<BulkRequest>, offload_axum::rejection::JsonRejection>,
 ) -> Result<Json<ActionOutcome>, ApiError> {
-    let Json(request) =
-        body.map_err(|e| ApiError::bad_request(format!("invalid body: {}", e.body_text())))?;
+    let offload_axum::Json(request) = body.map_err(|rejection| {
+        let detail = rejection.to_string();
+        ApiError::bad_request(format!("invalid body: {detail}"))
+    })?;
     let (filter, _) = request.filter.parse().map_err(AdminError::from)?;
     let target = BulkTarget::new(&filter, request.all);
     let outcome = state.admin.bulk(request.action, target, |_| {}).await?;

@@ -55,11 +55,19 @@ impl<DB: Backend> Page<'_, DB> {
     }
 
     fn error(&self, error: ApiError) -> Response {
-        self.render(
+        let retry_after = error.retry_after;
+        let mut response = self.render(
             error.status,
             "error.html",
             context! { status => error.status.as_u16(), heading => error.title, detail => error.detail },
-        )
+        );
+        if let Some(seconds) = retry_after {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(seconds),
+            );
+        }
+        response
     }
 }
 

@@ -59,7 +59,7 @@ pub trait Driver: sqlx::Database + Sized + sealed::Sealed {
     /// Opens a pool with the settings offload relies on.
     fn pool_connect(
         url: &str,
-        max_connections: u32,
+        settings: super::PoolSettings,
     ) -> impl Future<Output = Result<Pool<Self>>> + Send;
 
     /// Names the database `pool` talks to (host, port and name, or file),

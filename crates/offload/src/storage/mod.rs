@@ -13,6 +13,7 @@ pub(crate) mod group;
 mod group_step;
 pub mod migrate;
 pub mod ops;
+mod pool;
 mod portable;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -22,6 +23,7 @@ mod schema;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod time;
+mod transient;
 
 use std::future::Future;
 
@@ -29,6 +31,7 @@ use sqlx::{Pool, Transaction};
 
 pub use driver::{Driver, Signals};
 pub use group_step::GroupStep;
+pub use pool::{PoolSettings, DEFAULT_ACQUIRE_TIMEOUT};
 pub use portable::{
     BackendTx, FromPgRow, FromSqliteRow, PortableRow, PortableSql, Sql, SqlTarget, SqlValue,
 };
@@ -69,7 +72,24 @@ pub trait Backend: Driver + PortableSql {
     /// autocommit writes such as a job's completion. Pools built otherwise
     /// lack these guards.
     fn connect(url: &str, max_connections: u32) -> impl Future<Output = Result<Pool<Self>>> + Send {
-        Self::pool_connect(url, max_connections)
+        Self::pool_connect(url, PoolSettings::new(max_connections))
+    }
+
+    /// [`connect`](Self::connect) with its size and acquire timeout set.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use offload::{Backend, PoolSettings};
+    /// # async fn example() -> offload::Result<()> {
+    /// let settings = PoolSettings::new(8).acquire_timeout(Duration::from_secs(3));
+    /// let pool = sqlx::Sqlite::connect_with("sqlite://app.db", settings).await?;
+    /// # Ok(()) }
+    /// ```
+    fn connect_with(
+        url: &str,
+        settings: PoolSettings,
+    ) -> impl Future<Output = Result<Pool<Self>>> + Send {
+        Self::pool_connect(url, settings)
     }
 
     /// Applies offload's migrations that have not run yet.

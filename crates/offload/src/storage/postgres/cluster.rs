@@ -12,7 +12,7 @@ use sqlx::{Executor, PgConnection, PgPool, Postgres, Row, Transaction, Transacti
 use crate::storage::decode::LeaderRow;
 use crate::storage::schema::{failed, Migration};
 use crate::storage::time::span_secs;
-use crate::storage::{Driver, GroupStep, Leader, Signals, WorkerInfo};
+use crate::storage::{Driver, GroupStep, Leader, PoolSettings, Signals, WorkerInfo};
 use crate::Result;
 
 /// The channel enqueues notify, with the queue name as payload.
@@ -53,11 +53,11 @@ RETURNING name
 "#;
 
 /// Opens the pool; see `Backend::connect`.
-pub(super) async fn connect(url: &str, max_connections: u32) -> Result<PgPool> {
+pub(super) async fn connect(url: &str, settings: PoolSettings) -> Result<PgPool> {
     let options = PgConnectOptions::from_str(url)?;
     Ok(PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(30))
+        .max_connections(settings.max_connections)
+        .acquire_timeout(settings.acquire_timeout)
         // `before_acquire` checks liveness too, in place of the ping.
         .test_before_acquire(false)
         .before_acquire(|conn, _| Box::pin(close_abandoned_transaction(conn)))

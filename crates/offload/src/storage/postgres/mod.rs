@@ -15,10 +15,23 @@ use cluster::notify;
 use super::schema::Migration;
 use super::{
     Attempt, Backend, ClaimedJob, Driver, GroupStep, JobFilter, JobRecord, JobSummary, Leader,
-    NewJob, Outcome, Page, Signals, WorkerInfo,
+    NewJob, Outcome, Page, PoolSettings, Signals, WorkerInfo,
 };
 use crate::state::JobState;
 use crate::Result;
+
+/// Whether SQLSTATE `code` means "try again later": class 08
+/// (connection), 53 (resources; 53100 is a full disk); serialization
+/// failure, deadlock, lock and statement timeouts, shutdown and start-up.
+pub(super) fn transient_code(code: &str) -> Option<crate::error::Transient> {
+    use crate::error::Transient::{StorageFull, Unavailable};
+    match code {
+        "53100" => Some(StorageFull),
+        "40001" | "40P01" | "55P03" | "57014" | "57P01" | "57P02" | "57P03" => Some(Unavailable),
+        _ if code.starts_with("08") || code.starts_with("53") => Some(Unavailable),
+        _ => None,
+    }
+}
 
 const MIGRATIONS: &[Migration] = &[
     Migration::new(
@@ -67,8 +80,8 @@ impl Driver for Postgres {
     // whichever commits arrive together.
     const GROUP_COMMIT: bool = false;
 
-    async fn pool_connect(url: &str, max_connections: u32) -> Result<PgPool> {
-        cluster::connect(url, max_connections).await
+    async fn pool_connect(url: &str, settings: PoolSettings) -> Result<PgPool> {
+        cluster::connect(url, settings).await
     }
 
     fn pool_identity(pool: &PgPool) -> String {

@@ -15,7 +15,7 @@ use super::jobs::limit;
 use crate::storage::decode::LeaderRow;
 use crate::storage::schema::{failed, Migration};
 use crate::storage::time::{duration_micros, from_micros, micros, now_micros};
-use crate::storage::{GroupStep, Leader, WorkerInfo};
+use crate::storage::{GroupStep, Leader, PoolSettings, WorkerInfo};
 use crate::Result;
 
 const TRY_LEAD: &str = r#"
@@ -38,7 +38,7 @@ WHERE offload_periodic.last_tick < excluded.last_tick
 RETURNING name
 "#;
 
-pub(super) async fn connect(url: &str, max_connections: u32) -> Result<SqlitePool> {
+pub(super) async fn connect(url: &str, settings: PoolSettings) -> Result<SqlitePool> {
     let options = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
@@ -46,8 +46,8 @@ pub(super) async fn connect(url: &str, max_connections: u32) -> Result<SqlitePoo
         .busy_timeout(Duration::from_secs(30))
         .foreign_keys(true);
     Ok(SqlitePoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(30))
+        .max_connections(settings.max_connections)
+        .acquire_timeout(settings.acquire_timeout)
         .after_release(|conn, _| Box::pin(close_abandoned_transaction(conn)))
         .connect_with(options)
         .await?)

@@ -14,10 +14,21 @@ use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 use super::schema::Migration;
 use super::{
     Attempt, Backend, ClaimedJob, Driver, GroupStep, JobFilter, JobRecord, JobSummary, Leader,
-    NewJob, Outcome, Page, Signals, WorkerInfo,
+    NewJob, Outcome, Page, PoolSettings, Signals, WorkerInfo,
 };
 use crate::state::JobState;
 use crate::Result;
+
+/// Whether result `code` (an extended code; its low byte is the primary
+/// one) means "try again later": SQLITE_BUSY (5) or SQLITE_LOCKED (6), or
+/// SQLITE_FULL (13), a full disk or `max_page_count` reached.
+pub(super) fn transient_code(code: i32) -> Option<crate::error::Transient> {
+    match code & 0xff {
+        5 | 6 => Some(crate::error::Transient::Unavailable),
+        13 => Some(crate::error::Transient::StorageFull),
+        _ => None,
+    }
+}
 
 const MIGRATIONS: &[Migration] = &[
     Migration::new(
@@ -65,8 +76,8 @@ impl Driver for Sqlite {
     // One writer, and a commit costs more than a small job's statements.
     const GROUP_COMMIT: bool = true;
 
-    async fn pool_connect(url: &str, max_connections: u32) -> Result<SqlitePool> {
-        cluster::connect(url, max_connections).await
+    async fn pool_connect(url: &str, settings: PoolSettings) -> Result<SqlitePool> {
+        cluster::connect(url, settings).await
     }
 
     fn pool_identity(pool: &SqlitePool) -> String {
