@@ -100,16 +100,22 @@ async fn slow_clients_past_the_open_file_limit_leave_the_service_answering() {
     )
     .await
     .expect("metrics");
-    let shed = metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("offload_http_connections_shed_total "))
-        .and_then(|n| n.trim().parse::<f64>().ok())
-        .unwrap_or(0.0);
+    let counter = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|n| n.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let shed = counter("offload_http_connections_shed_total ");
+    let timed_out = counter("offload_http_timeouts_total{phase=\"headers\"} ");
     // 1,100 against the default cap of 768 under 1,024 open files.
     assert!(
         shed >= 300.0,
         "shed {shed}; opened in {opened:?}, answered after {waited:?}"
     );
+    // The slots came back by the header timeout.
+    assert!(timed_out >= 1.0, "{metrics}");
     drop(slow);
     service.kill().await.unwrap();
     let mut stderr = String::new();

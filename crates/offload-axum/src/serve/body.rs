@@ -39,7 +39,8 @@ impl BodyDeadline {
             Body::new(DeadlineBody {
                 inner,
                 timeout,
-                sleep: Box::pin(tokio::time::sleep_until(Instant::now() + timeout)),
+                deadline: Instant::now() + timeout,
+                sleep: None,
                 expired: deadline.0.clone(),
             })
         });
@@ -66,7 +67,9 @@ impl BodyDeadline {
 struct DeadlineBody<B> {
     inner: B,
     timeout: Duration,
-    sleep: Pin<Box<Sleep>>,
+    deadline: Instant,
+    /// Made on the first wait only: most bodies are empty or already here.
+    sleep: Option<Pin<Box<Sleep>>>,
     expired: Arc<AtomicBool>,
 }
 
@@ -86,7 +89,11 @@ where
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
             return Poll::Ready(frame.map(|frame| frame.map_err(Into::into)));
         }
-        if this.sleep.as_mut().poll(cx).is_ready() {
+        let deadline = this.deadline;
+        let sleep = this
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if sleep.as_mut().poll(cx).is_ready() {
             this.expired.store(true, Ordering::Release);
             return Poll::Ready(Some(Err(BodyTimedOut(this.timeout).into())));
         }
