@@ -1,7 +1,9 @@
 //! `serve` against misbehaving clients on real sockets: each scenario
 //! configures short limits and proves the server closes, sheds or answers
-//! within a bound. With `axum::serve` (no limits) every scenario but the
-//! last two hangs past its bound or is served instead of shed.
+//! within a bound. With `axum::serve` (no limits) in its place every
+//! scenario fails (hangs past its bound, or is served instead of shed)
+//! except three that guard what it already did: a prompt body is served,
+//! graceful shutdown, and the peer address.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -20,6 +22,8 @@ use tokio::task::JoinHandle;
 const BOUND: Duration = Duration::from_secs(5);
 const SHORT: Duration = Duration::from_millis(400);
 const LONG: Duration = Duration::from_secs(60);
+/// More than loopback's socket buffers hold, so its writes block.
+const BIG: usize = 32 << 20;
 
 struct Server {
     addr: SocketAddr,
@@ -38,6 +42,7 @@ async fn start(limits: ServerLimits) -> Server {
             "/peer",
             get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
         )
+        .route("/big", get(|| async { vec![b'x'; BIG] }))
         .route(
             "/slow",
             get(|| async {
@@ -58,6 +63,7 @@ fn limits() -> ServerLimits {
     ServerLimits::default()
         .header_read_timeout(LONG)
         .body_read_timeout(LONG)
+        .write_timeout(LONG)
         .max_connections(1024)
 }
 
@@ -261,6 +267,31 @@ async fn connection_over_the_cap_is_shed_while_the_first_are_served() {
         .await
         .expect("freed slot not reused");
     drop(slow);
+}
+
+#[tokio::test]
+async fn client_reading_nothing_of_its_response_is_closed_after_the_write_timeout() {
+    let server = start(limits().write_timeout(SHORT).max_connections(1)).await;
+    let mut stalled = TcpStream::connect(server.addr).await.unwrap();
+    stalled
+        .write_all(b"GET /big HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(SHORT * 3).await;
+    // Its slot is free again...
+    let (status, _) = get_ok(server.addr, "/").await;
+    assert_eq!(status, 200, "the stalled client still holds the only slot");
+    // ...and it gets only what the socket buffers held, then the close.
+    let mut received = 0;
+    let mut buf = vec![0u8; 1 << 16];
+    let drained = tokio::time::timeout(BOUND, async {
+        while let Ok(n @ 1..) = stalled.read(&mut buf).await {
+            received += n;
+        }
+    })
+    .await;
+    assert!(drained.is_ok(), "still open");
+    assert!(received < BIG, "the whole response was sent");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

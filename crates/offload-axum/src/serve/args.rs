@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use super::{ServerLimits, DEFAULT_BODY_READ_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT};
+use super::{
+    ServerLimits, DEFAULT_BODY_READ_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_WRITE_TIMEOUT,
+};
 
 /// [`ServerLimits`] as flags, each with an environment-variable fallback;
 /// `#[command(flatten)]` it into a binary's arguments.
@@ -39,6 +41,12 @@ pub struct LimitsArgs {
           default_value_t = DEFAULT_BODY_READ_TIMEOUT.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..))]
     pub body_read_timeout_secs: u64,
+    /// Seconds the server's writes may stay blocked by a client that reads
+    /// nothing of its response; past it the connection closes.
+    #[arg(long, env = "WRITE_TIMEOUT_SECS",
+          default_value_t = DEFAULT_WRITE_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub write_timeout_secs: u64,
     /// HTTP connections open at once; newer ones get 503 and are closed.
     /// Default: the open-file limit less 256 (768 under the common 1,024),
     /// between 16 and 8,192.
@@ -52,7 +60,8 @@ impl LimitsArgs {
     pub fn limits(&self) -> ServerLimits {
         let limits = ServerLimits::default()
             .header_read_timeout(Duration::from_secs(self.header_read_timeout_secs))
-            .body_read_timeout(Duration::from_secs(self.body_read_timeout_secs));
+            .body_read_timeout(Duration::from_secs(self.body_read_timeout_secs))
+            .write_timeout(Duration::from_secs(self.write_timeout_secs));
         match self.max_http_connections {
             Some(max) => limits.max_connections(usize::try_from(max).unwrap_or(usize::MAX)),
             None => limits,

@@ -9,6 +9,8 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default for [`ServerLimits::body_read_timeout`]: a 1 MiB body at about
 /// 35 KiB/s.
 pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default for [`ServerLimits::write_timeout`]: as long as the body gets.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Open files kept out of the default connection cap: database
 /// connections, SQLite files, logs, the listener and sockets being shed.
 pub const FD_HEADROOM: u64 = 256;
@@ -32,12 +34,14 @@ const ASSUMED_FD_LIMIT: u64 = 1024;
 ///     .max_connections(256);
 /// assert_eq!(limits.get_header_read_timeout(), Duration::from_secs(5));
 /// assert_eq!(limits.get_body_read_timeout(), Duration::from_secs(30));
+/// assert_eq!(limits.get_write_timeout(), Duration::from_secs(30));
 /// assert_eq!(limits.get_max_connections(), 256);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerLimits {
     header_read_timeout: Duration,
     body_read_timeout: Duration,
+    write_timeout: Duration,
     max_connections: usize,
 }
 
@@ -47,6 +51,7 @@ impl Default for ServerLimits {
         Self {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
             max_connections: default_max_connections(),
         }
     }
@@ -72,6 +77,14 @@ impl ServerLimits {
         self
     }
 
+    /// Time the server's writes may stay blocked because the client reads
+    /// nothing of its response; the clock restarts whenever the client
+    /// takes some bytes. Past it the connection is closed.
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = timeout;
+        self
+    }
+
     /// Connections open at once. A connection accepted beyond it gets a
     /// 503 with `Retry-After` and is closed at once, so the listen backlog
     /// keeps moving and the open-file limit is never reached. At least 1.
@@ -88,6 +101,11 @@ impl ServerLimits {
     /// See [`body_read_timeout`](Self::body_read_timeout).
     pub fn get_body_read_timeout(&self) -> Duration {
         self.body_read_timeout
+    }
+
+    /// See [`write_timeout`](Self::write_timeout).
+    pub fn get_write_timeout(&self) -> Duration {
+        self.write_timeout
     }
 
     /// See [`max_connections`](Self::max_connections).

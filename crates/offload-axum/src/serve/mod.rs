@@ -4,7 +4,8 @@
 //! limit and the service stops answering anyone.
 //!
 //! [`serve`] bounds how long a client may take to send its headers (which
-//! also bounds idle keep-alive connections) and its body, caps the
+//! also bounds idle keep-alive connections) and its body, and how long it
+//! may leave its response unread; it caps the
 //! connections open at once (answering 503 to the newest beyond it), and
 //! pauses briefly when `accept` fails, as with EMFILE, instead of for a
 //! second. It keeps what `axum::serve` gives: graceful shutdown and the
@@ -19,6 +20,7 @@ mod args;
 mod body;
 mod limits;
 mod shed;
+mod stall;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -41,11 +43,12 @@ use tower::ServiceExt as _;
 pub use args::LimitsArgs;
 pub use limits::{
     default_max_connections, ServerLimits, DEFAULT_BODY_READ_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT,
-    FD_HEADROOM, MAX_DEFAULT_MAX_CONNECTIONS, MIN_DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_WRITE_TIMEOUT, FD_HEADROOM, MAX_DEFAULT_MAX_CONNECTIONS, MIN_DEFAULT_MAX_CONNECTIONS,
 };
 
 use body::BodyDeadline;
 use shed::{shed, AcceptPause, ThrottledWarn};
+use stall::WriteStall;
 
 /// Gauge of HTTP connections open now.
 pub const HTTP_CONNECTIONS_OPEN: &str = "offload_http_connections_open";
@@ -53,7 +56,8 @@ pub const HTTP_CONNECTIONS_OPEN: &str = "offload_http_connections_open";
 /// [`ServerLimits::max_connections`] were already open.
 pub const HTTP_CONNECTIONS_SHED_TOTAL: &str = "offload_http_connections_shed_total";
 /// Counter of connections closed for being slow, labelled `phase`:
-/// `headers` (the header-read timeout, idle keep-alive included) or `body`.
+/// `headers` (the header-read timeout, idle keep-alive included), `body` or
+/// `write` (the client stopped reading its response).
 pub const HTTP_TIMEOUTS_TOTAL: &str = "offload_http_timeouts_total";
 
 /// Serves `router` on `listener` over HTTP/1.1 within `limits` until
@@ -127,7 +131,10 @@ pub async fn serve(
             let body_timeout = limits.get_body_read_timeout();
             move |request| handle(router.clone(), peer, body_timeout, request)
         });
-        let connection = connections.watch(http.serve_connection(TokioIo::new(stream), service));
+        let connection = connections.watch(http.serve_connection(
+            TokioIo::new(WriteStall::new(stream, limits.get_write_timeout())),
+            service,
+        ));
         tokio::spawn(async move {
             let _slot = slot;
             let _open = OpenConnection::count();
