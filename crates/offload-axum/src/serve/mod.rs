@@ -116,10 +116,10 @@ pub async fn serve(
         // The newest is shed: connections already open keep their slots.
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             shed(stream);
-            if let Some(shed) = full.ready() {
+            if let Some(count) = full.ready() {
                 tracing::warn!(
                     max_connections = limits.get_max_connections(),
-                    shed,
+                    shed = count,
                     "connection limit reached; closing new connections with 503"
                 );
             }
