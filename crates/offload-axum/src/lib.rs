@@ -9,6 +9,9 @@
 //! an [`offload::Error`] converts with `?` (503 while the database is
 //! unavailable, 500 otherwise).
 //!
+//! [`serve::serve`] runs a router on a TCP listener with header, body and
+//! idle timeouts and a connection cap, which `axum::serve` lacks.
+//!
 //! ```
 //! use axum::{routing::get, Router};
 //! use offload_axum::{Problem, Tx, TxLayer};
@@ -34,6 +37,7 @@
 mod extract;
 mod problem;
 pub mod rejection;
+pub mod serve;
 mod tx;
 
 pub use extract::{Json, Path, Query};

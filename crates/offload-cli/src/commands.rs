@@ -342,10 +342,15 @@ async fn serve_dashboard<DB: Backend>(
         )
         .with_state(metrics_state);
     let app = offload_dashboard::router(pool, config).merge(metrics);
-    // The peer address keys the dashboard's wrong-token throttle.
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(offload::shutdown_signal())
-        .await?;
+    // Timeouts and the connection cap keep slow clients from holding every
+    // file descriptor; the peer address it passes on keys the wrong-token
+    // throttle.
+    offload_axum::serve::serve(
+        listener,
+        app,
+        args.limits.limits(),
+        offload::shutdown_signal(),
+    )
+    .await;
     Ok(())
 }

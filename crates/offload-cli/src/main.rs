@@ -238,6 +238,9 @@ pub(crate) struct DashboardArgs {
     /// Do not run migrations at start.
     #[arg(long)]
     pub no_migrate: bool,
+    /// Timeouts for slow clients and the cap on open HTTP connections.
+    #[command(flatten)]
+    pub limits: offload_axum::serve::LimitsArgs,
 }
 
 fn main() -> ExitCode {

@@ -74,6 +74,9 @@ pub struct Config {
     /// to. Needs the `otel` feature; without it, the flag is refused.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", hide_env_values = true)]
     pub otlp_endpoint: Option<String>,
+    /// Timeouts for slow clients and the cap on open HTTP connections.
+    #[command(flatten)]
+    pub http_limits: offload_axum::serve::LimitsArgs,
 }
 
 impl Config {
@@ -124,6 +127,11 @@ impl Config {
             dashboard = dashboard.token(token.clone());
         }
         dashboard.for_listener(listen)
+    }
+
+    /// The limits the HTTP server holds clients to.
+    pub fn server_limits(&self) -> offload_axum::serve::ServerLimits {
+        self.http_limits.limits()
     }
 
     /// How long shutdown waits for running jobs.

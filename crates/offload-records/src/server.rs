@@ -86,9 +86,11 @@ pub async fn serve<DB: RecordStore>(
         config.group_commit_writers(backend),
     );
     let app = api::router_with_dashboard(state, config.body_limit, dashboard);
+    let limits = config.server_limits();
     tracing::info!(
         listen = %listener.local_addr()?,
         backend = <DB as sqlx::Database>::NAME,
+        max_http_connections = limits.get_max_connections(),
         "offload-records is serving"
     );
 
@@ -99,12 +101,11 @@ pub async fn serve<DB: RecordStore>(
         tracing::info!("shutting down: finishing in-flight requests");
         signal.cancel();
     });
-    // The peer address keys the dashboard's wrong-token throttle.
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(stop.clone().cancelled_owned())
-        .await;
-    // The worker stops even if serving failed, so jobs are handed back.
+    // Timeouts and the connection cap keep slow clients from holding every
+    // file descriptor; the peer address it passes on keys the dashboard's
+    // wrong-token throttle.
+    offload_axum::serve::serve(listener, app, limits, stop.clone().cancelled_owned()).await;
+    // Stopped serving: the worker stops too, handing its jobs back.
     stop.cancel();
     tracing::info!("HTTP server stopped; stopping the worker");
     // Bounded: running jobs get the shutdown timeout, cancelled ones the
@@ -128,5 +129,5 @@ pub async fn serve<DB: RecordStore>(
     {
         tracing::warn!("database connections still in use at exit");
     }
-    served.context("HTTP server failed")
+    Ok(())
 }
