@@ -9,6 +9,7 @@ use chrono::Utc;
 use futures::FutureExt;
 use tracing::Instrument;
 
+use super::printable::printable;
 use super::shared::{next_delay, sleep_or_stop, Shared};
 use super::{metrics, running, wake};
 use crate::hooks::{AttemptOutcome, JobEvent, JobInfo};
@@ -260,22 +261,23 @@ fn outcome_for<DB: Backend>(
     let at = crate::backoff::after;
     match error {
         JobError::Failed(_) if shared.cancel_jobs.is_cancelled() => {
-            tracing::info!(%error, "job interrupted by shutdown; handed back to the queue");
+            let error = error.to_string();
+            tracing::info!(error = %printable(&error), "job interrupted by shutdown; handed back to the queue");
             Outcome::Requeue {
                 reason: format!("interrupted by shutdown: {error}"),
             }
         }
         JobError::Failed(_) if key.attempt >= max_attempts => {
-            tracing::error!(%error, "job failed on its last attempt; discarded");
-            Outcome::Discard {
-                error: error.to_string(),
-            }
+            let error = error.to_string();
+            tracing::error!(error = %printable(&error), "job failed on its last attempt; discarded");
+            Outcome::Discard { error }
         }
         JobError::Failed(_) => {
+            let error = error.to_string();
             let delay = backoff(key.attempt);
-            tracing::warn!(%error, retry_in = ?delay, "job failed; will retry");
+            tracing::warn!(error = %printable(&error), retry_in = ?delay, "job failed; will retry");
             Outcome::Retry {
-                error: error.to_string(),
+                error,
                 at: at(delay),
             }
         }
@@ -284,11 +286,11 @@ fn outcome_for<DB: Backend>(
             Outcome::Snooze { at: at(delay) }
         }
         JobError::Cancel(reason) => {
-            tracing::info!(%reason, "job cancelled itself");
+            tracing::info!(reason = %printable(&reason), "job cancelled itself");
             Outcome::Cancel { reason }
         }
         JobError::Discard(error) => {
-            tracing::error!(%error, "job discarded");
+            tracing::error!(error = %printable(&error), "job discarded");
             Outcome::Discard { error }
         }
     }

@@ -10,6 +10,7 @@ pub(crate) mod leader;
 mod maintenance;
 pub mod metrics;
 mod periodic;
+mod printable;
 mod producer;
 pub(crate) mod running;
 pub(crate) mod shared;
