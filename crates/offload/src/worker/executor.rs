@@ -9,8 +9,10 @@ use chrono::Utc;
 use futures::FutureExt;
 use tracing::Instrument;
 
+use super::job_poll::JobPoll;
 use super::printable::printable;
 use super::shared::{next_delay, sleep_or_stop, Shared};
+use super::watchdog::AttemptFacts;
 use super::{metrics, running, wake};
 use crate::hooks::{AttemptOutcome, JobEvent, JobInfo};
 use crate::job::JobError;
@@ -59,17 +61,38 @@ pub(crate) async fn execute<DB: Backend>(shared: Arc<Shared<DB>>, mut job: Claim
         let cancel = shared.cancel_jobs.child_token();
         let _tracked = running::track(shared.database.clone(), key.id, cancel.clone());
         let max_attempts = job.max_attempts;
-        let Attempted { result, tx } = handler
-            .attempt(AttemptInput {
-                job,
-                args,
-                pool: shared.pool.clone(),
-                group: shared.group.clone(),
-                cancel,
-                hooks,
-                info: Arc::clone(&info),
+        let watch = shared.attempts.as_ref().map(|attempts| {
+            attempts.watch(AttemptFacts {
+                key,
+                kind: job.kind.clone(),
+                queue: job.queue.clone(),
+                max_attempts,
+                timeout: handler.timeout(),
+                backoff: handler.backoff(key.attempt),
+                cancel: cancel.clone(),
             })
-            .await;
+        });
+        let attempt = handler.attempt(AttemptInput {
+            job,
+            args,
+            pool: shared.pool.clone(),
+            group: shared.group.clone(),
+            cancel,
+            hooks,
+            info: Arc::clone(&info),
+        });
+        let watched = watch.as_ref().map(|guard| guard.watched().clone());
+        let Attempted { result, tx } = JobPoll::new(attempt, watched).await;
+        if let Some(Err(outcome)) = watch.as_ref().map(|guard| guard.watched().claim_for_executor()) {
+            // The watchdog recorded a timeout while this thread was
+            // blocked; the job's work, if any, is undone.
+            if let Some(tx) = tx {
+                let _ = tx.rollback().await;
+            }
+            tracing::warn!("the job returned after the watchdog recorded its timeout; its result is dropped and its transaction rolled back");
+            finish(&shared, key, info, Ended::Failed(outcome), started).await;
+            return;
+        }
 
         let ended = match result {
             Ok(()) => match tx {
