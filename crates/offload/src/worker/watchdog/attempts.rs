@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::super::wake::lock;
-use super::millis_since_start;
+use super::clock::millis_since_start;
 use crate::storage::{Attempt, Outcome};
 
 /// How long past its timeout a job's own (in-runtime) timeout gets to end

@@ -5,9 +5,10 @@
 //! driven by the runtime that opened it, hence the watchdog's own pool.
 
 mod attempts;
+mod clock;
 mod stall;
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolOptions;
@@ -28,13 +29,6 @@ use stall::{Pulse, StallDetector, TICK};
 /// `cancel_grace` to hand back the jobs whose threads are still blocked,
 /// and as long again to write that and deregister.
 pub(crate) const SHUTDOWN_MARGIN: Duration = Duration::from_secs(1);
-
-static START: LazyLock<Instant> = LazyLock::new(Instant::now);
-
-/// A clock the worker's runtime and the watchdog share through atomics.
-fn millis_since_start() -> u64 {
-    u64::try_from(START.elapsed().as_millis()).unwrap_or(u64::MAX)
-}
 
 /// How the watchdog ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::super::metrics;
 use super::attempts::Attempts;
-use super::millis_since_start;
+use super::clock::millis_since_start;
 
 /// How often the pulse beats, and the watchdog checks.
 pub(crate) const TICK: Duration = Duration::from_millis(100);
