@@ -217,3 +217,36 @@ fn caught_job_panic_prints_nothing_through_the_panic_hook() {
         "other panics went silent:\n{stderr}"
     );
 }
+
+/// The watchdog opens its own pool from the worker pool's options: on an
+/// in-memory SQLite database (shared cache, named by sqlx) it must reach
+/// the same database, or the heartbeat fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_memory_sqlite_worker_heartbeats_from_its_watchdog() {
+    captured();
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect("sqlite::memory:")
+        .await
+        .unwrap();
+    offload::Client::new(pool.clone()).migrate().await.unwrap();
+    let worker = Worker::new(pool.clone(), Registry::new(), fast_config())
+        .start()
+        .await
+        .unwrap();
+    let heartbeat = || async {
+        sqlx::query_scalar::<_, i64>("SELECT heartbeat_at FROM offload_workers WHERE id = ?1")
+            .bind(worker.id())
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    let first = heartbeat().await;
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    assert!(
+        heartbeat().await > first,
+        "the watchdog's heartbeat missed the database"
+    );
+    worker.shutdown().await;
+    assert!(!log_text().contains("heartbeat failed"), "{}", log_text());
+}
