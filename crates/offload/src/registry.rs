@@ -192,6 +192,9 @@ pub(crate) trait Handler<DB: Backend>: Send + Sync {
     /// The queue the kind runs on unless an enqueue names another.
     fn queue(&self) -> &'static str;
     fn backoff(&self, attempt: i32) -> Duration;
+    /// The kind's [`Job::TIMEOUT`], which the worker's watchdog also
+    /// enforces when the job's thread is blocked.
+    fn timeout(&self) -> Option<Duration>;
 }
 
 struct Typed<J, S> {
@@ -253,6 +256,10 @@ impl<DB: Backend, S: Send + Sync + 'static, J: Job<DB, S>> Handler<DB> for Typed
 
     fn backoff(&self, attempt: i32) -> Duration {
         J::backoff(attempt)
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        J::TIMEOUT
     }
 }
 

@@ -101,6 +101,7 @@ impl<DB: Backend> Runner<DB> {
             stop_maintenance: CancellationToken::new(),
             leading,
             events: broadcast::channel(EVENT_BUFFER).0,
+            attempts: None,
         };
         Self {
             shared: Arc::new(shared),

@@ -9,7 +9,10 @@ use chrono::Utc;
 use futures::FutureExt;
 use tracing::Instrument;
 
+use super::job_poll::JobPoll;
+use super::printable::printable;
 use super::shared::{next_delay, sleep_or_stop, Shared};
+use super::watchdog::AttemptFacts;
 use super::{metrics, running, wake};
 use crate::hooks::{AttemptOutcome, JobEvent, JobInfo};
 use crate::job::JobError;
@@ -58,17 +61,38 @@ pub(crate) async fn execute<DB: Backend>(shared: Arc<Shared<DB>>, mut job: Claim
         let cancel = shared.cancel_jobs.child_token();
         let _tracked = running::track(shared.database.clone(), key.id, cancel.clone());
         let max_attempts = job.max_attempts;
-        let Attempted { result, tx } = handler
-            .attempt(AttemptInput {
-                job,
-                args,
-                pool: shared.pool.clone(),
-                group: shared.group.clone(),
-                cancel,
-                hooks,
-                info: Arc::clone(&info),
+        let watch = shared.attempts.as_ref().map(|attempts| {
+            attempts.watch(AttemptFacts {
+                key,
+                kind: job.kind.clone(),
+                queue: job.queue.clone(),
+                max_attempts,
+                timeout: handler.timeout(),
+                backoff: handler.backoff(key.attempt),
+                cancel: cancel.clone(),
             })
-            .await;
+        });
+        let attempt = handler.attempt(AttemptInput {
+            job,
+            args,
+            pool: shared.pool.clone(),
+            group: shared.group.clone(),
+            cancel,
+            hooks,
+            info: Arc::clone(&info),
+        });
+        let watched = watch.as_ref().map(|guard| guard.watched().clone());
+        let Attempted { result, tx } = JobPoll::new(attempt, watched).await;
+        if let Some(Err(outcome)) = watch.as_ref().map(|guard| guard.watched().claim_for_executor()) {
+            // The watchdog recorded a timeout while this thread was
+            // blocked; the job's work, if any, is undone.
+            if let Some(tx) = tx {
+                let _ = tx.rollback().await;
+            }
+            tracing::warn!("the job returned after the watchdog recorded its timeout; its result is dropped and its transaction rolled back");
+            finish(&shared, key, info, Ended::Failed(outcome), started).await;
+            return;
+        }
 
         let ended = match result {
             Ok(()) => match tx {
@@ -260,22 +284,23 @@ fn outcome_for<DB: Backend>(
     let at = crate::backoff::after;
     match error {
         JobError::Failed(_) if shared.cancel_jobs.is_cancelled() => {
-            tracing::info!(%error, "job interrupted by shutdown; handed back to the queue");
+            let error = error.to_string();
+            tracing::info!(error = %printable(&error), "job interrupted by shutdown; handed back to the queue");
             Outcome::Requeue {
                 reason: format!("interrupted by shutdown: {error}"),
             }
         }
         JobError::Failed(_) if key.attempt >= max_attempts => {
-            tracing::error!(%error, "job failed on its last attempt; discarded");
-            Outcome::Discard {
-                error: error.to_string(),
-            }
+            let error = error.to_string();
+            tracing::error!(error = %printable(&error), "job failed on its last attempt; discarded");
+            Outcome::Discard { error }
         }
         JobError::Failed(_) => {
+            let error = error.to_string();
             let delay = backoff(key.attempt);
-            tracing::warn!(%error, retry_in = ?delay, "job failed; will retry");
+            tracing::warn!(error = %printable(&error), retry_in = ?delay, "job failed; will retry");
             Outcome::Retry {
-                error: error.to_string(),
+                error,
                 at: at(delay),
             }
         }
@@ -284,11 +309,11 @@ fn outcome_for<DB: Backend>(
             Outcome::Snooze { at: at(delay) }
         }
         JobError::Cancel(reason) => {
-            tracing::info!(%reason, "job cancelled itself");
+            tracing::info!(reason = %printable(&reason), "job cancelled itself");
             Outcome::Cancel { reason }
         }
         JobError::Discard(error) => {
-            tracing::error!(%error, "job discarded");
+            tracing::error!(error = %printable(&error), "job discarded");
             Outcome::Discard { error }
         }
     }

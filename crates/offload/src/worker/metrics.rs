@@ -10,6 +10,9 @@
 //! | `offload_worker_busy` | gauge | `queue`: jobs running on this worker |
 //! | `offload_worker_capacity` | gauge | `queue`: the queue's concurrency on this worker |
 //! | `offload_queue_jobs` | gauge | `queue`, `state`: set by [`record_queue_depth`] |
+//! | `offload_runtime_stalls_total` | counter | none: times the worker's runtime ran no task for over a second (a job blocking its thread) |
+//! | `offload_runtime_stall_seconds` | gauge | none: how long the current stall has lasted, 0 when none |
+//! | `offload_blocking_polls_total` | counter | `kind`: polls of a job's future that held their thread for over a second |
 
 use std::time::Duration;
 
@@ -27,6 +30,13 @@ pub const WORKER_BUSY: &str = "offload_worker_busy";
 pub const WORKER_CAPACITY: &str = "offload_worker_capacity";
 /// Gauge of jobs per queue and state.
 pub const QUEUE_JOBS: &str = "offload_queue_jobs";
+
+/// Counter of runtime stalls.
+pub const RUNTIME_STALLS_TOTAL: &str = "offload_runtime_stalls_total";
+/// Gauge of the current stall's length.
+pub const RUNTIME_STALL_SECONDS: &str = "offload_runtime_stall_seconds";
+/// Counter of job polls that blocked their thread.
+pub const BLOCKING_POLLS_TOTAL: &str = "offload_blocking_polls_total";
 
 /// Bucket bounds, in seconds, that suit both histograms: 1 ms to 5 min.
 pub const SECONDS_BUCKETS: &[f64] = &[
@@ -58,6 +68,18 @@ pub(crate) fn outcome_label(outcome: &Outcome) -> &'static str {
 pub(crate) fn worker_load(queue: &str, busy: usize, capacity: usize) {
     metrics::gauge!(WORKER_BUSY, "queue" => queue.to_owned()).set(busy as f64);
     metrics::gauge!(WORKER_CAPACITY, "queue" => queue.to_owned()).set(capacity as f64);
+}
+
+pub(crate) fn runtime_stalled() {
+    metrics::counter!(RUNTIME_STALLS_TOTAL).increment(1);
+}
+
+pub(crate) fn runtime_stall(lasted: Duration) {
+    metrics::gauge!(RUNTIME_STALL_SECONDS).set(lasted.as_secs_f64());
+}
+
+pub(crate) fn blocking_poll(kind: &str) {
+    metrics::counter!(BLOCKING_POLLS_TOTAL, "kind" => kind.to_owned()).increment(1);
 }
 
 /// Publishes how many jobs each queue holds in each state, from rows of

@@ -6,14 +6,17 @@
 mod completer;
 mod config;
 pub(crate) mod executor;
+mod job_poll;
 pub(crate) mod leader;
 mod maintenance;
 pub mod metrics;
 mod periodic;
+mod printable;
 mod producer;
 pub(crate) mod running;
 pub(crate) mod shared;
 pub(crate) mod wake;
+mod watchdog;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -26,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 pub use config::{QueueConfig, Retention, WorkerConfig};
 
 use shared::Shared;
+use watchdog::{Attempts, Watchdog};
 
 use crate::hooks::JobEvent;
 use crate::queue_name::check_queue_name;
@@ -107,6 +111,10 @@ impl<DB: Backend> Worker<DB> {
             }
         }
         warn_of_unserved_kinds(&self.kinds, &config);
+        job_poll::install_panic_hook();
+        let attempts = Arc::new(Attempts::default());
+        let watchdog = Watchdog::spawn(&self.pool, info.clone(), &config, attempts.clone())
+            .map_err(|error| crate::Error::Database(sqlx::Error::Io(error)))?;
         let worker_id = info.id.clone();
         tracing::info!(worker = %worker_id, queues = %info.queues, backend = <DB as sqlx::Database>::NAME, "worker started");
 
@@ -140,6 +148,7 @@ impl<DB: Backend> Worker<DB> {
             stop_maintenance: stop_maintenance.clone(),
             leading: leading.clone(),
             events: self.events.clone(),
+            attempts: Some(attempts),
         });
 
         let mut producers = JoinSet::new();
@@ -160,7 +169,10 @@ impl<DB: Backend> Worker<DB> {
             give_up_completions.clone(),
         ));
         let maintenance = maintenance::spawn(shared.clone(), stop_maintenance.clone());
+        let tasks_ended = watchdog.tasks_ended();
         let supervisor = tokio::spawn(async move {
+            // Even if this task panics, the watchdog learns it has ended.
+            let _ended = tasks_ended.drop_guard();
             while producers.join_next().await.is_some() {}
             if let Err(error) = campaign.await {
                 tracing::error!(%error, "leader election task failed");
@@ -178,15 +190,13 @@ impl<DB: Backend> Worker<DB> {
                 give_up_completions.cancel();
                 let _ = completer.await;
             }
-            if let Err(error) = DB::worker_deregister(&self.pool, &info.id).await {
-                tracing::warn!(%error, "could not deregister worker; its row expires with its lease");
-            }
-            tracing::info!(worker = %info.id, "worker stopped");
+            // The watchdog stops heartbeating, then deregisters the worker.
         });
         Ok(WorkerHandle {
             stop_fetching,
             cancel_jobs,
             supervisor,
+            watchdog,
             id: worker_id,
             leading,
             events: self.events,
@@ -219,6 +229,7 @@ pub struct WorkerHandle {
     stop_fetching: CancellationToken,
     cancel_jobs: CancellationToken,
     supervisor: tokio::task::JoinHandle<()>,
+    watchdog: Watchdog,
     id: String,
     leading: watch::Receiver<bool>,
     events: broadcast::Sender<JobEvent>,
@@ -243,12 +254,24 @@ impl WorkerHandle {
     }
 
     /// Stops claiming jobs, waits up to `shutdown_timeout` for running jobs,
-    /// then cancels the rest and hands them back to the queue. Returns when
-    /// every task has stopped.
+    /// then cancels the rest, waits `cancel_grace`, and hands back to the
+    /// queue those still running. Returns when every task has stopped, or
+    /// at the latest about a second after `shutdown_timeout + cancel_grace`
+    /// (plus up to a second to write the hand-backs) when jobs block their
+    /// threads: the worker's deadline is kept on a thread of its own, so it
+    /// holds as long as the task awaiting this gets to run (`main`'s, say).
     pub async fn shutdown(self) {
         self.stop_fetching.cancel();
-        if let Err(error) = self.supervisor.await {
-            tracing::error!(%error, "worker supervisor failed");
+        match self.watchdog.shutdown().await {
+            watchdog::Ended::Clean => {
+                if let Err(error) = self.supervisor.await {
+                    tracing::error!(%error, "worker supervisor failed");
+                }
+                tracing::info!(worker = %self.id, "worker stopped");
+            }
+            watchdog::Ended::Deadline => {
+                tracing::warn!(worker = %self.id, "worker stopped at its shutdown deadline; tasks still blocked end when their threads return");
+            }
         }
     }
 

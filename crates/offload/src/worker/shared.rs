@@ -8,6 +8,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::config::WorkerConfig;
+use super::watchdog::Attempts;
 use crate::hooks::JobEvent;
 use crate::registry::Kinds;
 use crate::storage::group::WriteGroup;
@@ -33,6 +34,9 @@ pub(crate) struct Shared<DB: Backend> {
     pub leading: watch::Receiver<bool>,
     /// Every attempt's end, for [`crate::WorkerHandle::events`].
     pub events: broadcast::Sender<JobEvent>,
+    /// The running attempts the watchdog watches (a worker's; the testing
+    /// kit runs without one).
+    pub attempts: Option<Arc<Attempts>>,
 }
 
 impl<DB: Backend> Shared<DB> {

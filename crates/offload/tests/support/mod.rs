@@ -1,6 +1,7 @@
 //! Shared test support: real databases, app tables for effects, test jobs.
 #![allow(dead_code)]
 
+pub mod blocking;
 pub mod cluster;
 pub mod database;
 pub mod jobs;

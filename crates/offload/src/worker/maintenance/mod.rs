@@ -1,5 +1,6 @@
 //! Background services beside the queues, one per file. Every worker
-//! heartbeats and listens for notifications; only the leader (see
+//! listens for notifications (and heartbeats, from its watchdog's thread:
+//! see [`super::watchdog`]); only the leader (see
 //! [`super::leader`]) runs the rescuer, the promoter (scheduled →
 //! available), the pruner and the periodic jobs. Each stays safe when two
 //! workers briefly both think they lead during a hand-over: they claim rows
@@ -25,13 +26,6 @@ use crate::storage::Backend;
 pub(crate) fn spawn<DB: Backend>(shared: Arc<Shared<DB>>, stop: CancellationToken) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
     let config = &shared.config;
-    every(&mut tasks, &stop, config.heartbeat_interval, "heartbeat", {
-        let shared = shared.clone();
-        move || {
-            let shared = shared.clone();
-            async move { DB::worker_heartbeat(&shared.pool, &shared.worker).await }
-        }
-    });
     leader_only(
         &mut tasks,
         &stop,
