@@ -55,7 +55,10 @@ async fn with_pool<DB: Backend>(url: &str, command: Command) -> anyhow::Result<(
     } else {
         2
     };
-    let pool = DB::connect(url, connections)
+    // Fail fast when the database is away: a person is waiting.
+    let settings = offload::PoolSettings::new(connections)
+        .acquire_timeout(offload::INTERACTIVE_ACQUIRE_TIMEOUT);
+    let pool = DB::connect_with(url, settings)
         .await
         .with_context(|| format!("cannot connect to {}", redact_url(url)))?;
     match command {
@@ -313,6 +316,9 @@ async fn serve_dashboard<DB: Backend>(
     let token = args.token.filter(|t| !t.is_empty());
     if let Some(token) = &token {
         config = config.token(token.clone());
+    }
+    for name in &args.allow_host {
+        config = config.allow_host(name);
     }
     let config = config
         .for_listener(args.listen)

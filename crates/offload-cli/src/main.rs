@@ -238,6 +238,11 @@ pub(crate) struct DashboardArgs {
     /// Do not run migrations at start.
     #[arg(long)]
     pub no_migrate: bool,
+    /// Also answer, without a token, to this `Host` name (repeatable): for
+    /// a proxy that authenticates. Otherwise only loopback names are
+    /// answered, so a DNS-rebound page cannot drive the dashboard.
+    #[arg(long, value_name = "NAME")]
+    pub allow_host: Vec<String>,
     /// Timeouts for slow clients and the cap on open HTTP connections.
     #[command(flatten)]
     pub limits: offload_axum::serve::LimitsArgs,

@@ -90,12 +90,12 @@ impl Config {
 
     /// The pool's size and acquire timeout for `backend`.
     pub fn pool_settings(&self, backend: offload::BackendKind) -> offload::PoolSettings {
-        let acquire_ms = self.db_acquire_timeout_ms.unwrap_or(match backend {
-            offload::BackendKind::Sqlite => 30_000,
-            offload::BackendKind::Postgres => 3_000,
-        });
-        offload::PoolSettings::new(self.max_connections(backend))
-            .acquire_timeout(Duration::from_millis(acquire_ms))
+        let acquire = match (self.db_acquire_timeout_ms, backend) {
+            (Some(ms), _) => Duration::from_millis(ms),
+            (None, offload::BackendKind::Sqlite) => offload::DEFAULT_ACQUIRE_TIMEOUT,
+            (None, offload::BackendKind::Postgres) => offload::INTERACTIVE_ACQUIRE_TIMEOUT,
+        };
+        offload::PoolSettings::new(self.max_connections(backend)).acquire_timeout(acquire)
     }
 
     /// Group-commit writer tasks for `backend`.

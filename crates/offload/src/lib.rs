@@ -50,6 +50,7 @@ pub use storage::migrate;
 pub use storage::{
     clean_error, AttemptError, Backend, BackendKind, BackendTx, Enqueued, JobRecord, Leader,
     NewJob, PoolSettings, PortableRow, Sql, SqlTarget, SqlValue, DEFAULT_ACQUIRE_TIMEOUT,
+    INTERACTIVE_ACQUIRE_TIMEOUT,
 };
 pub use unique::{UniqueKey, UniqueOptions, DEFAULT_UNIQUE_STATES};
 pub use worker::metrics;

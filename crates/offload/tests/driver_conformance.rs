@@ -548,7 +548,9 @@ async fn job_in_state<DB: Driver>(pool: &Pool<DB>, queue: &str, state: JobState)
 // --- pool and transactions ---
 
 async fn pool_connect_and_pool_identity<DB: Conformance>(db: &TestDatabase<DB>) {
-    let pool = DB::pool_connect(&db.url, 3).await.expect("pool_connect");
+    let pool = DB::pool_connect(&db.url, offload::PoolSettings::new(3))
+        .await
+        .expect("pool_connect");
     assert_eq!(pool.options().get_max_connections(), 3);
     // The same database: a job written through one pool reads back on the other.
     let id = insert_one(&db.pool, job("k", "default")).await;

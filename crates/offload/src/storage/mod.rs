@@ -31,7 +31,7 @@ use sqlx::{Pool, Transaction};
 
 pub use driver::{Driver, Signals};
 pub use group_step::GroupStep;
-pub use pool::{PoolSettings, DEFAULT_ACQUIRE_TIMEOUT};
+pub use pool::{PoolSettings, DEFAULT_ACQUIRE_TIMEOUT, INTERACTIVE_ACQUIRE_TIMEOUT};
 pub use portable::{
     BackendTx, FromPgRow, FromSqliteRow, PortableRow, PortableSql, Sql, SqlTarget, SqlValue,
 };

@@ -7,6 +7,12 @@ use std::time::Duration;
 /// pass, as sqlx's own default.
 pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A wait for pools that serve people (HTTP requests, a CLI): a fast
+/// restart of the server still gets through, and while the database is
+/// down callers hear so in seconds (sqlx retries a refused connection
+/// until the timeout passes).
+pub const INTERACTIVE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Pool settings for [`Backend::connect_with`](crate::Backend::connect_with).
 ///
 /// ```
