@@ -248,22 +248,7 @@ async fn connection_over_the_cap_is_shed_while_the_first_are_served() {
     assert_eq!(read_response(&mut kept).await, (200, "ok".to_owned()));
     // A freed slot is taken again.
     drop(kept);
-    let served = async {
-        loop {
-            let mut stream = TcpStream::connect(server.addr).await.unwrap();
-            let _ = stream
-                .write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
-                .await;
-            if read_to_close(&mut stream, BOUND)
-                .await
-                .is_some_and(|a| a.starts_with("HTTP/1.1 200"))
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    tokio::time::timeout(BOUND, served)
+    tokio::time::timeout(BOUND, answered_once(server.addr))
         .await
         .expect("freed slot not reused");
     drop(slow);
@@ -311,22 +296,7 @@ async fn flood_of_slow_clients_leaves_the_server_answering() {
         })
         .collect();
     // Within one header timeout of the flood the server answers again.
-    let answered = async {
-        loop {
-            let mut stream = TcpStream::connect(server.addr).await.unwrap();
-            let _ = stream
-                .write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
-                .await;
-            if read_to_close(&mut stream, BOUND)
-                .await
-                .is_some_and(|a| a.starts_with("HTTP/1.1 200"))
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    tokio::time::timeout(BOUND, answered)
+    tokio::time::timeout(BOUND, answered_once(server.addr))
         .await
         .expect("not answering after the flood");
     let mut open = 0;
@@ -367,4 +337,21 @@ async fn handlers_see_the_peer_address() {
         .await
         .unwrap();
     assert_eq!(read_response(&mut client).await, (200, local.to_string()));
+}
+
+/// Sends a plain request on fresh connections until one is answered 200.
+async fn answered_once(addr: SocketAddr) {
+    loop {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let _ = stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+            .await;
+        if read_to_close(&mut stream, BOUND)
+            .await
+            .is_some_and(|a| a.starts_with("HTTP/1.1 200"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -3,19 +3,19 @@
 //! 503 or 507 with `Retry-After`), never a 500, reads fail fast while the
 //! server is down, and the service serves again once it is back.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use offload_records::store::RecordStore;
-use offload_records::Config;
 use offload_test_fixture::PrivatePostgres;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use tokio::net::TcpStream;
+
+use support::{shut_down, Running};
 
 /// Each request's deadline: far above a fail-fast answer, far below the
 /// pool's old 30 s wait.
@@ -63,56 +63,16 @@ async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> Answer 
     }
 }
 
-struct Running {
-    addr: SocketAddr,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<anyhow::Result<()>>,
-}
-
+/// The service with its logs shown (`RUST_LOG`, default warn) and jobs
+/// that finish at once.
 async fn start<DB: RecordStore>(url: &str, extra: &[&str]) -> Running {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
         .with_test_writer()
         .try_init();
-    let mut args = vec![
-        "offload-records",
-        "--database-url",
-        url,
-        "--hash-rounds",
-        "1",
-        "--job-delay-ms",
-        "0",
-        "--shutdown-timeout-secs",
-        "1",
-    ];
+    let mut args = vec!["--job-delay-ms", "0"];
     args.extend_from_slice(extra);
-    let config = Config::parse_from(args);
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(offload_records::server::serve::<DB>(
-        config,
-        listener,
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    for _ in 0..200 {
-        if TcpStream::connect(addr).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Running { addr, stop, task }
-}
-
-async fn shut_down(running: Running) {
-    let _ = running.stop.send(());
-    let served = tokio::time::timeout(Duration::from_secs(30), running.task)
-        .await
-        .expect("shutdown finishes in time")
-        .expect("server task");
-    served.expect("server ran cleanly");
+    support::start::<DB>(url, &args).await
 }
 
 /// The routes a client and an operator hit: a write and every read.

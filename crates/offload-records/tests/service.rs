@@ -2,19 +2,19 @@
 //! same process, shuts down gracefully, and after a restart finishes every
 //! record it acknowledged.
 
+mod support;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::Parser;
 use offload_records::store::RecordStore;
-use offload_records::Config;
 use offload_test_fixture::{FreshBackend, FreshDatabase};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use tokio::net::TcpStream;
+
+use support::{shut_down, Running};
 
 /// One HTTP/1.1 exchange on a fresh connection.
 async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
@@ -41,56 +41,10 @@ async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) ->
     (status, json)
 }
 
-struct Running {
-    addr: SocketAddr,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<anyhow::Result<()>>,
-}
-
 async fn start<DB: RecordStore>(url: &str, delay_ms: u64) -> Running {
-    let config = Config::parse_from([
-        "offload-records",
-        "--database-url",
-        url,
-        "--hash-rounds",
-        "3",
-        "--job-delay-ms",
-        &delay_ms.to_string(),
-        "--worker-concurrency",
-        "2",
-        "--shutdown-timeout-secs",
-        "1",
-    ]);
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(offload_records::server::serve::<DB>(
-        config,
-        listener,
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    for _ in 0..100 {
-        if TcpStream::connect(addr).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Running { addr, stop, task }
-}
-
-async fn shut_down(running: Running) {
-    let _ = running.stop.send(());
-    let served = tokio::time::timeout(Duration::from_secs(20), running.task)
-        .await
-        .expect("graceful shutdown finishes in time")
-        .expect("server task");
-    served.expect("server ran cleanly");
-    assert!(
-        TcpStream::connect(running.addr).await.is_err(),
-        "stopped accepting connections"
-    );
+    let delay = delay_ms.to_string();
+    let extra = ["--job-delay-ms", &delay, "--worker-concurrency", "2"];
+    support::start::<DB>(url, &extra).await
 }
 
 async fn wait_done(addr: SocketAddr, id: i64) -> Value {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 /// Where Debian puts PostgreSQL's server programs (`initdb`, `pg_ctl`).
-const DEFAULT_BIN_GLOB: &str = "/usr/lib/postgresql";
+const SERVER_VERSIONS_DIR: &str = "/usr/lib/postgresql";
 /// The system user that owns the cluster when the tests run as root
 /// (`initdb` refuses to run as root).
 const CLUSTER_OWNER: &str = "postgres";
@@ -126,16 +126,10 @@ impl PrivatePostgres {
     /// running as root.
     fn as_owner(&self, program: &str, args: &[&str]) -> Output {
         let program = self.bin.join(program);
-        let output = if is_root() {
-            Command::new("runuser")
-                .args(["-u", CLUSTER_OWNER, "--"])
-                .arg(&program)
-                .args(args)
-                .output()
-        } else {
-            Command::new(&program).args(args).output()
-        }
-        .unwrap_or_else(|error| panic!("cannot run {}: {error}", program.display()));
+        let output = owner_command(&program)
+            .args(args)
+            .output()
+            .unwrap_or_else(|error| panic!("cannot run {}: {error}", program.display()));
         if !output.status.success() {
             let log =
                 std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
@@ -171,15 +165,18 @@ impl Drop for PrivatePostgres {
         let data = self.data_dir();
         let program = self.bin.join("pg_ctl");
         let args = ["-D", path_str(&data), "-m", "immediate", "-w", "stop"];
-        let _ = if is_root() {
-            Command::new("runuser")
-                .args(["-u", CLUSTER_OWNER, "--"])
-                .arg(&program)
-                .args(args)
-                .output()
-        } else {
-            Command::new(&program).args(args).output()
-        };
+        let _ = owner_command(&program).args(args).output();
+    }
+}
+
+/// `program`, run as the cluster's owner when the tests run as root.
+fn owner_command(program: &Path) -> Command {
+    if is_root() {
+        let mut command = Command::new("runuser");
+        command.args(["-u", CLUSTER_OWNER, "--"]).arg(program);
+        command
+    } else {
+        Command::new(program)
     }
 }
 
@@ -188,7 +185,7 @@ fn server_bin() -> PathBuf {
     if let Some(dir) = std::env::var_os("PG_BIN") {
         return PathBuf::from(dir);
     }
-    let mut versions: Vec<PathBuf> = std::fs::read_dir(DEFAULT_BIN_GLOB)
+    let mut versions: Vec<PathBuf> = std::fs::read_dir(SERVER_VERSIONS_DIR)
         .map(|entries| {
             entries
                 .filter_map(|entry| entry.ok().map(|e| e.path().join("bin")))
