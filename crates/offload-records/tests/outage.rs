@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 
 use offload_records::store::RecordStore;
 use offload_test_fixture::PrivatePostgres;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use support::{shut_down, Running};
 
@@ -30,18 +28,7 @@ struct Answer {
 }
 
 async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> Answer {
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await.expect("connect");
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).await.expect("write");
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await.expect("read");
-        String::from_utf8_lossy(&response).into_owned()
-    };
+    let exchange = support::exchange(addr, method, path, body);
     let response = tokio::time::timeout(REQUEST_DEADLINE, exchange)
         .await
         .unwrap_or_else(|_| panic!("{method} {path} took over {REQUEST_DEADLINE:?}"));

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use offload_records::store::RecordStore;
 use offload_records::Config;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -64,4 +65,18 @@ pub async fn shut_down(running: Running) {
         TcpStream::connect(running.addr).await.is_err(),
         "stopped accepting connections"
     );
+}
+
+/// One HTTP/1.1 exchange on a fresh connection: the whole response as text.
+pub async fn exchange(addr: SocketAddr, method: &str, path: &str, body: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.expect("read");
+    String::from_utf8_lossy(&response).into_owned()
 }
