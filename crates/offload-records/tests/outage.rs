@@ -217,13 +217,9 @@ async fn a_full_sqlite_disk_answers_507_and_reads_go_on() {
         // held would keep their space.
         let disk = TinyDisk::mount("4m");
         let url = format!("sqlite://{}/records.db", disk.dir.path().display());
-        // Two connections: with the default one, jobs retrying their writes
-        // on the full disk can keep it from requests (noted in the issue).
-        let running = start::<sqlx::Sqlite>(
-            &url,
-            &["--group-commit-writers", writers, "--max-connections", "2"],
-        )
-        .await;
+        // The default pool: one connection on SQLite, which jobs retrying
+        // their writes on the full disk must not keep from requests.
+        let running = start::<sqlx::Sqlite>(&url, &["--group-commit-writers", writers]).await;
         let addr = running.addr;
         let payload = "x".repeat(100_000);
         let mut statuses = Vec::new();

@@ -9,9 +9,8 @@
 //! atomic (a failed one rolls back to its savepoint), and a crash before
 //! the commit loses the whole group, whose jobs then run again.
 //!
-//! Members are served in arrival order (the lock is fair), and the
-//! committer asks for the lock once a member is done, so it commits as
-//! soon as the members already waiting have had their turn.
+//! Members are served in arrival order (the lock is fair); the committer
+//! commits once the members already waiting have had their turn.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,6 +24,9 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use super::driver::Driver;
 use super::group_step::GroupStep;
 use super::rows::Attempt;
+
+#[cfg(test)]
+mod tests;
 
 /// A worker's write group; see the module docs. Dropping it stops its
 /// committer after a last commit.
@@ -168,10 +170,8 @@ impl Drop for Queued<'_> {
     }
 }
 
-/// One member's turn on the group's connection, inside its savepoint.
-/// Dereferences to the connection. Dropped without
-/// [`release`](Self::release) or [`rollback`](Self::rollback) (a cancelled
-/// job), its work is undone before the next member's turn.
+/// One member's turn on the group's connection, inside its savepoint. Dropped
+/// without `release` or `rollback` (a cancelled job), its work is undone.
 pub(crate) struct Member<DB: Driver> {
     slot: Option<OwnedMutexGuard<Slot<DB>>>,
     group: Arc<Group<DB>>,
@@ -209,9 +209,7 @@ impl<DB: Driver> Member<DB> {
         let (tell, told) = oneshot::channel();
         if self.autocommit {
             let _ = tell.send(Ok(()));
-            if self.group.queued.load(Ordering::SeqCst) == 0 {
-                slot.conn = None;
-            }
+            self.group.hand_back_if_idle(&mut slot);
             return Ok(Committed(told));
         }
         if self.savepoint {
@@ -233,7 +231,9 @@ impl<DB: Driver> Member<DB> {
             .take()
             .expect("a member holds the slot until it ends");
         if self.autocommit {
-            // The failed statement undid itself.
+            // It undid itself; its connection goes back too, or a worker
+            // retrying on a full disk keeps a one-connection pool.
+            self.group.hand_back_if_idle(&mut slot);
             return Ok(());
         }
         if !self.savepoint {
@@ -250,6 +250,14 @@ impl<DB: Driver> Member<DB> {
 }
 
 impl<DB: Driver> Group<DB> {
+    /// Returns an autocommit member's connection to the pool when nobody
+    /// waits for a turn: between groups the application takes its turn.
+    fn hand_back_if_idle(&self, slot: &mut Slot<DB>) {
+        if self.queued.load(Ordering::SeqCst) == 0 {
+            slot.conn = None;
+        }
+    }
+
     /// Ends a member's turn: commits when nobody else is waiting for the
     /// lock, else leaves the commit to the next in line.
     async fn end_turn(&self, mut slot: OwnedMutexGuard<Slot<DB>>) {
