@@ -209,7 +209,8 @@ impl<DB: Backend, S> JobContext<DB, S> {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let task = tokio::task::spawn_blocking(work);
+        // Marked, so a panic in it is recorded, not printed.
+        let task = tokio::task::spawn_blocking(move || crate::quiet_panic::quietly(work));
         async move {
             task.await.map_err(|error| {
                 if error.is_panic() {

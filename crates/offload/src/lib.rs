@@ -18,6 +18,7 @@ mod hooks;
 mod job;
 mod options;
 mod periodic;
+mod quiet_panic;
 mod registry;
 mod schedule;
 // The runtime:

@@ -163,6 +163,7 @@ struct Panics;
 
 const PANIC_MESSAGE: &str = "job-panic-7f3c";
 const OTHER_PANIC: &str = "outside-any-job-91d2";
+const BLOCKING_PANIC: &str = "blocking-work-panic-5e1a";
 
 impl<DB: Backend> Job<DB> for Panics {
     const KIND: &'static str = "panics";
@@ -170,6 +171,19 @@ impl<DB: Backend> Job<DB> for Panics {
 
     async fn run(self, _: &mut JobContext<DB>) -> Result<(), JobError> {
         panic!("{PANIC_MESSAGE}");
+    }
+}
+
+/// Its `ctx.blocking` work panics: caught and recorded like a job's own.
+#[derive(Serialize, Deserialize)]
+struct PanicsInBlockingWork;
+
+impl<DB: Backend> Job<DB> for PanicsInBlockingWork {
+    const KIND: &'static str = "panics_in_blocking_work";
+    const MAX_ATTEMPTS: i32 = 1;
+
+    async fn run(self, ctx: &mut JobContext<DB>) -> Result<(), JobError> {
+        ctx.blocking(|| panic!("{BLOCKING_PANIC}")).await
     }
 }
 
@@ -183,7 +197,9 @@ async fn panicking_job_child() {
     let db = TestDatabase::<Sqlite>::create().await;
     let worker = Worker::new(
         db.pool.clone(),
-        Registry::new().register::<Panics>(),
+        Registry::new()
+            .register::<Panics>()
+            .register::<PanicsInBlockingWork>(),
         fast_config(),
     )
     .start()
@@ -193,6 +209,14 @@ async fn panicking_job_child() {
     wait_for_state(&db.client, id, JobState::Discarded).await;
     let job = db.client.job(id).await.unwrap().unwrap();
     assert!(job.errors[0].error.contains(PANIC_MESSAGE));
+    let id = db.client.enqueue(PanicsInBlockingWork).await.unwrap().id;
+    wait_for_state(&db.client, id, JobState::Discarded).await;
+    let job = db.client.job(id).await.unwrap().unwrap();
+    assert!(
+        job.errors[0].error.contains(BLOCKING_PANIC),
+        "{:?}",
+        job.errors
+    );
     worker.shutdown().await;
     db.drop_database().await;
     // Other panics still reach the hook installed before the worker's.
@@ -211,6 +235,10 @@ fn caught_job_panic_prints_nothing_through_the_panic_hook() {
     assert!(
         !stderr.contains(PANIC_MESSAGE),
         "the job's panic was printed:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains(BLOCKING_PANIC),
+        "the job's blocking work's panic was printed:\n{stderr}"
     );
     assert!(
         stderr.contains(OTHER_PANIC),

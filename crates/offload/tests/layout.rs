@@ -23,7 +23,14 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "job contract",
         &[
-            "job", "context", "hooks", "options", "periodic", "registry", "schedule",
+            "job",
+            "context",
+            "hooks",
+            "options",
+            "periodic",
+            "quiet_panic",
+            "registry",
+            "schedule",
         ],
     ),
     ("runtime", &["worker"]),

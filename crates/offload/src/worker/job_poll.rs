@@ -3,38 +3,13 @@
 //! silent for a panic the executor catches and records as the attempt's
 //! error (with one log line), instead of also printing it to stderr.
 
-use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use super::watchdog::Watched;
-
-thread_local! {
-    /// Whether this thread is inside a poll of a job's future.
-    static IN_JOB: Cell<bool> = const { Cell::new(false) };
-}
-
-static INSTALL: Once = Once::new();
-
-/// Installs, once per process, a panic hook that stays silent inside a
-/// job's poll and hands every other panic to the hook installed before it.
-pub(crate) fn install_panic_hook() {
-    INSTALL.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if !quiet() {
-                previous(info);
-            }
-        }));
-    });
-}
-
-/// Whether a panic now is a job's, caught and recorded by its executor.
-fn quiet() -> bool {
-    IN_JOB.with(Cell::get)
-}
+use crate::quiet_panic::InJob;
 
 /// A job's future, polled inside the mark and timed.
 pub(crate) struct JobPoll<F> {
@@ -60,7 +35,7 @@ impl<F: Future + Unpin> Future for JobPoll<F> {
 
 /// Sets the mark for one poll and clears it after, even on unwind.
 struct Mark<'a> {
-    was: bool,
+    _in_job: InJob,
     watched: Option<&'a Watched>,
 }
 
@@ -70,7 +45,7 @@ impl<'a> Mark<'a> {
             watched.poll_started();
         }
         Self {
-            was: IN_JOB.with(|mark| mark.replace(true)),
+            _in_job: InJob::enter(),
             watched,
         }
     }
@@ -78,7 +53,6 @@ impl<'a> Mark<'a> {
 
 impl Drop for Mark<'_> {
     fn drop(&mut self) {
-        IN_JOB.with(|mark| mark.set(self.was));
         if let Some(watched) = self.watched {
             watched.poll_ended();
         }
@@ -88,6 +62,7 @@ impl Drop for Mark<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quiet_panic::quiet;
 
     #[test]
     fn only_a_jobs_poll_is_quiet() {

@@ -111,7 +111,7 @@ impl<DB: Backend> Worker<DB> {
             }
         }
         warn_of_unserved_kinds(&self.kinds, &config);
-        job_poll::install_panic_hook();
+        crate::quiet_panic::install_panic_hook();
         let attempts = Arc::new(Attempts::default());
         let watchdog = Watchdog::spawn(&self.pool, info.clone(), &config, attempts.clone())
             .map_err(|error| crate::Error::Database(sqlx::Error::Io(error)))?;
