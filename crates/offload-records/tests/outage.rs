@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use offload_records::store::RecordStore;
-use offload_test_fixture::PrivatePostgres;
+use offload_test_fixture::{PrivatePostgres, TinyDisk};
 
 use support::{shut_down, Running};
 
@@ -183,40 +183,13 @@ async fn postgres_restart_and_outage_answer_503_never_500() {
     }
 }
 
-/// A small tmpfs of the test's own, unmounted when dropped: a disk that
-/// really fills up (root only, as the tests run in CI).
-struct TinyDisk {
-    dir: tempfile::TempDir,
-}
-
-impl TinyDisk {
-    fn mount(size: &str) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .expect("run mount");
-        assert!(status.success(), "mounting a tmpfs needs root");
-        Self { dir }
-    }
-}
-
-impl Drop for TinyDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_sqlite_disk_answers_507_and_reads_go_on() {
     for writers in ["1", "0"] {
         // A fresh disk per round: files the last round's connections still
         // held would keep their space.
         let disk = TinyDisk::mount("4m");
-        let url = format!("sqlite://{}/records.db", disk.dir.path().display());
+        let url = format!("sqlite://{}/records.db", disk.path().display());
         // The default pool: one connection on SQLite, which jobs retrying
         // their writes on the full disk must not keep from requests.
         let running = start::<sqlx::Sqlite>(&url, &["--group-commit-writers", writers]).await;

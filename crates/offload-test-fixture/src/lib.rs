@@ -6,6 +6,7 @@
 //!   straight into an axum [`Router`](axum::Router), answered as a [`Reply`].
 //! - [`PrivatePostgres`]: a PostgreSQL server of the test's own, for tests
 //!   that stop or restart one.
+//! - [`TinyDisk`]: a tmpfs of a few MiB, for tests of a full disk.
 //! - [`eventually`]: polls a condition until it holds or a time limit passes.
 //! - [`on_both_backends!`]: a PostgreSQL and an SQLite test for each
 //!   scenario generic over the backend.
@@ -35,8 +36,10 @@ mod http;
 mod macros;
 mod poll;
 mod server;
+mod tiny_disk;
 
 pub use database::{admin_url, FreshBackend, FreshDatabase, DEFAULT_ADMIN_URL};
 pub use http::{get, post, post_json, send, Reply};
 pub use poll::eventually;
 pub use server::PrivatePostgres;
+pub use tiny_disk::TinyDisk;
