@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -24,6 +24,10 @@ struct Slot {
     child: Child,
     reader: Option<JoinHandle<()>>,
     enqueued_all: Arc<AtomicBool>,
+    /// Jobs the slot is to enqueue, and those acknowledged so far by any of
+    /// its processes: a restart enqueues the rest.
+    planned: usize,
+    acked: Arc<AtomicUsize>,
     log: PathBuf,
 }
 
@@ -56,11 +60,12 @@ impl Children {
     pub fn spawn(&mut self, enqueue: usize) {
         let index = self.slots.len();
         let log = self.logs.join(format!("child-{index}.log"));
-        let slot = self.start(log, enqueue);
+        let slot = self.start(log, enqueue, Arc::default());
         self.slots.push(slot);
     }
 
-    fn start(&self, log: PathBuf, enqueue: usize) -> Slot {
+    fn start(&self, log: PathBuf, planned: usize, acked_here: Arc<AtomicUsize>) -> Slot {
+        let enqueue = planned.saturating_sub(acked_here.load(Ordering::SeqCst));
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -76,6 +81,7 @@ impl Children {
             .expect("spawn child process");
         let stdout = child.stdout.take().expect("piped stdout");
         let acked = self.acked.clone();
+        let counted = acked_here.clone();
         let enqueued_all = Arc::new(AtomicBool::new(false));
         let done = enqueued_all.clone();
         // Reads until the child exits; a line cut by SIGKILL does not parse.
@@ -83,6 +89,7 @@ impl Children {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(id) = line.split(ACK).nth(1).and_then(|id| id.parse().ok()) {
                     acked.lock().unwrap().push(id);
+                    counted.fetch_add(1, Ordering::SeqCst);
                 } else if line.contains(ENQUEUED_ALL) {
                     done.store(true, Ordering::SeqCst);
                 }
@@ -92,6 +99,8 @@ impl Children {
             child,
             reader: Some(reader),
             enqueued_all,
+            planned,
+            acked: acked_here,
             log,
         }
     }
@@ -105,7 +114,8 @@ impl Children {
         self.slots[index].child.id()
     }
 
-    /// SIGKILLs the child in `index` and starts a worker-only one there.
+    /// SIGKILLs the child in `index` and starts another there, which
+    /// enqueues what the killed one had not.
     pub fn kill_and_restart(&mut self, index: usize) {
         let slot = &mut self.slots[index];
         slot.child.kill().expect("SIGKILL");
@@ -114,8 +124,8 @@ impl Children {
             reader.join().expect("ack reader");
         }
         self.kills += 1;
-        let log = slot.log.clone();
-        self.slots[index] = self.start(log, 0);
+        let (log, planned, acked) = (slot.log.clone(), slot.planned, slot.acked.clone());
+        self.slots[index] = self.start(log, planned, acked);
     }
 
     /// Panics if a child exited on its own (a crash), with its log's tail.
