@@ -6,10 +6,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use offload::{JobState, Worker};
+use offload::{JobState, Registry, Worker};
 use sqlx::Postgres;
-use support::jobs::{registry, ApplyEffect, Noop, SlowEffect};
-use support::postgres::{assert_each_completed_once, RecordQuickly};
+use support::jobs::{registry, ApplyEffect, Noop};
+use support::postgres::{assert_each_completed_once, RecordQuickly, SlowRecord};
 use support::{eventually, fast_config, wait_for_state, TestDatabase, TestDb};
 
 /// Serialization failures (40001) on the first 21 completions: a
@@ -117,7 +117,7 @@ async fn a_serialization_failure_in_the_jobs_transaction_is_re_attempted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_locked_by_another_transaction_delay_only_those_jobs() {
     let db = TestDatabase::<Postgres>::create().await;
-    let held = db.client.enqueue(ApplyEffect).await.unwrap().id;
+    let held = db.client.enqueue(RecordQuickly).await.unwrap().id;
     let mut locker = db.pool.begin().await.unwrap();
     let lock = "SELECT id FROM offload_jobs WHERE id = $1 FOR UPDATE";
     sqlx::query(lock)
@@ -125,13 +125,18 @@ async fn rows_locked_by_another_transaction_delay_only_those_jobs() {
         .execute(&mut *locker)
         .await
         .unwrap();
-    let worker = Worker::new(db.pool.clone(), registry::<Postgres>(), fast_config())
+    let registry = Registry::<Postgres>::new()
+        .register::<RecordQuickly>()
+        .register::<SlowRecord>();
+    // Jobs that write only their own effect row: a shared row would make
+    // them wait for the locked job's transaction, not for offload.
+    let worker = Worker::new(db.pool.clone(), registry, fast_config())
         .start()
         .await
         .unwrap();
     let running = db
         .client
-        .enqueue(SlowEffect { millis: 300 })
+        .enqueue(SlowRecord { millis: 300 })
         .await
         .unwrap()
         .id;
@@ -144,7 +149,7 @@ async fn rows_locked_by_another_transaction_delay_only_those_jobs() {
     let locked_at = Instant::now();
     let mut others = Vec::new();
     for _ in 0..20 {
-        others.push(db.client.enqueue(ApplyEffect).await.unwrap().id);
+        others.push(db.client.enqueue(RecordQuickly).await.unwrap().id);
     }
     for id in &others {
         wait_for_state(&db.client, *id, JobState::Completed).await;

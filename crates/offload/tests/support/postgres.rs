@@ -118,3 +118,21 @@ pub async fn named_pool(db: &TestDatabase<Postgres>, name: &str) -> PgPool {
         .await
         .unwrap()
 }
+
+/// Sleeps, then records its effect row: running long enough to be
+/// locked, without the counter row other jobs would wait for.
+#[derive(Serialize, Deserialize)]
+pub struct SlowRecord {
+    pub millis: u64,
+}
+
+impl Job<Postgres> for SlowRecord {
+    const KIND: &'static str = "slow_record";
+
+    async fn run(self, ctx: &mut JobContext<Postgres>) -> Result<(), JobError> {
+        ctx.sleep(Duration::from_millis(self.millis)).await?;
+        let id = ctx.id();
+        Postgres::record_effect(ctx.tx().await?, id).await?;
+        Ok(())
+    }
+}
