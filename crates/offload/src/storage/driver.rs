@@ -36,6 +36,9 @@ pub struct Signals {
     pub wake: fn(&str),
     /// Running jobs were cancelled: the database's identity and the ids.
     pub cancel: fn(&str, &[i64]),
+    /// Listening began, or began again on a new connection: what was sent
+    /// before reached no one, so its jobs must be looked for.
+    pub listening: fn(),
 }
 
 /// Every statement offload runs on a backend. Not a stable API.
@@ -401,7 +404,8 @@ pub trait Driver: sqlx::Database + Sized + sealed::Sealed {
 
     /// Waits for notifications from other processes: new jobs (calls
     /// [`Signals::wake`] with the queue) and cancelled running jobs (calls
-    /// [`Signals::cancel`] with the ids). Returns only on an error; backends
+    /// [`Signals::cancel`] with the ids), calling [`Signals::listening`]
+    /// each time it (re)subscribes. Returns only on an error; backends
     /// without notifications return `Ok` at once.
     fn notification_listen(
         pool: &Pool<Self>,
