@@ -3136,6 +3136,7 @@ async fn notification_listen_delivers_to_signals<DB: Conformance>(db: &TestDatab
     let signals = Signals {
         wake: record_wake,
         cancel: record_cancel,
+        listening: || {},
     };
     let pool = db.pool.clone();
     let mut listen = tokio::spawn(async move { DB::notification_listen(&pool, signals).await });

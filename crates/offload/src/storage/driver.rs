@@ -36,14 +36,15 @@ pub struct Signals {
     pub wake: fn(&str),
     /// Running jobs were cancelled: the database's identity and the ids.
     pub cancel: fn(&str, &[i64]),
+    /// (Re)subscribed: what was sent before reached no one; look for jobs.
+    pub listening: fn(),
 }
 
 /// Every statement offload runs on a backend. Not a stable API.
 pub trait Driver: sqlx::Database + Sized + sealed::Sealed {
     /// How often an idle producer polls when no wake-up arrives.
     const DEFAULT_POLL_INTERVAL: Duration;
-    /// Whether workers in other processes can be woken
-    /// ([`queue_notify`](Self::queue_notify)).
+    /// Whether other processes' workers can be woken ([`Self::queue_notify`]).
     const CROSS_PROCESS_WAKE: bool;
     /// Completion batches written at once: the database works on one
     /// while the next forms. One where the database admits one writer.
@@ -257,8 +258,7 @@ pub trait Driver: sqlx::Database + Sized + sealed::Sealed {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<String>>> + Send;
 
-    /// Deletes up to `limit` jobs in `state` finalized more than
-    /// `older_than` ago. Returns how many.
+    /// Deletes (and counts) up to `limit` jobs in `state` finalized over `older_than` ago.
     fn job_prune(
         pool: &Pool<Self>,
         state: JobState,
@@ -399,10 +399,10 @@ pub trait Driver: sqlx::Database + Sized + sealed::Sealed {
         limit: Option<usize>,
     ) -> impl Future<Output = Result<()>> + Send;
 
-    /// Waits for notifications from other processes: new jobs (calls
-    /// [`Signals::wake`] with the queue) and cancelled running jobs (calls
-    /// [`Signals::cancel`] with the ids). Returns only on an error; backends
-    /// without notifications return `Ok` at once.
+    /// Waits for other processes' new jobs ([`Signals::wake`] with the
+    /// queue) and cancelled running jobs ([`Signals::cancel`] with the ids),
+    /// calling [`Signals::listening`] on each (re)subscribe. Returns only
+    /// on an error; backends without notifications return `Ok` at once.
     fn notification_listen(
         pool: &Pool<Self>,
         signals: Signals,

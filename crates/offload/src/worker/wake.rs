@@ -26,6 +26,13 @@ pub(crate) fn wake(queue: &str) {
     }
 }
 
+/// Wakes every producer in this process.
+pub(crate) fn wake_every() {
+    for notify in lock(&QUEUES).values() {
+        notify.notify_waiters();
+    }
+}
+
 /// Wakes each distinct queue once.
 pub(crate) fn wake_all<'a>(queues: impl IntoIterator<Item = &'a str>) {
     let mut seen: Vec<&str> = Vec::new();

@@ -5,6 +5,7 @@ pub mod blocking;
 pub mod cluster;
 pub mod database;
 pub mod jobs;
+pub mod postgres;
 pub mod processes;
 
 use std::time::Duration;

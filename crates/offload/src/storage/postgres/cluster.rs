@@ -139,9 +139,14 @@ pub(super) async fn notify(pool: &PgPool, queues: &[String]) -> Result<()> {
 pub(super) async fn listen(pool: &PgPool, signals: Signals) -> Result<()> {
     let mut listener = PgListener::connect_with(pool).await?;
     listener.listen_all([JOBS_CHANNEL, CANCEL_CHANNEL]).await?;
+    (signals.listening)();
     let identity = Postgres::pool_identity(pool);
     loop {
-        let notification = listener.recv().await?;
+        // `None`: the connection was lost and sqlx listens again on another.
+        let Some(notification) = listener.try_recv().await? else {
+            (signals.listening)();
+            continue;
+        };
         if notification.channel() == CANCEL_CHANNEL {
             if let Ok(id) = notification.payload().parse::<i64>() {
                 (signals.cancel)(&identity, &[id]);

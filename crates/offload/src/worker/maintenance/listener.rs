@@ -14,6 +14,9 @@ pub(super) async fn run<DB: Backend>(shared: Arc<Shared<DB>>, stop: Cancellation
     let signals = Signals {
         wake: wake::wake,
         cancel: running::cancel,
+        // Producers claimed before this listened (at start, or before a
+        // reconnect): jobs announced in between would wait for the poll.
+        listening: wake::wake_every,
     };
     let mut delay = Duration::from_millis(100);
     loop {
