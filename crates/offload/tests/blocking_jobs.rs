@@ -1,7 +1,7 @@
 //! Jobs that block every thread of the worker's runtime (two jobs in
 //! `std::thread::sleep` on two threads) stall neither the worker's
-//! heartbeat, nor their own timeouts, nor its shutdown: those run on the
-//! worker's watchdog thread. Each scenario watches the database from the
+//! heartbeat, nor their own timeouts, nor its shutdown, nor the leader's
+//! maintenance: those run on the worker's watchdog thread. Each scenario watches the database from the
 //! test's own runtime while the worker's is blocked.
 
 #[macro_use]
@@ -204,6 +204,53 @@ mod timeout_is_recorded_while_the_thread_still_blocks {
     #[test]
     fn sqlite() {
         super::timeout_scenario::<sqlx::Sqlite>();
+    }
+}
+
+/// The leader's promoter moves a scheduled job to `available` while the
+/// worker's threads are blocked (on a queue nobody serves, so only the
+/// promoter can touch it).
+fn maintenance_scenario<DB: TestDb>() {
+    let t = Blocking::<DB>::new();
+    let worker = t.start(fast_config());
+    t.test.block_on(async {
+        eventually(Duration::from_secs(10), "the worker to lead", || async {
+            worker.is_leader()
+        })
+        .await;
+    });
+    let ids = two_running(&t, async {
+        let a = t.db.client.enqueue(BlockThread { millis: 5_000 });
+        let a = a.await.unwrap().id;
+        let b = t.db.client.enqueue(BlockThread { millis: 5_000 });
+        [a, b.await.unwrap().id]
+    });
+    t.test.block_on(async {
+        let later = offload::EnqueueOptions::new()
+            .queue("nobody_serves")
+            .delay(Duration::from_millis(300));
+        let scheduled = t.db.client.enqueue_with(BlockThread { millis: 0 }, later);
+        let scheduled = scheduled.await.unwrap().id;
+        eventually(Duration::from_secs(2), "the promoter to run", || async {
+            let job = t.db.client.job(scheduled).await.unwrap().unwrap();
+            job.state == JobState::Available
+        })
+        .await;
+        let still = support::count_in(&t.db.client, JobState::Running).await;
+        assert_eq!(still, 2, "promoted while both jobs still blocked: {ids:?}");
+    });
+    shutdown(&t, worker);
+    t.finish();
+}
+
+mod maintenance_goes_on_while_jobs_block {
+    #[test]
+    fn postgres() {
+        super::maintenance_scenario::<sqlx::Postgres>();
+    }
+    #[test]
+    fn sqlite() {
+        super::maintenance_scenario::<sqlx::Sqlite>();
     }
 }
 

@@ -90,6 +90,7 @@ impl<DB: Backend> Runner<DB> {
         let (_, leading) = watch::channel(false);
         let shared = Shared {
             database: Arc::from(DB::pool_identity(&pool)),
+            maintenance_pool: pool.clone(),
             pool,
             kinds,
             config,

@@ -113,8 +113,9 @@ impl<DB: Backend> Worker<DB> {
         warn_of_unserved_kinds(&self.kinds, &config);
         crate::quiet_panic::install_panic_hook();
         let attempts = Arc::new(Attempts::default());
-        let watchdog = Watchdog::spawn(&self.pool, info.clone(), &config, attempts.clone())
-            .map_err(|error| crate::Error::Database(sqlx::Error::Io(error)))?;
+        let (watchdog, off_thread) =
+            Watchdog::spawn(&self.pool, info.clone(), &config, attempts.clone())
+                .map_err(|error| crate::Error::Database(sqlx::Error::Io(error)))?;
         let worker_id = info.id.clone();
         tracing::info!(worker = %worker_id, queues = %info.queues, backend = <DB as sqlx::Database>::NAME, "worker started");
 
@@ -125,8 +126,10 @@ impl<DB: Backend> Worker<DB> {
         let (leading_tx, leading) = watch::channel(false);
         // Resigns as soon as shutdown begins, so another worker takes over
         // maintenance while this one drains.
-        let campaign = tokio::spawn(leader::campaign(
-            self.pool.clone(),
+        // On the watchdog's thread, as the leader's services: a job that
+        // blocks the application's threads stalls neither.
+        let campaign = off_thread.runtime.spawn(leader::campaign(
+            off_thread.pool.clone(),
             info.id.clone(),
             config.leader_ttl,
             leading_tx,
@@ -138,6 +141,7 @@ impl<DB: Backend> Worker<DB> {
         });
         let shared = Arc::new(Shared {
             pool: self.pool.clone(),
+            maintenance_pool: off_thread.pool.clone(),
             kinds: self.kinds,
             config,
             worker: info.clone(),
@@ -168,7 +172,11 @@ impl<DB: Backend> Worker<DB> {
             shared.config.retention.completed.is_zero(),
             give_up_completions.clone(),
         ));
-        let maintenance = maintenance::spawn(shared.clone(), stop_maintenance.clone());
+        let mut maintenance = maintenance::spawn(
+            shared.clone(),
+            &off_thread.runtime,
+            stop_maintenance.clone(),
+        );
         let tasks_ended = watchdog.tasks_ended();
         let supervisor = tokio::spawn(async move {
             // Even if this task panics, the watchdog learns it has ended.
@@ -178,7 +186,9 @@ impl<DB: Backend> Worker<DB> {
                 tracing::error!(%error, "leader election task failed");
             }
             stop_maintenance.cancel();
-            maintenance.join_all().await;
+            // Past the shutdown deadline the watchdog's runtime is gone and
+            // its services with it: cancelled, not failed.
+            while maintenance.join_next().await.is_some() {}
             // Every executor and service has ended; dropping the last
             // completion sender lets the completer flush and stop.
             let flush_limit = shared.config.shutdown_timeout;

@@ -17,6 +17,9 @@ use crate::storage::{Attempt, Backend, WorkerInfo};
 /// State every task of one worker shares.
 pub(crate) struct Shared<DB: Backend> {
     pub pool: Pool<DB>,
+    /// The watchdog thread's pool, for the leader's services that run
+    /// there (the testing kit, which runs none, passes `pool`).
+    pub maintenance_pool: Pool<DB>,
     pub kinds: Kinds<DB>,
     pub config: WorkerConfig,
     pub worker: WorkerInfo,

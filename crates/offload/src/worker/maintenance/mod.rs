@@ -1,8 +1,8 @@
 //! Background services beside the queues, one per file. Every worker
 //! listens for notifications (and heartbeats, from its watchdog's thread:
-//! see [`super::watchdog`]); only the leader (see
-//! [`super::leader`]) runs the rescuer, the promoter (scheduled →
-//! available), the pruner and the periodic jobs. Each stays safe when two
+//! see [`super::watchdog`]); only the leader (see [`super::leader`]) runs
+//! the rescuer, the promoter (scheduled → available), the pruner and the
+//! periodic jobs, on the watchdog's thread too. Each stays safe when two
 //! workers briefly both think they lead during a hand-over: they claim rows
 //! with `SKIP LOCKED` or guarded updates.
 
@@ -15,6 +15,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::runtime::Handle;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -22,12 +23,20 @@ use super::periodic;
 use super::shared::{sleep_or_stop, Shared};
 use crate::storage::Backend;
 
-/// Starts every service of this worker; they stop when `stop` fires.
-pub(crate) fn spawn<DB: Backend>(shared: Arc<Shared<DB>>, stop: CancellationToken) -> JoinSet<()> {
+/// Starts every service of this worker; they stop when `stop` fires. The
+/// leader's run on `off_thread` (the watchdog's runtime), with
+/// `shared.maintenance_pool`, so jobs blocking the application's threads
+/// stall none of them.
+pub(crate) fn spawn<DB: Backend>(
+    shared: Arc<Shared<DB>>,
+    off_thread: &Handle,
+    stop: CancellationToken,
+) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
     let config = &shared.config;
     leader_only(
         &mut tasks,
+        off_thread,
         &stop,
         &shared,
         config.rescue_interval,
@@ -36,6 +45,7 @@ pub(crate) fn spawn<DB: Backend>(shared: Arc<Shared<DB>>, stop: CancellationToke
     );
     leader_only(
         &mut tasks,
+        off_thread,
         &stop,
         &shared,
         config.promote_interval,
@@ -44,6 +54,7 @@ pub(crate) fn spawn<DB: Backend>(shared: Arc<Shared<DB>>, stop: CancellationToke
     );
     leader_only(
         &mut tasks,
+        off_thread,
         &stop,
         &shared,
         config.prune_interval,
@@ -51,12 +62,15 @@ pub(crate) fn spawn<DB: Backend>(shared: Arc<Shared<DB>>, stop: CancellationToke
         pruner::step,
     );
     if !shared.kinds.periodic.is_empty() {
-        tasks.spawn(periodic::run(
-            shared.pool.clone(),
-            shared.kinds.periodic.clone(),
-            shared.leading.clone(),
-            stop.clone(),
-        ));
+        tasks.spawn_on(
+            periodic::run(
+                shared.maintenance_pool.clone(),
+                shared.kinds.periodic.clone(),
+                shared.leading.clone(),
+                stop.clone(),
+            ),
+            off_thread,
+        );
     }
     tasks.spawn(listener::run(shared, stop));
     tasks
@@ -65,6 +79,7 @@ pub(crate) fn spawn<DB: Backend>(shared: Arc<Shared<DB>>, stop: CancellationToke
 /// Runs `step` every `interval` while this worker leads.
 fn leader_only<DB, Fut>(
     tasks: &mut JoinSet<()>,
+    off_thread: &Handle,
     stop: &CancellationToken,
     shared: &Arc<Shared<DB>>,
     interval: Duration,
@@ -75,7 +90,7 @@ fn leader_only<DB, Fut>(
     Fut: Future<Output = crate::Result<()>> + Send + 'static,
 {
     let shared = shared.clone();
-    every(tasks, stop, interval, name, move || {
+    every(tasks, off_thread, stop, interval, name, move || {
         let shared = shared.clone();
         async move {
             if shared.leads() {
@@ -90,6 +105,7 @@ fn leader_only<DB, Fut>(
 /// Runs `step` every `interval` until `stop`, logging failures.
 fn every<F, Fut>(
     tasks: &mut JoinSet<()>,
+    runtime: &Handle,
     stop: &CancellationToken,
     interval: Duration,
     name: &'static str,
@@ -99,7 +115,7 @@ fn every<F, Fut>(
     Fut: Future<Output = crate::Result<()>> + Send,
 {
     let stop = stop.clone();
-    tasks.spawn(async move {
+    let service = async move {
         loop {
             let result = tokio::select! {
                 result = step() => result,
@@ -112,5 +128,6 @@ fn every<F, Fut>(
                 return;
             }
         }
-    });
+    };
+    tasks.spawn_on(service, runtime);
 }

@@ -10,7 +10,7 @@ use crate::worker::wake;
 
 pub(super) async fn step<DB: Backend>(shared: Arc<Shared<DB>>) -> crate::Result<()> {
     loop {
-        let queues = DB::job_promote(&shared.pool, BATCH).await?;
+        let queues = DB::job_promote(&shared.maintenance_pool, BATCH).await?;
         wake::wake_all(queues.iter().map(String::as_str));
         if queues.len() < BATCH {
             return Ok(());

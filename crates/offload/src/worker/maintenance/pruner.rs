@@ -17,7 +17,7 @@ pub(super) async fn step<DB: Backend>(shared: Arc<Shared<DB>>) -> crate::Result<
     ] {
         // Small batches keep each delete's locks short.
         loop {
-            match DB::job_prune(&shared.pool, state, keep, BATCH).await {
+            match DB::job_prune(&shared.maintenance_pool, state, keep, BATCH).await {
                 Ok(deleted) if deleted == BATCH as u64 => tokio::task::yield_now().await,
                 Ok(_) => break,
                 // One state's failure must not stop the others' pruning.

@@ -9,8 +9,8 @@ use crate::worker::wake;
 
 pub(super) async fn step<DB: Backend>(shared: Arc<Shared<DB>>) -> crate::Result<()> {
     let lease = shared.config.lease;
-    let queues = DB::job_rescue(&shared.pool, lease).await?;
-    DB::worker_delete_expired(&shared.pool, lease).await?;
+    let queues = DB::job_rescue(&shared.maintenance_pool, lease).await?;
+    DB::worker_delete_expired(&shared.maintenance_pool, lease).await?;
     if !queues.is_empty() {
         tracing::warn!(
             jobs = queues.len(),

@@ -1,8 +1,9 @@
 //! The watchdog: a thread of its own, with a current-thread tokio runtime
 //! and a small connection pool made on it, so that the worker's heartbeat,
-//! its jobs' timeouts, stall reports and the shutdown deadline go on while
-//! jobs block every thread of the application's runtime. A connection is
-//! driven by the runtime that opened it, hence the watchdog's own pool.
+//! its jobs' timeouts, stall reports, the shutdown deadline, the leader
+//! election and the leader's maintenance go on while jobs block every
+//! thread of the application's runtime. A connection is driven by the
+//! runtime that opened it, hence the watchdog's own pool.
 
 mod attempts;
 mod clock;
@@ -40,6 +41,17 @@ pub(crate) enum Ended {
     Deadline,
 }
 
+/// Connections the watchdog's pool may open: the heartbeat's, one to
+/// record outcomes, one for the leader's election and maintenance.
+const POOL_CONNECTIONS: u32 = 3;
+
+/// Where the worker's off-thread services run: the watchdog's runtime and
+/// its pool.
+pub(crate) struct OffThread<DB: Backend> {
+    pub runtime: tokio::runtime::Handle,
+    pub pool: Pool<DB>,
+}
+
 /// The worker's handle on its watchdog.
 pub(crate) struct Watchdog {
     shutdown_begun: CancellationToken,
@@ -49,21 +61,22 @@ pub(crate) struct Watchdog {
 
 impl Watchdog {
     /// Starts the watchdog thread and, on the current runtime, the pulse it
-    /// watches.
+    /// watches; returns where off-thread services are to be spawned.
     pub fn spawn<DB: Backend>(
         pool: &Pool<DB>,
         worker: WorkerInfo,
         config: &WorkerConfig,
         attempts: Arc<Attempts>,
-    ) -> std::io::Result<Self> {
+    ) -> std::io::Result<(Self, OffThread<DB>)> {
         let shutdown_begun = CancellationToken::new();
         let tasks_ended = CancellationToken::new();
         let (stopped_tx, stopped) = oneshot::channel();
         let pulse = Arc::new(Pulse::default());
         let stop_beat = CancellationToken::new();
         let runtime_gone = CancellationToken::new();
-        let watch = Watch::<DB> {
-            options: (*pool.connect_options()).clone(),
+        let options = (*pool.connect_options()).clone();
+        let acquire_timeout = config.heartbeat_interval.max(Duration::from_secs(1));
+        let watch = Watch {
             worker,
             heartbeat_interval: config.heartbeat_interval,
             shutdown_after: config.shutdown_timeout + config.cancel_grace + SHUTDOWN_MARGIN,
@@ -76,28 +89,48 @@ impl Watchdog {
         };
         // Its lines go wherever the worker's would.
         let dispatch = tracing::dispatcher::get_default(Clone::clone);
+        let (started_tx, started) = std::sync::mpsc::sync_channel(1);
         std::thread::Builder::new()
             .name("offload-watchdog".into())
             .spawn(move || {
                 let _logs = tracing::dispatcher::set_default(&dispatch);
-                let ended = match tokio::runtime::Builder::new_current_thread()
+                let runtime = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
                 {
-                    Ok(runtime) => runtime.block_on(watch.run()),
+                    Ok(runtime) => runtime,
                     Err(error) => {
-                        tracing::error!(%error, "could not start the watchdog's runtime");
-                        Ended::Deadline
+                        let _ = started_tx.send(Err(error));
+                        return;
                     }
                 };
+                // Made on this runtime, so its connections are driven here.
+                let pool = {
+                    let _inside = runtime.enter();
+                    PoolOptions::<DB>::new()
+                        .max_connections(POOL_CONNECTIONS)
+                        .acquire_timeout(acquire_timeout)
+                        .connect_lazy_with(options)
+                };
+                let off_thread = OffThread {
+                    runtime: runtime.handle().clone(),
+                    pool: pool.clone(),
+                };
+                let _ = started_tx.send(Ok(off_thread));
+                let ended = runtime.block_on(watch.run(pool));
                 let _ = stopped_tx.send(ended);
             })?;
+        // Building a runtime takes microseconds; nothing else is awaited.
+        let off_thread = started
+            .recv()
+            .map_err(|_| std::io::Error::other("the watchdog thread ended at start"))??;
         stall::spawn_beat(pulse, stop_beat, runtime_gone);
-        Ok(Self {
+        let watchdog = Self {
             shutdown_begun,
             tasks_ended,
             stopped,
-        })
+        };
+        Ok((watchdog, off_thread))
     }
 
     /// Cancelled (or dropped) when every task of the worker has ended.
@@ -114,8 +147,7 @@ impl Watchdog {
 }
 
 /// What the watchdog thread runs with.
-struct Watch<DB: Backend> {
-    options: <DB::Connection as sqlx::Connection>::Options,
+struct Watch {
     worker: WorkerInfo,
     heartbeat_interval: Duration,
     shutdown_after: Duration,
@@ -128,19 +160,14 @@ struct Watch<DB: Backend> {
     stop_beat: CancellationToken,
 }
 
-impl<DB: Backend> Watch<DB> {
-    async fn run(self) -> Ended {
-        let ended = self.watch().await;
+impl Watch {
+    async fn run<DB: Backend>(self, pool: Pool<DB>) -> Ended {
+        let ended = self.watch(pool).await;
         self.stop_beat.cancel();
         ended
     }
 
-    async fn watch(&self) -> Ended {
-        // Two connections: the heartbeat's, and one to record outcomes.
-        let pool = PoolOptions::<DB>::new()
-            .max_connections(2)
-            .acquire_timeout(self.heartbeat_interval.max(Duration::from_secs(1)))
-            .connect_lazy_with(self.options.clone());
+    async fn watch<DB: Backend>(&self, pool: Pool<DB>) -> Ended {
         let stop_heartbeat = CancellationToken::new();
         let heartbeat = tokio::spawn(heartbeat(
             pool.clone(),
