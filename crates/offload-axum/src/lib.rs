@@ -34,12 +34,14 @@
 //! ```
 #![warn(missing_docs)]
 
+mod body_limit;
 mod extract;
 mod problem;
 pub mod rejection;
 pub mod serve;
 mod tx;
 
+pub use body_limit::limit_body;
 pub use extract::{Json, Path, Query};
 pub use problem::{Problem, PROBLEM_JSON};
 pub use tx::{BeginTx, Tx, TxLayer, TxService};

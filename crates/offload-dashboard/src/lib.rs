@@ -48,11 +48,15 @@ use sqlx::Pool;
 pub use api::ApiDoc;
 pub use config::{redact_url, ConfigError, DashboardConfig, MIN_TOKEN_LEN};
 
+/// Largest request body: logins, action forms and bulk filters are small.
+/// A larger declared body is refused with 413 before it is read.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
 /// The dashboard and admin API for the jobs in `pool`, ready to serve or
 /// to [`nest`](Router::nest) under any path.
 pub fn router<DB: Backend>(pool: Pool<DB>, config: DashboardConfig) -> Router {
     let state = state::AppState::<DB>::new(pool, config);
-    Router::new()
+    let router = Router::new()
         .route("/", get(pages::overview::<DB>))
         .route("/jobs", get(pages::job_list::<DB>))
         .route("/jobs/bulk", post(pages::bulk_action::<DB>))
@@ -69,5 +73,6 @@ pub fn router<DB: Backend>(pool: Pool<DB>, config: DashboardConfig) -> Router {
             state.clone(),
             security::guard::<DB>,
         ))
-        .with_state(state)
+        .with_state(state);
+    offload_axum::limit_body(router, BODY_LIMIT)
 }

@@ -466,6 +466,32 @@ async fn a_rebound_name_cannot_drive_a_tokenless_dashboard<DB: Backend>(pool: Po
     assert_eq!(reply.json()["changed"], 3, "{}", reply.text());
 }
 
+/// A body declared over the limit is refused before it is read: hyper
+/// sends `100 Continue` on the first read, inviting the whole upload.
+async fn a_declared_oversize_body_is_refused_unread<DB: Backend>(pool: Pool<DB>) {
+    let app = app(&pool);
+    for uri in ["/api/jobs/bulk", "/login", "/jobs/bulk"] {
+        // A body that never arrives: reading it would hang the request.
+        let never = futures::stream::pending::<Result<axum::body::Bytes, std::io::Error>>();
+        let request = Request::post(uri)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONTENT_LENGTH, 100 * 1024 * 1024)
+            .header(header::EXPECT, "100-continue")
+            .body(Body::from_stream(never))
+            .unwrap();
+        let reply = tokio::time::timeout(std::time::Duration::from_secs(5), send(&app, request))
+            .await
+            .unwrap_or_else(|_| panic!("{uri}: the body was read before the size check"));
+        assert_eq!(
+            reply.status,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "{uri}: {}",
+            reply.text()
+        );
+    }
+    assert_eq!(offload_dashboard::BODY_LIMIT, 64 * 1024);
+}
+
 async fn queues_show_counts_throughput_age_and_pause<DB: Backend>(pool: Pool<DB>) {
     insert(&pool, &[("mail", false, &[]), ("mail", true, &[])]).await;
     run_all(&pool, &["mail"]).await;
@@ -537,6 +563,7 @@ on_both_backends!(
     cancelling_a_running_job_stops_it_and_rolls_it_back,
     bulk_actions_apply_to_every_matching_job,
     a_rebound_name_cannot_drive_a_tokenless_dashboard,
+    a_declared_oversize_body_is_refused_unread,
     queues_show_counts_throughput_age_and_pause,
 );
 

@@ -4,9 +4,7 @@
 pub mod records;
 pub mod stats;
 
-use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::{header, StatusCode};
-use axum::middleware::Next;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::Router;
@@ -131,39 +129,18 @@ pub fn router_with_dashboard<DB: RecordStore>(
         }
         Err(error) => tracing::error!(%error, "serving without /metrics"),
     }
-    app
+    let app = app
         // Routes only: the matched route is the label, and unknown paths
         // would add a series each.
         .route_layer(axum::middleware::from_fn(metrics::track_http))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(body_limit))
         // Inside TxLayer: a panic becomes a 500 response, which rolls the
         // request's transaction back.
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(TxLayer::new(pool))
-        // Outermost: an oversized request starts no transaction.
-        .layer(axum::middleware::from_fn(move |request, next| {
-            refuse_declared_oversize(body_limit, request, next)
-        }))
-}
-
-/// Refuses a body whose `Content-Length` is over `limit` before reading
-/// it: hyper answers `Expect: 100-continue` when the body is first read, so
-/// waiting for `DefaultBodyLimit` would invite the client to send it all.
-/// Bodies without a length are still cut off by `DefaultBodyLimit`.
-async fn refuse_declared_oversize(limit: usize, request: Request, next: Next) -> Response {
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.trim().parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
-        return Problem::new(StatusCode::PAYLOAD_TOO_LARGE)
-            .with_detail(format!("the request body is over the {limit}-byte limit"))
-            .into_response();
-    }
-    next.run(request).await
+        .layer(TxLayer::new(pool));
+    // Outermost: an oversized request starts no transaction.
+    offload_axum::limit_body(app, body_limit)
 }
 
 async fn not_found() -> Problem {
