@@ -19,6 +19,19 @@ use support::postgres::{
 };
 use support::{eventually, fast_config, wait_for_state, TestDatabase};
 
+/// A worker on `queue` that polls every 30 s: only its listener can wake it
+/// within a test's bounds.
+async fn start_unpolled(db: &TestDatabase<Postgres>, queue: &str) -> offload::WorkerHandle {
+    let config = fast_config()
+        .poll_interval(Some(Duration::from_secs(30)))
+        .queue_config(QueueConfig::new(queue, 4));
+    let registry = offload::Registry::<Postgres>::new().register::<RecordQuickly>();
+    Worker::new(db.pool.clone(), registry, config)
+        .start()
+        .await
+        .unwrap()
+}
+
 /// The LISTEN connection is terminated three times, each while the queue
 /// is idle, and a job is enqueued from another process 30 ms later (while
 /// nothing listens). Polling is 30 s, so only the listener's recovery can
@@ -27,14 +40,7 @@ use support::{eventually, fast_config, wait_for_state, TestDatabase};
 async fn a_terminated_listen_connection_recovers_its_wake_ups() {
     let db = TestDatabase::<Postgres>::create().await;
     let queue = "after_listen_kill";
-    let config = fast_config()
-        .poll_interval(Some(Duration::from_secs(30)))
-        .queue_config(QueueConfig::new(queue, 4));
-    let registry = offload::Registry::<Postgres>::new().register::<RecordQuickly>();
-    let worker = Worker::new(db.pool.clone(), registry, config)
-        .start()
-        .await
-        .unwrap();
+    let worker = start_unpolled(&db, queue).await;
     let admin = admin().await;
     let database = database_name(&db.pool).await;
     let listening =
@@ -92,14 +98,7 @@ async fn a_terminated_listen_connection_recovers_its_wake_ups() {
 async fn a_listener_kept_from_reconnecting_catches_up_when_back() {
     let db = TestDatabase::<Postgres>::create().await;
     let queue = "after_listen_outage";
-    let config = fast_config()
-        .poll_interval(Some(Duration::from_secs(30)))
-        .queue_config(QueueConfig::new(queue, 4));
-    let registry = offload::Registry::<Postgres>::new().register::<RecordQuickly>();
-    let worker = Worker::new(db.pool.clone(), registry, config)
-        .start()
-        .await
-        .unwrap();
+    let worker = start_unpolled(&db, queue).await;
     let admin = admin().await;
     let database = database_name(&db.pool).await;
     // Opened before the outage: another process's connection.
