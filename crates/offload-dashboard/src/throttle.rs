@@ -112,12 +112,12 @@ mod tests {
         let throttle = LoginThrottle::new();
         let client = Some(IpAddr::from([192, 0, 2, 1]));
         let start = Instant::now();
-        for _ in 0..10 {
+        for _ in 0..BURST as usize {
             assert!(throttle.check(client, start).is_ok());
             throttle.failed(client, start);
         }
         let wait = throttle.check(client, start).unwrap_err();
-        assert_eq!(retry_after_secs(wait), 3);
+        assert_eq!(retry_after_secs(wait), REFILL_EVERY.as_secs());
         assert!(
             throttle
                 .check(Some(IpAddr::from([192, 0, 2, 2])), start)
