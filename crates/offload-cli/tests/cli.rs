@@ -259,11 +259,7 @@ async fn start_dashboard(
     extra: &[&str],
     path: &str,
 ) -> (tokio::process::Child, u16, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = offload_test_fixture::free_port();
     let server = tokio::process::Command::new(BIN)
         .args(["dashboard", "--listen", &format!("127.0.0.1:{port}")])
         .args(extra)

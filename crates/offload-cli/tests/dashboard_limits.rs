@@ -28,11 +28,7 @@ async fn read_to_close(stream: &mut TcpStream) -> Option<String> {
 #[tokio::test]
 async fn dashboard_closes_slow_clients_and_sheds_past_its_cap() {
     let db = FreshDatabase::postgres().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = offload_test_fixture::free_port();
     let listen = format!("127.0.0.1:{port}");
     let _server = tokio::process::Command::new(BIN)
         .args(["dashboard", "--listen", &listen])

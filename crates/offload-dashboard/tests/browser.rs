@@ -7,7 +7,7 @@
 
 mod support;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -64,13 +64,6 @@ fn find_program(name: &str) -> Option<PathBuf> {
             .map(|dir| dir.join(name))
             .find(|path| path.is_file())
     })
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 async fn wait_for_port(port: u16) {
@@ -243,7 +236,7 @@ async fn browser_filters_retries_and_escapes() {
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     let base = format!("http://{addr}");
 
-    let driver_port = free_port();
+    let driver_port = offload_test_fixture::free_port();
     let mut driver = tokio::process::Command::new(&chromedriver)
         .arg(format!("--port={driver_port}"))
         .stdout(Stdio::null())
@@ -403,7 +396,7 @@ async fn browser_logs_in_under_a_prefix_with_a_token() {
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     let base = format!("http://{addr}/admin");
 
-    let driver_port = free_port();
+    let driver_port = offload_test_fixture::free_port();
     let mut driver = tokio::process::Command::new(&chromedriver)
         .arg(format!("--port={driver_port}"))
         .stdout(Stdio::null())

@@ -49,11 +49,7 @@ async fn answers_within(addr: SocketAddr, bound: Duration) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_past_the_open_file_limit_leave_the_service_answering() {
     let db = FreshDatabase::postgres().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = offload_test_fixture::free_port();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     // The default connection cap, derived from this limit, does the work;
     // only the header timeout is shortened, to keep the test quick, but kept

@@ -41,5 +41,5 @@ mod tiny_disk;
 pub use database::{admin_url, FreshBackend, FreshDatabase, DEFAULT_ADMIN_URL};
 pub use http::{get, post, post_json, send, Reply};
 pub use poll::eventually;
-pub use server::PrivatePostgres;
+pub use server::{free_port, PrivatePostgres};
 pub use tiny_disk::TinyDisk;

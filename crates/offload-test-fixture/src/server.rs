@@ -199,8 +199,14 @@ fn server_bin() -> PathBuf {
         .expect("no PostgreSQL server programs under /usr/lib/postgresql; set PG_BIN")
 }
 
-/// A port nothing listens on now (the OS picks it).
-fn free_port() -> u16 {
+/// A port on 127.0.0.1 nothing listens on now (the OS picks it), for a
+/// server a test starts as another process.
+///
+/// ```
+/// let port = offload_test_fixture::free_port();
+/// assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
+/// ```
+pub fn free_port() -> u16 {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let port = TcpListener::bind("127.0.0.1:0")

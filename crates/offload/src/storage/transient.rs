@@ -17,7 +17,32 @@ impl Transient {
     /// assert_eq!(Transient::of(&sqlx::Error::RowNotFound), None);
     /// ```
     pub fn of(error: &sqlx::Error) -> Option<Self> {
-        transient(error)
+        match error {
+            sqlx::Error::Io(io) if io.raw_os_error() == Some(NO_SPACE_LEFT) => {
+                Some(Transient::StorageFull)
+            }
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => Some(Transient::Unavailable),
+            sqlx::Error::Database(db) => {
+                #[cfg(feature = "postgres")]
+                if db
+                    .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .is_some()
+                {
+                    return super::postgres::transient_code(&db.code().unwrap_or_default());
+                }
+                #[cfg(feature = "sqlite")]
+                if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                    let code = db.code().and_then(|code| code.parse::<i32>().ok());
+                    return code.and_then(super::sqlite::transient_code);
+                }
+                None
+            }
+            _ => None,
+        }
     }
 }
 
@@ -37,34 +62,5 @@ impl Error {
             Error::UniqueKeyContended { .. } => Some(Transient::Unavailable),
             _ => None,
         }
-    }
-}
-
-fn transient(error: &sqlx::Error) -> Option<Transient> {
-    match error {
-        sqlx::Error::Io(io) if io.raw_os_error() == Some(NO_SPACE_LEFT) => {
-            Some(Transient::StorageFull)
-        }
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::WorkerCrashed => Some(Transient::Unavailable),
-        sqlx::Error::Database(db) => {
-            #[cfg(feature = "postgres")]
-            if db
-                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
-                .is_some()
-            {
-                return super::postgres::transient_code(&db.code().unwrap_or_default());
-            }
-            #[cfg(feature = "sqlite")]
-            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
-                let code = db.code().and_then(|code| code.parse::<i32>().ok());
-                return code.and_then(super::sqlite::transient_code);
-            }
-            None
-        }
-        _ => None,
     }
 }
