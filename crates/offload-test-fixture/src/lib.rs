@@ -6,6 +6,8 @@
 //!   straight into an axum [`Router`](axum::Router), answered as a [`Reply`].
 //! - [`PrivatePostgres`]: a PostgreSQL server of the test's own, for tests
 //!   that stop or restart one.
+//! - [`FaultProxy`]: a loopback TCP proxy that resets, refuses, stalls or
+//!   half-opens the connections through it.
 //! - [`TinyDisk`]: a tmpfs of a few MiB, for tests of a full disk.
 //! - [`eventually`]: polls a condition until it holds or a time limit passes.
 //! - [`on_both_backends!`]: a PostgreSQL and an SQLite test for each
@@ -32,6 +34,7 @@
 //! ```
 
 mod database;
+mod fault_proxy;
 mod http;
 mod macros;
 mod poll;
@@ -39,6 +42,7 @@ mod server;
 mod tiny_disk;
 
 pub use database::{admin_url, FreshBackend, FreshDatabase, DEFAULT_ADMIN_URL};
+pub use fault_proxy::{Cut, FaultProxy};
 pub use http::{get, post, post_json, send, Reply};
 pub use poll::eventually;
 pub use server::{free_port, PrivatePostgres};
