@@ -4,6 +4,8 @@
 pub mod blocking;
 pub mod cluster;
 pub mod database;
+pub mod faults;
+pub mod history;
 pub mod jobs;
 pub mod postgres;
 pub mod processes;

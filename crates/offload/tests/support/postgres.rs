@@ -16,6 +16,18 @@ pub async fn admin() -> PgPool {
         .expect("admin pool")
 }
 
+/// The `host:port` a PostgreSQL URL names, for a proxy in front of it.
+pub fn server_address(url: &str) -> std::net::SocketAddr {
+    let authority = url
+        .split('@')
+        .nth(1)
+        .and_then(|rest| rest.split(['/', '?']).next())
+        .unwrap_or_else(|| panic!("no host in {url}"));
+    authority
+        .parse()
+        .unwrap_or_else(|error| panic!("{authority} in {url}: {error}"))
+}
+
 pub async fn database_name(pool: &PgPool) -> String {
     sqlx::query_scalar("SELECT current_database()")
         .fetch_one(pool)
