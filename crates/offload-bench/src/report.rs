@@ -102,22 +102,19 @@ impl ServerCost {
             cpu_us_per_job: cpu.map(|cpu| median(&cpu)),
         })
     }
-
-    /// The CPU figure as the tables print it.
-    pub(crate) fn cpu_text(&self) -> String {
-        self.cpu_us_per_job
-            .map_or_else(|| "n/a".to_owned(), |us| format!("{us:.1}"))
-    }
 }
 
 impl fmt::Display for ServerCost {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "server per job: {:.0} WAL bytes, {} µs CPU",
-            self.wal_bytes_per_job,
-            self.cpu_text()
-        )
+            "server per job: {:.0} WAL bytes, ",
+            self.wal_bytes_per_job
+        )?;
+        match self.cpu_us_per_job {
+            Some(us) => write!(f, "{us:.1} µs CPU"),
+            None => write!(f, "CPU n/a"),
+        }
     }
 }
 
@@ -276,5 +273,31 @@ impl fmt::Display for Report {
             }
             None => writeln!(f, "enqueue-to-start latency: skipped"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ServerCost;
+
+    #[test]
+    fn server_cost_prints_and_takes_medians_without_cpu() {
+        let cost = |cpu| ServerCost {
+            wal_bytes_per_job: 100.0,
+            cpu_us_per_job: cpu,
+        };
+        assert_eq!(
+            cost(Some(2.54)).to_string(),
+            "server per job: 100 WAL bytes, 2.5 µs CPU"
+        );
+        assert_eq!(
+            cost(None).to_string(),
+            "server per job: 100 WAL bytes, CPU n/a"
+        );
+        let median = ServerCost::median(&[cost(Some(1.0)), cost(None), cost(Some(3.0))]);
+        assert_eq!(median, Some(cost(None)));
+        let median = ServerCost::median(&[cost(Some(1.0)), cost(Some(5.0)), cost(Some(3.0))]);
+        assert_eq!(median, Some(cost(Some(3.0))));
+        assert_eq!(ServerCost::median(&[]), None);
     }
 }

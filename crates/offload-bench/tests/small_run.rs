@@ -102,16 +102,19 @@ async fn every_phase_reports_on_postgres_and_drops_its_database() {
     assert_eq!(report.backend, "PostgreSQL");
     assert_complete(&report);
     // The server runs on this machine, so its processes' CPU is readable.
+    // It comes in 10 ms ticks, which a phase this small may not fill: each
+    // phase has a figure, and together they have spent some.
+    let mut cpu = 0.0;
     for (name, phase) in throughputs(&report) {
         let server = phase
             .server
             .unwrap_or_else(|| panic!("{name}: no server cost"));
         assert!(server.wal_bytes_per_job > 0.0, "{name}: {server:?}");
-        assert!(
-            server.cpu_us_per_job.is_some_and(|us| us > 0.0),
-            "{name}: {server:?}"
-        );
+        let us = server.cpu_us_per_job.expect("server CPU readable");
+        assert!(us >= 0.0, "{name}: {server:?}");
+        cpu += us;
     }
+    assert!(cpu > 0.0, "no server CPU in any phase");
     let table = report.to_string();
     assert!(table.contains("server per job:"), "{table}");
     let json = serde_json::to_value(&report).unwrap();
