@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::report::{Latency, Throughput};
+use crate::report::{Latency, ServerCost, Throughput};
 use crate::Phase;
 
 /// One measure's figures over every round, on both sides.
@@ -39,14 +39,18 @@ pub struct Side {
     pub median: f64,
     /// What each round checked after it ran.
     pub checks: Vec<String>,
+    /// PostgreSQL throughput measures only: the median over the rounds of
+    /// each of the server's figures per job.
+    pub server: Option<ServerCost>,
 }
 
 impl Side {
-    fn new(rounds: Vec<f64>, checks: Vec<String>) -> Self {
+    fn new(rounds: Vec<f64>, checks: Vec<String>, server: Option<ServerCost>) -> Self {
         Self {
             median: median(&rounds),
             rounds,
             checks,
+            server,
         }
     }
 }
@@ -61,9 +65,11 @@ impl Comparison {
         baseline: Option<&[Throughput]>,
     ) -> Self {
         let side = |runs: &[Throughput]| {
+            let costs: Option<Vec<ServerCost>> = runs.iter().map(|t| t.server).collect();
             Side::new(
                 runs.iter().map(|t| t.jobs_per_sec).collect(),
                 runs.iter().map(|t| t.check.clone()).collect(),
+                costs.as_deref().and_then(ServerCost::median),
             )
         };
         Self::new(
@@ -90,6 +96,7 @@ impl Comparison {
                 runs.iter()
                     .map(|l| format!("{} samples", l.samples))
                     .collect(),
+                None,
             )
         };
         Self::new(
@@ -182,10 +189,11 @@ pub(crate) fn write_table(
             baseline,
             ratio
         )?;
+        write_server_rows(f, row)?;
     }
     writeln!(
         f,
-        "medians of {rounds} round(s); ratio = offload ÷ baseline (jobs/s: above 1 means offload is faster; ms: below 1)"
+        "medians of {rounds} round(s); ratio = offload ÷ baseline (jobs/s: above 1 means offload is faster; ms, B and µs per job: below 1)"
     )?;
     writeln!(f)?;
     writeln!(f, "per round (offload | baseline):")?;
@@ -204,6 +212,49 @@ pub(crate) fn write_table(
             row.measure,
             list(&row.offload),
             baseline
+        )?;
+    }
+    Ok(())
+}
+
+/// Picks one figure out of a server cost.
+type ServerFigure = fn(&ServerCost) -> Option<f64>;
+
+/// Under a PostgreSQL throughput row: WAL bytes and server CPU per job,
+/// each side's median and their ratio, in the table's columns.
+fn write_server_rows(f: &mut fmt::Formatter<'_>, row: &Comparison) -> fmt::Result {
+    let Some(offload) = &row.offload.server else {
+        return Ok(());
+    };
+    let baseline = row.baseline.as_ref().and_then(|b| b.server);
+    let figures: [(&str, &str, ServerFigure); 2] = [
+        ("  WAL per job", "B", |c| Some(c.wal_bytes_per_job)),
+        ("  server CPU per job", "µs", |c| c.cpu_us_per_job),
+    ];
+    for (measure, unit, figure) in figures {
+        let text = |value: Option<f64>| {
+            value.map_or_else(
+                || "n/a".to_owned(),
+                |v| {
+                    if unit == "B" {
+                        format!("{v:.0}")
+                    } else {
+                        format!("{v:.1}")
+                    }
+                },
+            )
+        };
+        let ours = figure(offload);
+        let theirs = baseline.as_ref().map(figure);
+        let ratio = match (ours, theirs.flatten()) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+            _ => "—".to_owned(),
+        };
+        let theirs = theirs.map_or_else(|| "—".to_owned(), text);
+        writeln!(
+            f,
+            "{measure:<40} {unit:>6} {:>10} {theirs:>10} {ratio:>7}",
+            text(ours)
         )?;
     }
     Ok(())

@@ -48,7 +48,7 @@ use sqlx::{Postgres, Sqlite};
 
 pub use comparison::{Comparison, Side};
 pub use jobs::{CounterJob, LatencyJob, NoopJob, QUEUE};
-pub use report::{Latency, Report, Settings, Throughput};
+pub use report::{Latency, Report, ServerCost, Settings, Throughput};
 
 use crate::baseline::WithBaseline;
 use crate::store::{postgres::ScratchDatabase, sqlite::ScratchFile};

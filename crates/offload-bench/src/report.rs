@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::comparison::{write_table, Comparison};
+use crate::comparison::{median, write_table, Comparison};
 
 /// Every figure of one run. Phases that were not run are `None`; with more
 /// than one round, each phase's field holds offload's median round (by
@@ -67,6 +67,55 @@ pub struct Throughput {
     pub jobs_per_sec: f64,
     /// What the phase checked after it ran (counts, counter sums).
     pub check: String,
+    /// PostgreSQL only: what the timed part of the phase cost the server.
+    /// `None` on SQLite.
+    pub server: Option<ServerCost>,
+}
+
+/// What a measured phase cost the PostgreSQL server, per job, read just
+/// before and just after its timed part (the untimed backlog insert of a
+/// drain is not in it).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ServerCost {
+    /// WAL bytes written, from `pg_current_wal_lsn()` before and after:
+    /// the whole server's WAL, so other databases' writes meanwhile count.
+    pub wal_bytes_per_job: f64,
+    /// CPU time (user + system, in µs) of the server processes serving the
+    /// scratch database (`pg_stat_activity`), from `/proc/<pid>/stat` in
+    /// 10 ms ticks; the WAL writer, checkpointer and other background
+    /// processes are not in it. `None` when those processes' `/proc`
+    /// entries could not be read (for example a server on another machine).
+    pub cpu_us_per_job: Option<f64>,
+}
+
+impl ServerCost {
+    /// The median of each figure over `costs` (CPU only if every one has
+    /// it); `None` for no costs.
+    pub(crate) fn median(costs: &[ServerCost]) -> Option<Self> {
+        if costs.is_empty() {
+            return None;
+        }
+        let wal: Vec<f64> = costs.iter().map(|c| c.wal_bytes_per_job).collect();
+        let cpu: Option<Vec<f64>> = costs.iter().map(|c| c.cpu_us_per_job).collect();
+        Some(Self {
+            wal_bytes_per_job: median(&wal),
+            cpu_us_per_job: cpu.map(|cpu| median(&cpu)),
+        })
+    }
+}
+
+impl fmt::Display for ServerCost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "server per job: {:.0} WAL bytes, ",
+            self.wal_bytes_per_job
+        )?;
+        match self.cpu_us_per_job {
+            Some(us) => write!(f, "{us:.1} µs CPU"),
+            None => write!(f, "CPU n/a"),
+        }
+    }
 }
 
 /// What a no-op drain checks after it ran, as the report shows it: every
@@ -119,7 +168,13 @@ impl Throughput {
                 0.0
             },
             check,
+            server: None,
         }
+    }
+
+    /// The same figures with the server's cost of the phase.
+    pub(crate) fn with_server(self, server: Option<ServerCost>) -> Self {
+        Self { server, ..self }
     }
 }
 
@@ -184,11 +239,16 @@ impl fmt::Display for Report {
         ];
         for (name, phase) in rows {
             match phase {
-                Some(t) => writeln!(
-                    f,
-                    "{name:<34} {:>9} {:>9.3} {:>12.0}  {}",
-                    t.jobs, t.seconds, t.jobs_per_sec, t.check
-                )?,
+                Some(t) => {
+                    writeln!(
+                        f,
+                        "{name:<34} {:>9} {:>9.3} {:>12.0}  {}",
+                        t.jobs, t.seconds, t.jobs_per_sec, t.check
+                    )?;
+                    if let Some(server) = &t.server {
+                        writeln!(f, "  {server}")?;
+                    }
+                }
                 None => writeln!(f, "{name:<34} {:>9}", "skipped")?,
             }
         }
@@ -213,5 +273,31 @@ impl fmt::Display for Report {
             }
             None => writeln!(f, "enqueue-to-start latency: skipped"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ServerCost;
+
+    #[test]
+    fn server_cost_prints_and_takes_medians_without_cpu() {
+        let cost = |cpu| ServerCost {
+            wal_bytes_per_job: 100.0,
+            cpu_us_per_job: cpu,
+        };
+        assert_eq!(
+            cost(Some(2.54)).to_string(),
+            "server per job: 100 WAL bytes, 2.5 µs CPU"
+        );
+        assert_eq!(
+            cost(None).to_string(),
+            "server per job: 100 WAL bytes, CPU n/a"
+        );
+        let median = ServerCost::median(&[cost(Some(1.0)), cost(None), cost(Some(3.0))]);
+        assert_eq!(median, Some(cost(None)));
+        let median = ServerCost::median(&[cost(Some(1.0)), cost(Some(5.0)), cost(Some(3.0))]);
+        assert_eq!(median, Some(cost(Some(3.0))));
+        assert_eq!(ServerCost::median(&[]), None);
     }
 }

@@ -85,6 +85,11 @@ async fn baseline_runs_beside_offload_on_sqlite() {
         .await
         .unwrap();
     assert_both_sides_ran(&report);
+    assert!(report
+        .comparisons
+        .iter()
+        .all(|c| c.offload.server.is_none()));
+    assert!(!report.to_string().contains("WAL per job"));
     db.cleanup().await;
 }
 
@@ -99,4 +104,38 @@ async fn baseline_runs_beside_offload_on_postgres() {
     .await
     .unwrap();
     assert_both_sides_ran(&report);
+    // Both sides' throughput measures carry the server's cost per job. CPU
+    // comes in 10 ms ticks, which measures this small may not fill: each
+    // has a figure, and together each side's have spent some.
+    let mut cpu = [0.0, 0.0];
+    for measure in [
+        "bulk enqueue (enqueue_many)",
+        "drain no-op, rows kept",
+        "drain no-op, retention 0",
+        "drain tx, concurrency 2",
+        "drain tx, concurrency 4",
+    ] {
+        let row = row(&report, measure);
+        let baseline = row.baseline.as_ref().expect("the baseline ran");
+        for (total, side) in cpu.iter_mut().zip([&row.offload, baseline]) {
+            let server = side.server.unwrap_or_else(|| panic!("{measure}: {side:?}"));
+            assert!(server.wal_bytes_per_job > 0.0, "{measure}: {server:?}");
+            let us = server.cpu_us_per_job.expect("server CPU readable");
+            assert!(us >= 0.0, "{measure}: {server:?}");
+            *total += us;
+        }
+    }
+    assert!(
+        cpu.iter().all(|&us| us > 0.0),
+        "server CPU per side: {cpu:?}"
+    );
+    assert!(row(&report, "latency p99, enqueue call -> start")
+        .offload
+        .server
+        .is_none());
+    let table = report.to_string();
+    assert!(
+        table.contains("WAL per job") && table.contains("server CPU per job"),
+        "{table}"
+    );
 }

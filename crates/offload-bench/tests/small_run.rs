@@ -58,6 +58,20 @@ fn assert_complete(report: &offload_bench::Report) {
     assert!(table.contains("drain no-op, retention 0"), "{table}");
 }
 
+/// The phases that insert or drain: the ones with the server's cost.
+fn throughputs(report: &offload_bench::Report) -> Vec<(&'static str, &offload_bench::Throughput)> {
+    [
+        ("bulk", &report.bulk_enqueue),
+        ("single", &report.single_enqueue),
+        ("drain", &report.drain_noop),
+        ("drain-delete", &report.drain_noop_delete),
+        ("drain-tx", &report.drain_tx),
+    ]
+    .into_iter()
+    .map(|(name, phase)| (name, phase.as_ref().expect("every phase ran")))
+    .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_phase_reports_on_sqlite_and_removes_its_file() {
     let db = FreshDatabase::sqlite();
@@ -66,6 +80,9 @@ async fn every_phase_reports_on_sqlite_and_removes_its_file() {
         .unwrap();
     assert_eq!(report.backend, "SQLite");
     assert_complete(&report);
+    for (name, phase) in throughputs(&report) {
+        assert!(phase.server.is_none(), "{name}: SQLite has no server");
+    }
     let left: Vec<_> = std::fs::read_dir(db.dir().unwrap()).unwrap().collect();
     assert!(left.is_empty(), "scratch files left: {left:?}");
     db.cleanup().await;
@@ -84,6 +101,25 @@ async fn every_phase_reports_on_postgres_and_drops_its_database() {
     .unwrap();
     assert_eq!(report.backend, "PostgreSQL");
     assert_complete(&report);
+    // The server runs on this machine, so its processes' CPU is readable.
+    // It comes in 10 ms ticks, which a phase this small may not fill: each
+    // phase has a figure, and together they have spent some.
+    let mut cpu = 0.0;
+    for (name, phase) in throughputs(&report) {
+        let server = phase
+            .server
+            .unwrap_or_else(|| panic!("{name}: no server cost"));
+        assert!(server.wal_bytes_per_job > 0.0, "{name}: {server:?}");
+        let us = server.cpu_us_per_job.expect("server CPU readable");
+        assert!(us >= 0.0, "{name}: {server:?}");
+        cpu += us;
+    }
+    assert!(cpu > 0.0, "no server CPU in any phase");
+    let table = report.to_string();
+    assert!(table.contains("server per job:"), "{table}");
+    let json = serde_json::to_value(&report).unwrap();
+    assert!(json["drain_noop"]["server"]["wal_bytes_per_job"].is_number());
+    assert!(json["drain_noop"]["server"]["cpu_us_per_job"].is_number());
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&server)
         .await
         .unwrap();

@@ -17,6 +17,7 @@ use super::{Baseline, Batches, WithBaseline};
 use crate::jobs::{self, CounterJob, NoopJob, QUEUE};
 use crate::phase::{bar, finish};
 use crate::report::{drain_check, tx_drain_check, Latency, Settings, Throughput};
+use crate::store::BenchStore;
 
 const SCHEMA: [&str; 3] = [
     "CREATE TABLE IF NOT EXISTS baseline_jobs (
@@ -94,6 +95,7 @@ impl Baseline for PgBaseline {
         let bar = bar("baseline bulk insert", jobs);
         let batch = batch.max(1) as u64;
         let next = Arc::new(AtomicU64::new(0));
+        let before = Postgres::server_reading(&self.pool).await?;
         let started = Instant::now();
         let mut inserters = JoinSet::new();
         for _ in 0..tasks.max(1) {
@@ -114,12 +116,14 @@ impl Baseline for PgBaseline {
             joined??;
         }
         let elapsed = started.elapsed();
+        let server = Postgres::server_cost(&self.pool, before, jobs).await?;
         let stored = self.count("available").await?;
         ensure!(
             stored == jobs,
             "baseline bulk insert stored {stored} of {jobs} jobs"
         );
-        let result = Throughput::new(jobs, elapsed, format!("{stored} rows available"));
+        let result =
+            Throughput::new(jobs, elapsed, format!("{stored} rows available")).with_server(server);
         finish(bar, &format!("{:.0} jobs/s", result.jobs_per_sec));
         Ok(result)
     }
@@ -135,6 +139,7 @@ impl Baseline for PgBaseline {
             insert_noops(&self.pool, first..(first + batch as u64).min(jobs)).await?;
         }
         let bar = bar(phase, jobs);
+        let before = Postgres::server_reading(&self.pool).await?;
         let started = Instant::now();
         // The claim loop hands finished jobs to a completer task over a
         // channel, so claims and completions overlap as in offload's worker.
@@ -163,10 +168,11 @@ impl Baseline for PgBaseline {
         drop(finished);
         completer.await??;
         let elapsed = started.elapsed();
+        let server = Postgres::server_cost(&self.pool, before, jobs).await?;
         let completed = self.count("completed").await?;
         let left = self.count_all().await?;
         let check = drain_check(phase, jobs, delete, completed, left)?;
-        let result = Throughput::new(jobs, elapsed, check);
+        let result = Throughput::new(jobs, elapsed, check).with_server(server);
         finish(bar, &format!("{:.0} jobs/s", result.jobs_per_sec));
         Ok(result)
     }
@@ -189,6 +195,7 @@ impl Baseline for PgBaseline {
             self.insert_many(counters).await?;
         }
         let bar = bar(&phase, jobs);
+        let before = Postgres::server_reading(&self.pool).await?;
         let started = Instant::now();
         let concurrency = concurrency.max(1);
         let slots = Arc::new(Semaphore::new(concurrency));
@@ -222,6 +229,7 @@ impl Baseline for PgBaseline {
             joined??;
         }
         let elapsed = started.elapsed();
+        let server = Postgres::server_cost(&self.pool, before, jobs).await?;
         let completed = self.count("completed").await?;
         let total: i64 =
             sqlx::query_scalar("SELECT COALESCE(sum(n), 0)::int8 FROM baseline_counters")
@@ -229,7 +237,7 @@ impl Baseline for PgBaseline {
                 .await?;
         let total = u64::try_from(total).unwrap_or(0);
         let check = tx_drain_check(&phase, jobs, completed, total)?;
-        let result = Throughput::new(jobs, elapsed, check);
+        let result = Throughput::new(jobs, elapsed, check).with_server(server);
         finish(bar, &format!("{:.0} jobs/s", result.jobs_per_sec));
         Ok(result)
     }

@@ -7,7 +7,7 @@ use offload::{EnqueueOptions, JobState, Retention, Worker};
 
 use super::{bar, finish, retention, Bench};
 use crate::jobs::{self, CounterJob, NoopJob};
-use crate::report::{drain_check, tx_drain_check, Throughput};
+use crate::report::{drain_check, tx_drain_check, ServerCost, Throughput};
 use crate::store::BenchStore;
 
 /// A phase that makes no progress for this long has failed.
@@ -31,7 +31,7 @@ impl<DB: BenchStore> Bench<DB> {
             .map(|n| self.client.new_job(&NoopJob { n }, EnqueueOptions::new()))
             .collect::<Result<Vec<_>, _>>()?;
         self.prepare(phase, rows, batch).await?;
-        let elapsed = self
+        let (elapsed, server) = self
             .run_worker(
                 phase,
                 jobs,
@@ -42,7 +42,7 @@ impl<DB: BenchStore> Bench<DB> {
         let completed = self.count(JobState::Completed).await?;
         let left = self.total().await?;
         let check = drain_check(phase, jobs, delete_on_completion, completed, left)?;
-        Ok(Throughput::new(jobs, elapsed, check))
+        Ok(Throughput::new(jobs, elapsed, check).with_server(server))
     }
 
     /// Drains `jobs` jobs that each add one to a counter row (of
@@ -65,38 +65,45 @@ impl<DB: BenchStore> Bench<DB> {
             })
             .collect::<Result<Vec<_>, _>>()?;
         self.prepare(phase, rows, batch).await?;
-        let elapsed = self
+        let (elapsed, server) = self
             .run_worker(phase, jobs, concurrency, Retention::default())
             .await?;
         let completed = self.count(JobState::Completed).await?;
         let total = u64::try_from(DB::counter_total(self.pool()).await?).unwrap_or(0);
         let check = tx_drain_check(phase, jobs, completed, total)?;
-        Ok(Throughput::new(jobs, elapsed, check))
+        Ok(Throughput::new(jobs, elapsed, check).with_server(server))
     }
 
     /// Starts a worker on the prepared backlog of `jobs` and returns how long
-    /// it took until every one of them was finished in the database.
+    /// it took until every one of them was finished in the database, and
+    /// what that cost the server (PostgreSQL).
     async fn run_worker(
         &self,
         phase: &str,
         jobs: u64,
         concurrency: usize,
         retention: Retention,
-    ) -> anyhow::Result<Duration> {
+    ) -> anyhow::Result<(Duration, Option<ServerCost>)> {
         jobs::reset_started();
         let bar = bar(phase, jobs);
         let config = self.worker_config(concurrency, retention);
+        let before = DB::server_reading(self.pool()).await?;
         let started = Instant::now();
         let worker = Worker::new(self.pool().clone(), jobs::registry::<DB>(), config)
             .start()
             .await?;
         let outcome = self.wait_until_drained(jobs, &bar).await;
         let elapsed = started.elapsed();
+        let server = match outcome {
+            Ok(()) => DB::server_cost(self.pool(), before, jobs).await,
+            Err(_) => Ok(None),
+        };
         worker.shutdown().await;
         outcome?;
+        let server = server?;
         let result = jobs as f64 / elapsed.as_secs_f64();
         finish(bar, &format!("{result:.0} jobs/s"));
-        Ok(elapsed)
+        Ok((elapsed, server))
     }
 
     async fn wait_until_drained(

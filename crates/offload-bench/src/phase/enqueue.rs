@@ -26,6 +26,7 @@ impl<DB: BenchStore> Bench<DB> {
         let bar = bar("bulk enqueue", jobs);
         let batch = batch.max(1) as u64;
         let next = Arc::new(AtomicU64::new(0));
+        let before = DB::server_reading(self.pool()).await?;
         let started = Instant::now();
         let mut inserters = JoinSet::new();
         for _ in 0..tasks.max(1) {
@@ -48,12 +49,14 @@ impl<DB: BenchStore> Bench<DB> {
             joined??;
         }
         let elapsed = started.elapsed();
+        let server = DB::server_cost(self.pool(), before, jobs).await?;
         let stored = self.count(JobState::Available).await?;
         ensure!(
             stored == jobs,
             "bulk enqueue stored {stored} of {jobs} jobs"
         );
-        let result = Throughput::new(jobs, elapsed, format!("{stored} rows available"));
+        let result =
+            Throughput::new(jobs, elapsed, format!("{stored} rows available")).with_server(server);
         finish(bar, &format!("{:.0} jobs/s", result.jobs_per_sec));
         Ok(result)
     }
@@ -63,6 +66,7 @@ impl<DB: BenchStore> Bench<DB> {
         DB::clear_jobs(self.pool()).await?;
         let bar = bar("single enqueue", jobs);
         let next = Arc::new(AtomicU64::new(0));
+        let before = DB::server_reading(self.pool()).await?;
         let started = Instant::now();
         let mut enqueuers = JoinSet::new();
         for _ in 0..tasks.max(1) {
@@ -82,12 +86,14 @@ impl<DB: BenchStore> Bench<DB> {
             joined??;
         }
         let elapsed = started.elapsed();
+        let server = DB::server_cost(self.pool(), before, jobs).await?;
         let stored = self.count(JobState::Available).await?;
         ensure!(
             stored == jobs,
             "single enqueue stored {stored} of {jobs} jobs"
         );
-        let result = Throughput::new(jobs, elapsed, format!("{stored} rows available"));
+        let result =
+            Throughput::new(jobs, elapsed, format!("{stored} rows available")).with_server(server);
         finish(bar, &format!("{:.0} jobs/s", result.jobs_per_sec));
         Ok(result)
     }

@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 
 use sqlx::{Sqlite, SqliteConnection, SqlitePool};
 
-use super::BenchStore;
+use super::{BenchStore, ServerReading};
+use crate::report::ServerCost;
 
 /// A database file created for one run, removed by [`ScratchFile::remove`].
 #[derive(Debug)]
@@ -69,6 +70,19 @@ pub(crate) fn sqlite_path(url: &str) -> PathBuf {
 }
 
 impl BenchStore for Sqlite {
+    /// SQLite runs in the bench's own process: no server to read.
+    async fn server_reading(_pool: &SqlitePool) -> sqlx::Result<Option<ServerReading>> {
+        Ok(None)
+    }
+
+    async fn server_cost(
+        _pool: &SqlitePool,
+        _before: Option<ServerReading>,
+        _jobs: u64,
+    ) -> sqlx::Result<Option<ServerCost>> {
+        Ok(None)
+    }
+
     async fn clear_jobs(pool: &SqlitePool) -> sqlx::Result<()> {
         sqlx::query("DELETE FROM offload_jobs")
             .execute(pool)
