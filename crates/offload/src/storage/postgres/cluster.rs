@@ -55,12 +55,26 @@ RETURNING name
 /// Opens the pool; see `Backend::connect`.
 pub(super) async fn connect(url: &str, settings: PoolSettings) -> Result<PgPool> {
     let options = PgConnectOptions::from_str(url)?;
+    // A silent (half-open) idle connection costs a caller this much of its
+    // wait, then it is closed and another one tried.
+    let check_limit = settings.acquire_timeout / 3;
     Ok(PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(settings.acquire_timeout)
         // `before_acquire` checks liveness too, in place of the ping.
         .test_before_acquire(false)
-        .before_acquire(|conn, _| Box::pin(close_abandoned_transaction(conn)))
+        .before_acquire(move |conn, _| {
+            Box::pin(async move {
+                tokio::time::timeout(check_limit, close_abandoned_transaction(conn))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(sqlx::Error::Io(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "an idle connection did not answer its check; closed",
+                        )))
+                    })
+            })
+        })
         .connect_with(options)
         .await?)
 }
