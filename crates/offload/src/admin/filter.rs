@@ -135,6 +135,8 @@ impl FilterParams {
             since,
             until,
             text: checked_text("q", self.q.as_deref(), MAX_TEXT_LEN)?,
+            // Workers find their own jobs with it; the API has no such filter.
+            worker_id: None,
         };
         let limit = match present(&self.limit) {
             None => DEFAULT_PAGE_SIZE,

@@ -26,6 +26,7 @@ mod time;
 mod transient;
 
 use std::future::Future;
+use std::time::Duration;
 
 use sqlx::{Pool, Transaction};
 
@@ -62,6 +63,10 @@ use crate::{Error, Result};
 /// # Ok(()) }
 /// ```
 pub trait Backend: Driver + PortableSql {
+    /// The default of [`WorkerConfig::database_timeout`](crate::WorkerConfig::database_timeout):
+    /// 15 s on PostgreSQL, none on SQLite.
+    const DEFAULT_DATABASE_TIMEOUT: Option<Duration>;
+
     /// Opens a pool with the settings offload relies on, and that never
     /// hands out a connection left inside a transaction by a cancelled
     /// `BEGIN` (an sqlx 0.8 gap). On SQLite: WAL, a busy timeout, and a

@@ -39,6 +39,8 @@ pub struct JobFilter {
     pub until: Option<DateTime<Utc>>,
     /// Case-insensitive text found in the args or errors.
     pub text: Option<String>,
+    /// Last claimed by this worker (for `running` jobs: held by it).
+    pub worker_id: Option<String>,
 }
 
 impl JobFilter {

@@ -152,7 +152,9 @@ impl<DB: Backend> Runner<DB> {
     pub(super) async fn run(&self, job: ClaimedJob) -> Result<Worked> {
         let key = job.attempt_key();
         let mut events = self.shared.events.subscribe();
-        executor::execute(self.shared.clone(), job).await;
+        let tracked =
+            crate::worker::running::track(&self.shared.database, job.id, &self.shared.cancel_jobs);
+        executor::execute(self.shared.clone(), job, tracked).await;
         self.write_completions().await?;
         let outcome = outcome_of(&mut events, key);
         Ok(Worked {
@@ -174,7 +176,9 @@ impl<DB: Backend> Runner<DB> {
         }
         if !done.is_empty() {
             let delete = self.shared.config.retention.completed.is_zero();
-            DB::job_complete_many(self.pool(), &done, delete).await?;
+            let written = DB::job_complete_many(self.pool(), &done, delete).await;
+            crate::worker::running::completions_written(&self.shared.database, &done);
+            written?;
         }
         Ok(())
     }

@@ -8,7 +8,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::shared::{next_delay, sleep_or_stop};
+use super::running;
+use super::shared::{next_delay, sleep_or_stop, within, Shared};
 use crate::storage::group::{WriteGroup, Writer};
 use crate::storage::{Attempt, Backend};
 
@@ -16,13 +17,13 @@ use crate::storage::{Attempt, Backend};
 /// themselves: whatever arrived while the last batch was being written goes
 /// into the next one.
 pub(crate) async fn run<DB: Backend>(
-    pool: Pool<DB>,
-    group: Option<Arc<WriteGroup<DB>>>,
+    shared: Arc<Shared<DB>>,
     mut completions: mpsc::Receiver<Attempt>,
-    batch: usize,
-    delete: bool,
     give_up: CancellationToken,
 ) {
+    let batch = shared.config.completer_batch;
+    let delete = shared.config.retention.completed.is_zero();
+    let database_timeout = shared.database_timeout();
     let mut writing = JoinSet::new();
     loop {
         while writing.len() >= DB::COMPLETION_WRITERS {
@@ -32,13 +33,12 @@ pub(crate) async fn run<DB: Backend>(
         if completions.recv_many(&mut pending, batch).await == 0 {
             break;
         }
-        writing.spawn(write::<DB>(
-            pool.clone(),
-            group.clone(),
-            pending,
-            delete,
-            give_up.clone(),
-        ));
+        let (shared, give_up) = (shared.clone(), give_up.clone());
+        writing.spawn(async move {
+            let (pool, group) = (shared.pool.clone(), shared.group.clone());
+            write::<DB>(pool, group, &pending, delete, database_timeout, give_up).await;
+            running::completions_written(&shared.database, &pending);
+        });
     }
     while writing.join_next().await.is_some() {}
 }
@@ -47,19 +47,26 @@ pub(crate) async fn run<DB: Backend>(
 async fn write<DB: Backend>(
     pool: Pool<DB>,
     group: Option<Arc<WriteGroup<DB>>>,
-    pending: Vec<Attempt>,
+    pending: &[Attempt],
     delete: bool,
+    database_timeout: Option<Duration>,
     give_up: CancellationToken,
 ) {
     let mut delay = Duration::from_millis(50);
     loop {
-        let written = match Writer::begin(&pool, group.as_deref()).await {
-            Ok(mut writer) => {
-                let result = DB::job_complete_many_on(writer.conn(), &pending, delete).await;
-                writer.end_committed(result).await
+        // Completions are guarded by the attempt: writing a batch again
+        // after a lost answer completes nothing twice.
+        let written = within(database_timeout, async {
+            match Writer::begin(&pool, group.as_deref()).await {
+                Ok(mut writer) => {
+                    let result = DB::job_complete_many_on(writer.conn(), pending, delete).await;
+                    writer.end_committed(result).await
+                }
+                Err(error) => Err(error),
             }
-            Err(error) => Err(error),
-        };
+        })
+        .await
+        .unwrap_or_else(|no_answer| Err(no_answer.to_string()));
         let Err(error) = written else { return };
         tracing::warn!(%error, jobs = pending.len(), "could not record completions; retrying");
         // Past shutdown the jobs stay `running`, and the rescuer runs them

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::defaults::DEFAULT_QUEUE;
+use crate::storage::Backend;
 use crate::Error;
 
 /// Jobs the promoter moves or the pruner deletes per statement.
@@ -148,6 +149,15 @@ pub struct WorkerConfig {
     /// which admits one writer at a time, off for PostgreSQL. See
     /// [`group_commit`](Self::group_commit).
     pub group_commit: Option<bool>,
+    /// How long the worker waits for the database to answer one of its own
+    /// statements (a claim, a completion, an outcome, a heartbeat) before it
+    /// gives that statement up as lost. `None` uses the backend's default:
+    /// 15 s on PostgreSQL, where a server that stops answering while the
+    /// connection stays open (a half-open connection) would otherwise hold
+    /// the job `running` on a live worker for good; none on SQLite, whose
+    /// busy timeout bounds every wait. See
+    /// [`database_timeout`](Self::database_timeout).
+    pub database_timeout: Option<Duration>,
 }
 
 impl Default for WorkerConfig {
@@ -167,6 +177,7 @@ impl Default for WorkerConfig {
             completer_batch: 1000,
             leader_ttl: Duration::from_secs(10),
             group_commit: None,
+            database_timeout: None,
         }
     }
 }
@@ -266,6 +277,23 @@ impl WorkerConfig {
         self
     }
 
+    /// Sets `database_timeout`. When a statement runs past it, the worker
+    /// drops its connection and treats the statement as failed: a claim is
+    /// retried (and jobs it may have claimed unseen are handed back), an
+    /// attempt's outcome is recorded by the worker's watchdog (the job
+    /// goes back to the queue unless its completion did commit), a
+    /// heartbeat is tried again.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let config = offload::WorkerConfig::default().database_timeout(Duration::from_secs(5));
+    /// assert_eq!(config.database_timeout, Some(Duration::from_secs(5)));
+    /// ```
+    pub fn database_timeout(mut self, limit: Duration) -> Self {
+        self.database_timeout = Some(limit);
+        self
+    }
+
     /// Adds (or replaces) a queue.
     pub fn queue_config(mut self, queue: QueueConfig) -> Self {
         self.queues.retain(|other| other.name != queue.name);
@@ -293,6 +321,11 @@ impl WorkerConfig {
         global_limit: usize,
     ) -> Self {
         self.queue_config(QueueConfig::new(name, concurrency).global_limit(global_limit))
+    }
+
+    /// `database_timeout`, or the backend's default.
+    pub(crate) fn database_timeout_on<DB: Backend>(&self) -> Option<Duration> {
+        self.database_timeout.or(DB::DEFAULT_DATABASE_TIMEOUT)
     }
 
     pub(crate) fn validated(mut self) -> Result<Self, Error> {
@@ -324,6 +357,9 @@ impl WorkerConfig {
             return Err(Error::Config(
                 "fetch_batch and completer_batch must be at least 1".into(),
             ));
+        }
+        if self.database_timeout.is_some_and(|limit| limit.is_zero()) {
+            return Err(Error::Config("database_timeout must be above zero".into()));
         }
         if self.lease <= self.heartbeat_interval {
             return Err(Error::Config(format!(

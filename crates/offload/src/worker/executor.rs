@@ -20,7 +20,13 @@ use crate::registry::{AttemptInput, Attempted};
 use crate::storage::group::{JobTx, Writer};
 use crate::storage::{Attempt, Backend, ClaimedJob, Outcome};
 
-pub(crate) async fn execute<DB: Backend>(shared: Arc<Shared<DB>>, mut job: ClaimedJob) {
+/// Runs `job`, listed as running in this process by `tracked` (from its
+/// claim until its outcome, or its completion, is written).
+pub(crate) async fn execute<DB: Backend>(
+    shared: Arc<Shared<DB>>,
+    mut job: ClaimedJob,
+    tracked: running::RunningGuard,
+) {
     let span = tracing::info_span!(
         "job",
         id = job.id,
@@ -58,8 +64,7 @@ pub(crate) async fn execute<DB: Backend>(shared: Arc<Shared<DB>>, mut job: Claim
             guard_hook(hook.before_attempt(&info)).await;
         }
         let args = std::mem::take(&mut job.args);
-        let cancel = shared.cancel_jobs.child_token();
-        let _tracked = running::track(shared.database.clone(), key.id, cancel.clone());
+        let cancel = tracked.token().clone();
         let max_attempts = job.max_attempts;
         let watch = shared.attempts.as_ref().map(|attempts| {
             attempts.watch(AttemptFacts {
@@ -94,9 +99,12 @@ pub(crate) async fn execute<DB: Backend>(shared: Arc<Shared<DB>>, mut job: Claim
             return;
         }
 
-        let ended = match result {
+        let watched = watch.as_ref().map(|guard| guard.watched().clone());
+        let recording = async {
+            let ended = match result {
             Ok(()) => match tx {
                 None => {
+                    tracked.until_completion_written();
                     if shared.completions.send(key).await.is_err() {
                         tracing::error!("completer stopped before the job's completion was recorded");
                     }
@@ -115,7 +123,23 @@ pub(crate) async fn execute<DB: Backend>(shared: Arc<Shared<DB>>, mut job: Claim
                 }))
             }
         };
-        finish(&shared, key, info, ended, started).await;
+            finish(&shared, key, info.clone(), ended, started).await;
+        };
+        // A database that stops answering must not keep the job here: past
+        // `database_timeout` the watchdog records the outcome instead.
+        let taken_over = async {
+            match &watched {
+                Some(watched) => watched.taken_over().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = recording => {}
+            outcome = taken_over => {
+                metrics::job_finished(&info.kind, &info.queue, metrics::outcome_label(&outcome), started.elapsed());
+                announce(&shared, info, attempt_outcome(&outcome), started).await;
+            }
+        }
     }
     .instrument(span)
     .await;

@@ -165,11 +165,8 @@ impl<DB: Backend> Worker<DB> {
         }
         let give_up_completions = CancellationToken::new();
         let mut completer = tokio::spawn(completer::run(
-            self.pool.clone(),
-            group,
+            shared.clone(),
             completions_rx,
-            shared.config.completer_batch,
-            shared.config.retention.completed.is_zero(),
             give_up_completions.clone(),
         ));
         let mut maintenance = maintenance::spawn(

@@ -6,16 +6,18 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::Utc;
 use tokio::task::{Id, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::config::QueueConfig;
 use super::executor::{execute, record};
-use super::shared::{next_delay, sleep_or_stop, Shared};
-use super::{metrics, wake};
+use super::shared::{answered, next_delay, sleep_or_stop, within, Shared};
+use super::{metrics, running, wake};
+use crate::state::JobState;
 use crate::storage::group::Writer;
-use crate::storage::{Attempt, Backend, ClaimedJob, Outcome};
+use crate::storage::{Attempt, Backend, ClaimedJob, JobFilter, Outcome, Page, MAX_PAGE_SIZE};
 
 pub(crate) async fn run<DB: Backend>(
     shared: Arc<Shared<DB>>,
@@ -32,12 +34,19 @@ pub(crate) async fn run<DB: Backend>(
     let mut draining = false;
     let mut error_delay = Duration::from_millis(100);
     let mut global_limit = GlobalLimit::new(&queue);
+    let mut unheard_checked = Instant::now();
 
     while !stop.is_cancelled() {
         // Registered before claiming, so a wake-up during the claim counts.
         let mut notified = pin!(notify.notified());
         notified.as_mut().enable();
 
+        if unheard_checked.elapsed() >= shared.config.lease {
+            unheard_checked = Instant::now();
+            if let Err(error) = hand_back_unheard(&shared, &queue.name).await {
+                tracing::warn!(%error, queue = %queue.name, "could not look for jobs a lost claim took; will look again");
+            }
+        }
         let free = queue.concurrency - running.len();
         if free > 0 && (woken || (draining && free >= refill)) {
             let want = free.min(batch);
@@ -45,7 +54,9 @@ pub(crate) async fn run<DB: Backend>(
             // A claim can wait for the write group, which a job holding its
             // transaction open keeps: shutdown must not wait with it.
             let claimed = tokio::select! {
-                claimed = claim(&shared, &queue.name, want, limited) => claimed,
+                claimed = within(shared.database_timeout(), claim(&shared, &queue.name, want, limited)) => {
+                    claimed.unwrap_or_else(|no_answer| Err(no_answer.to_string()))
+                }
                 () = stop.cancelled() => break,
             };
             match claimed {
@@ -55,7 +66,10 @@ pub(crate) async fn run<DB: Backend>(
                     woken = false;
                     for job in jobs {
                         let key = job.attempt_key();
-                        running.spawn(key, execute(shared.clone(), job));
+                        // Listed at once, so a look for lost claims never
+                        // mistakes a job just claimed for one.
+                        let tracked = running::track(&shared.database, key.id, &shared.cancel_jobs);
+                        running.spawn(key, execute(shared.clone(), job, tracked));
                     }
                     if draining && queue.concurrency - running.len() >= refill {
                         continue;
@@ -96,6 +110,72 @@ async fn claim<DB: Backend>(
     let mut writer = Writer::begin(&shared.pool, shared.group.as_deref()).await?;
     let result = DB::job_claim_on(writer.conn(), queue, want, &shared.worker.id, limited).await;
     writer.end(result).await.map(|(jobs, _commit_ahead)| jobs)
+}
+
+/// Hands back to the queue the jobs a lost claim took: a claim's statement
+/// can commit on the server while its answer never arrives (a reset, a
+/// stall, `database_timeout`), leaving jobs `running` under this live
+/// worker's id, where no rescuer looks. Such a job is in this queue, runs
+/// under our id, and is not listed as running in this process; it was
+/// claimed longer ago than a claim may wait for its answer
+/// (`database_timeout`, else `lease`). The hand-back is guarded by the
+/// attempt. Runs every `lease`; it reads with the admin statements.
+async fn hand_back_unheard<DB: Backend>(shared: &Shared<DB>, queue: &str) -> Result<(), String> {
+    let limit = shared.database_timeout();
+    let waited = limit.unwrap_or(shared.config.lease);
+    let Some(claimed_before) = chrono::Duration::from_std(waited)
+        .ok()
+        .and_then(|waited| Utc::now().checked_sub_signed(waited))
+    else {
+        return Ok(());
+    };
+    let filter = JobFilter {
+        states: vec![JobState::Running],
+        queue: Some(queue.to_owned()),
+        worker_id: Some(shared.worker.id.clone()),
+        ..JobFilter::default()
+    };
+    let page = Page {
+        before: None,
+        limit: MAX_PAGE_SIZE,
+    };
+    let listed = answered(limit, DB::job_list(&shared.pool, &filter, &page))
+        .await
+        .map_err(|error| error.to_string())?;
+    for job in listed {
+        if running::is_running(&shared.database, job.id) {
+            continue;
+        }
+        let record = answered(limit, DB::job_get(&shared.pool, job.id))
+            .await
+            .map_err(|error| error.to_string())?;
+        let Some(record) = record else { continue };
+        let unheard = record.state == JobState::Running
+            && record.worker_id.as_deref() == Some(shared.worker.id.as_str())
+            && record.attempted_at.is_some_and(|at| at < claimed_before)
+            && !running::is_running(&shared.database, job.id);
+        if !unheard {
+            continue;
+        }
+        let key = Attempt {
+            id: record.id,
+            attempt: record.attempt,
+        };
+        let outcome = Outcome::Requeue {
+            reason: "claimed by a statement whose answer never reached the worker; handed back"
+                .into(),
+        };
+        let recorded = answered(limit, DB::job_record_outcome(&shared.pool, key, &outcome));
+        if recorded.await.map_err(|error| error.to_string())? {
+            tracing::warn!(
+                id = key.id,
+                queue,
+                "handed back a job a lost claim had taken"
+            );
+            wake::wake(queue);
+        }
+    }
+    Ok(())
 }
 
 /// Whether a queue has a global limit, from this worker's config or from

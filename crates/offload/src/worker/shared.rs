@@ -49,9 +49,60 @@ impl<DB: Backend> Shared<DB> {
             .unwrap_or(DB::DEFAULT_POLL_INTERVAL)
     }
 
+    /// `WorkerConfig::database_timeout` on this backend.
+    pub fn database_timeout(&self) -> Option<Duration> {
+        self.config.database_timeout_on::<DB>()
+    }
+
     /// Whether this worker leads now.
     pub fn leads(&self) -> bool {
         *self.leading.borrow()
+    }
+}
+
+/// Awaits `work`, or gives it up after `limit` (dropping it abandons its
+/// statement and its connection): `Err` says so, for the caller's log.
+pub(crate) async fn within<T>(
+    limit: Option<Duration>,
+    work: impl std::future::Future<Output = T>,
+) -> Result<T, NoAnswer> {
+    match limit {
+        Some(limit) => tokio::time::timeout(limit, work)
+            .await
+            .map_err(|_| NoAnswer(limit)),
+        None => Ok(work.await),
+    }
+}
+
+/// [`within`] for offload's own calls: a lost answer is an error like any
+/// other of the database's.
+pub(crate) async fn answered<T>(
+    limit: Option<Duration>,
+    work: impl std::future::Future<Output = crate::Result<T>>,
+) -> crate::Result<T> {
+    within(limit, work).await.map_err(crate::Error::from)?
+}
+
+/// A statement given up after `database_timeout`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NoAnswer(pub Duration);
+
+impl std::fmt::Display for NoAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the database did not answer within {:?} (database_timeout); the statement is given up",
+            self.0
+        )
+    }
+}
+
+impl From<NoAnswer> for crate::Error {
+    fn from(no_answer: NoAnswer) -> Self {
+        crate::Error::Database(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            no_answer.to_string(),
+        )))
     }
 }
 

@@ -70,6 +70,9 @@ fn push_where(
     if let Some(kind) = &filter.kind {
         qb.push(" AND kind = ").push_bind(kind.clone());
     }
+    if let Some(worker_id) = &filter.worker_id {
+        qb.push(" AND worker_id = ").push_bind(worker_id.clone());
+    }
     if let Some(tag) = &filter.tag {
         qb.push(" AND tags @> jsonb_build_array(")
             .push_bind(tag.clone())

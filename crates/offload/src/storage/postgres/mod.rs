@@ -68,7 +68,10 @@ const MIGRATIONS: &[Migration] = &[
 
 impl super::driver::sealed::Sealed for Postgres {}
 
-impl Backend for Postgres {}
+impl Backend for Postgres {
+    // A server can stop answering while the connection stays open.
+    const DEFAULT_DATABASE_TIMEOUT: Option<Duration> = Some(Duration::from_secs(15));
+}
 
 impl Driver for Postgres {
     const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);

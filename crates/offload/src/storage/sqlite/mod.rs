@@ -65,7 +65,10 @@ const MIGRATIONS: &[Migration] = &[
 
 impl super::driver::sealed::Sealed for Sqlite {}
 
-impl Backend for Sqlite {}
+impl Backend for Sqlite {
+    // A file always answers; its busy timeout bounds lock waits.
+    const DEFAULT_DATABASE_TIMEOUT: Option<Duration> = None;
+}
 
 impl Driver for Sqlite {
     const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(200);

@@ -41,6 +41,12 @@ pub(crate) struct Watched {
     /// Whether the current long poll was already reported.
     reported: AtomicBool,
     decided: Mutex<Decision>,
+    /// When the executor claimed the outcome (ms since start, plus one), 0
+    /// before: from then on it is writing it to the database.
+    recording_since: AtomicU64,
+    /// Cancelled when the watchdog takes over recording the outcome from
+    /// an executor whose database stopped answering.
+    taken_over: CancellationToken,
 }
 
 /// Who decides how an attempt ended.
@@ -84,9 +90,38 @@ impl Watched {
             Decision::Watchdog(outcome) => Err(outcome.clone()),
             _ => {
                 *decided = Decision::Executor;
+                self.recording_since
+                    .store(millis_since_start() + 1, Ordering::Relaxed);
                 Ok(())
             }
         }
+    }
+
+    /// Fires when the watchdog took the recording over; the executor then
+    /// stops waiting for the database and reports this outcome.
+    pub async fn taken_over(&self) -> Outcome {
+        self.taken_over.cancelled().await;
+        match &*lock(&self.decided) {
+            Decision::Watchdog(outcome) => outcome.clone(),
+            _ => unreachable!("taken over only with the watchdog's outcome"),
+        }
+    }
+
+    /// Claims the outcome from an executor that has been recording it for
+    /// longer than `limit`.
+    fn take_from_stuck_executor(&self, limit: Duration, outcome: &Outcome) -> bool {
+        let since = self.recording_since.load(Ordering::Relaxed);
+        if since == 0 {
+            return false;
+        }
+        let recording = Duration::from_millis(millis_since_start().saturating_sub(since - 1));
+        let mut decided = lock(&self.decided);
+        if recording <= limit || !matches!(*decided, Decision::Executor) {
+            return false;
+        }
+        *decided = Decision::Watchdog(outcome.clone());
+        self.taken_over.cancel();
+        true
     }
 
     /// Claims the outcome for the watchdog, unless the executor has.
@@ -119,6 +154,8 @@ impl Attempts {
             poll_since: AtomicU64::new(0),
             reported: AtomicBool::new(false),
             decided: Mutex::new(Decision::Running),
+            recording_since: AtomicU64::new(0),
+            taken_over: CancellationToken::new(),
         });
         lock(&self.running).insert(key, watched.clone());
         WatchGuard {
@@ -145,6 +182,27 @@ impl Attempts {
                     .claim_for_watchdog(&outcome)
                     .then_some((watched, outcome))
             })
+            .collect()
+    }
+
+    /// Takes over recording the outcome of attempts whose executor has been
+    /// waiting on the database for longer than `database_timeout`: they go
+    /// back to the queue, a no-op if their completion did commit (the write
+    /// is guarded by the attempt).
+    pub fn take_unrecorded(
+        &self,
+        database_timeout: Option<Duration>,
+    ) -> Vec<(Arc<Watched>, Outcome)> {
+        let Some(limit) = database_timeout else {
+            return Vec::new();
+        };
+        let outcome = Outcome::Requeue {
+            reason: format!("the worker's database did not answer within {limit:?} while it recorded the attempt's outcome (database_timeout)"),
+        };
+        self.snapshot()
+            .into_iter()
+            .filter(|watched| watched.take_from_stuck_executor(limit, &outcome))
+            .map(|watched| (watched, outcome.clone()))
             .collect()
     }
 

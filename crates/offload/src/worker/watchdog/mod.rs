@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::config::WorkerConfig;
-use super::shared::{next_delay, sleep_or_stop};
+use super::shared::{answered, next_delay, sleep_or_stop, within};
 use super::wake;
 use crate::storage::{Attempt, Backend, Outcome, WorkerInfo};
 
@@ -79,6 +79,7 @@ impl Watchdog {
         let watch = Watch {
             worker,
             heartbeat_interval: config.heartbeat_interval,
+            database_timeout: config.database_timeout_on::<DB>(),
             shutdown_after: config.shutdown_timeout + config.cancel_grace + SHUTDOWN_MARGIN,
             attempts,
             pulse: pulse.clone(),
@@ -150,6 +151,8 @@ impl Watchdog {
 struct Watch {
     worker: WorkerInfo,
     heartbeat_interval: Duration,
+    /// `WorkerConfig::database_timeout` on this backend.
+    database_timeout: Option<Duration>,
     shutdown_after: Duration,
     attempts: Arc<Attempts>,
     pulse: Arc<Pulse>,
@@ -173,6 +176,7 @@ impl Watch {
             pool.clone(),
             self.worker.clone(),
             self.heartbeat_interval,
+            self.database_timeout,
             stop_heartbeat.clone(),
         ));
         let mut recording = JoinSet::new();
@@ -206,7 +210,26 @@ impl Watch {
                     "a job ran past its timeout without returning (its thread is blocked); the watchdog records the timeout"
                 );
                 watched.facts.cancel.cancel();
-                recording.spawn(record(pool.clone(), watched, outcome));
+                recording.spawn(record(
+                    pool.clone(),
+                    watched,
+                    outcome,
+                    self.database_timeout,
+                ));
+            }
+            for (watched, outcome) in self.attempts.take_unrecorded(self.database_timeout) {
+                tracing::warn!(
+                    id = watched.facts.key.id,
+                    kind = %watched.facts.kind,
+                    attempt = watched.facts.key.attempt,
+                    "the job returned but the database did not answer the recording of its outcome in time (database_timeout); the watchdog hands it back to the queue unless its completion did commit"
+                );
+                recording.spawn(record(
+                    pool.clone(),
+                    watched,
+                    outcome,
+                    self.database_timeout,
+                ));
             }
             if deadline.is_some_and(|at| Instant::now() >= at) {
                 let left = self.attempts.take_all();
@@ -216,7 +239,12 @@ impl Watch {
                 );
                 for (watched, outcome) in left {
                     watched.facts.cancel.cancel();
-                    recording.spawn(record(pool.clone(), watched, outcome));
+                    recording.spawn(record(
+                        pool.clone(),
+                        watched,
+                        outcome,
+                        self.database_timeout,
+                    ));
                 }
                 break Ended::Deadline;
             }
@@ -242,11 +270,12 @@ async fn heartbeat<DB: Backend>(
     pool: Pool<DB>,
     worker: WorkerInfo,
     interval: Duration,
+    database_timeout: Option<Duration>,
     stop: CancellationToken,
 ) {
     loop {
         let beat = tokio::select! {
-            beat = DB::worker_heartbeat(&pool, &worker) => beat,
+            beat = answered(database_timeout, DB::worker_heartbeat(&pool, &worker)) => beat,
             () = stop.cancelled() => return,
         };
         if let Err(error) = beat {
@@ -261,12 +290,31 @@ async fn heartbeat<DB: Backend>(
 /// Records an outcome the watchdog decided, guarded by the attempt (a
 /// no-op if the executor got there first), retrying while the database is
 /// unreachable until shutdown gives up on it (and drops this task).
-async fn record<DB: Backend>(pool: Pool<DB>, watched: Arc<Watched>, outcome: Outcome) {
+async fn record<DB: Backend>(
+    pool: Pool<DB>,
+    watched: Arc<Watched>,
+    outcome: Outcome,
+    database_timeout: Option<Duration>,
+) {
     let key: Attempt = watched.facts.key;
     let mut delay = Duration::from_millis(50);
     loop {
         let recorded = match pool.acquire().await {
-            Ok(mut conn) => DB::job_record_outcome_on(&mut conn, key, &outcome).await,
+            Ok(mut conn) => {
+                match within(
+                    database_timeout,
+                    DB::job_record_outcome_on(&mut conn, key, &outcome),
+                )
+                .await
+                {
+                    Ok(recorded) => recorded,
+                    Err(no_answer) => {
+                        // Never ping it back into the pool: it may never answer.
+                        conn.close_on_drop();
+                        Err(no_answer.into())
+                    }
+                }
+            }
             Err(error) => Err(error.into()),
         };
         match recorded {
