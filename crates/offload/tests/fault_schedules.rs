@@ -24,7 +24,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use offload::{AttemptOutcome, Client, EnqueueOptions, Job, JobContext, JobError, Worker};
-use offload::{WorkerConfig, WorkerHandle};
+use offload::{PoolSettings, WorkerConfig, WorkerHandle};
 use offload_test_fixture::{Cut, FaultProxy};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -44,6 +44,8 @@ const FAULT_WINDOW: Duration = Duration::from_millis(1_000);
 const LONGEST_FAULT_MS: u64 = 700;
 /// After the faults are lifted, every job must be finished within this.
 const FINISH_WITHIN: Duration = Duration::from_secs(30);
+/// A statement on a silent (half-open) connection is given up after this.
+const DATABASE_TIMEOUT: Duration = Duration::from_secs(2);
 /// A job hanging on its first attempt is stopped by its timeout.
 const JOB_TIMEOUT: Duration = Duration::from_millis(400);
 /// An enqueue through a broken connection is given up on after this (the
@@ -158,13 +160,8 @@ const FAULT_KINDS: [(&str, bool); 9] = [
     ("cut-half-open", true),
 ];
 
-/// Not in the default mix: a silent connection hangs whatever waits on it
-/// (see the issue 13 note); `OFFLOAD_FAULT_KINDS=half-open,cut-half-open`
-/// runs them.
-const NOT_BY_DEFAULT: [&str; 2] = ["half-open", "cut-half-open"];
-
 /// The fault kinds schedules draw from: `OFFLOAD_FAULT_KINDS` (names,
-/// comma-separated), or every kind the backend supports but those above.
+/// comma-separated), or every kind the backend supports.
 fn fault_kinds(network: bool) -> Vec<&'static str> {
     let chosen = std::env::var("OFFLOAD_FAULT_KINDS").ok();
     let kinds: Vec<&str> = FAULT_KINDS
@@ -173,7 +170,7 @@ fn fault_kinds(network: bool) -> Vec<&'static str> {
         .map(|(name, _)| *name)
         .filter(|name| match &chosen {
             Some(chosen) => chosen.split(',').any(|wanted| wanted.trim() == *name),
-            None => !NOT_BY_DEFAULT.contains(name),
+            None => true,
         })
         .collect();
     assert!(!kinds.is_empty(), "no fault kind left from {chosen:?}");
@@ -217,7 +214,9 @@ fn plan(seed: u64, kinds: &[&str]) -> Plan {
 }
 
 fn worker_config(queue: &str) -> WorkerConfig {
-    let mut config = fast_config().shutdown_timeout(Duration::from_secs(1));
+    let mut config = fast_config()
+        .shutdown_timeout(Duration::from_secs(1))
+        .database_timeout(DATABASE_TIMEOUT);
     config.queues.clear();
     config.queue(queue, SLOTS_PER_WORKER)
 }
@@ -372,9 +371,9 @@ async fn run_schedule<DB: FaultDb>(
         let url = proxy
             .as_ref()
             .map_or(db.url.clone(), |proxy| proxy.route(&db.url));
-        let pool = DB::connect(&url, POOL_CONNECTIONS)
-            .await
-            .expect("worker pool");
+        // A service's fail-fast pool: a silent connection costs a third.
+        let settings = PoolSettings::new(POOL_CONNECTIONS).acquire_timeout(Duration::from_secs(3));
+        let pool = DB::connect_with(&url, settings).await.expect("worker pool");
         let handle = start_worker(&pool, &queue, index, &history).await;
         nodes.push(Node {
             proxy,
