@@ -101,28 +101,8 @@ pub(crate) async fn execute<DB: Backend>(
 
         let watched = watch.as_ref().map(|guard| guard.watched().clone());
         let recording = async {
-            let ended = match result {
-            Ok(()) => match tx {
-                None => {
-                    tracked.until_completion_written();
-                    if shared.completions.send(key).await.is_err() {
-                        tracing::error!("completer stopped before the job's completion was recorded");
-                    }
-                    Ended::Completed
-                }
-                Some(tx) => complete_in_tx(&shared, key, max_attempts, tx).await,
-            },
-            Err(error) => {
-                if let Some(tx) = tx {
-                    if let Err(error) = tx.rollback().await {
-                        tracing::warn!(%error, "rollback failed; the connection is discarded");
-                    }
-                }
-                Ended::Failed(outcome_for(&shared, key, max_attempts, error, |attempt| {
-                    handler.backoff(attempt)
-                }))
-            }
-        };
+            let backoff = |attempt| handler.backoff(attempt);
+            let ended = conclude(&shared, key, max_attempts, result, tx, tracked, backoff).await;
             finish(&shared, key, info.clone(), ended, started).await;
         };
         // A database that stops answering must not keep the job here: past
@@ -143,6 +123,41 @@ pub(crate) async fn execute<DB: Backend>(
     }
     .instrument(span)
     .await;
+}
+
+/// Ends an attempt that returned: its completion committed in its
+/// transaction or handed to the completer (the job stays listed as running
+/// until that is written), or its transaction rolled back and its outcome
+/// decided.
+async fn conclude<DB: Backend>(
+    shared: &Shared<DB>,
+    key: Attempt,
+    max_attempts: i32,
+    result: Result<(), JobError>,
+    tx: Option<JobTx<DB>>,
+    tracked: running::RunningGuard,
+    backoff: impl Fn(i32) -> Duration,
+) -> Ended {
+    match result {
+        Ok(()) => match tx {
+            None => {
+                tracked.until_completion_written();
+                if shared.completions.send(key).await.is_err() {
+                    tracing::error!("completer stopped before the job's completion was recorded");
+                }
+                Ended::Completed
+            }
+            Some(tx) => complete_in_tx(shared, key, max_attempts, tx).await,
+        },
+        Err(error) => {
+            if let Some(tx) = tx {
+                if let Err(error) = tx.rollback().await {
+                    tracing::warn!(%error, "rollback failed; the connection is discarded");
+                }
+            }
+            Ended::Failed(outcome_for(shared, key, max_attempts, error, backoff))
+        }
+    }
 }
 
 /// How an attempt ended, before it is recorded.

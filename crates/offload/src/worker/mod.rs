@@ -164,11 +164,16 @@ impl<DB: Backend> Worker<DB> {
             ));
         }
         let give_up_completions = CancellationToken::new();
-        let mut completer = tokio::spawn(completer::run(
-            shared.clone(),
-            completions_rx,
-            give_up_completions.clone(),
-        ));
+        let completer = completer::Completer {
+            pool: self.pool.clone(),
+            database: shared.database.clone(),
+            group,
+            batch: shared.config.completer_batch,
+            delete: shared.config.retention.completed.is_zero(),
+            database_timeout: shared.database_timeout(),
+        };
+        let mut completer =
+            tokio::spawn(completer.run(completions_rx, give_up_completions.clone()));
         let mut maintenance = maintenance::spawn(
             shared.clone(),
             &off_thread.runtime,
