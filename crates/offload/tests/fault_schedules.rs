@@ -490,9 +490,20 @@ async fn run_schedules<DB: FaultDb>(backend: &str, network: bool) {
             "{backend}: {} of {count} schedules in the {limit:?} bound (first seed {first})",
             seed - first
         );
-        match run_schedule(&db, server, backend, seed).await {
-            Ok(counts) => total += counts,
-            Err(failure) => failures.push(failure),
+        // A panic (a worker that would not stop or start) fails the
+        // schedule, named by its seed, like a broken invariant.
+        let schedule = std::panic::AssertUnwindSafe(run_schedule(&db, server, backend, seed));
+        match futures::FutureExt::catch_unwind(schedule).await {
+            Ok(Ok(counts)) => total += counts,
+            Ok(Err(failure)) => failures.push(failure),
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|text| text.to_string()))
+                    .unwrap_or_default();
+                failures.push(format!("seed {seed}: panicked: {message}"));
+            }
         }
         if failures.len() >= 3 {
             break;

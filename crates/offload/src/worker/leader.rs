@@ -79,8 +79,12 @@ pub(crate) async fn campaign<DB: Backend>(
     }
     let was_leading = leading.send_replace(false);
     // Resigns even when it did not know it led: an attempt that timed out
-    // may have taken the row. The delete is guarded by this worker's id.
-    match DB::leader_resign(&pool, LEADERSHIP, &candidate).await {
+    // may have taken the row. The delete is guarded by this worker's id;
+    // past the TTL the row has expired anyway.
+    let resigned = tokio::time::timeout(ttl, DB::leader_resign(&pool, LEADERSHIP, &candidate))
+        .await
+        .unwrap_or(Err(crate::Error::Database(sqlx::Error::PoolTimedOut)));
+    match resigned {
         Ok(()) if was_leading => tracing::info!(worker = %candidate, "resigned leadership"),
         Ok(()) => {}
         Err(error) => {

@@ -194,7 +194,7 @@ impl Watch {
                     // its heartbeat is stale.
                     stop_heartbeat.cancel();
                     let _ = heartbeat.await;
-                    pool.close().await;
+                    close(pool).await;
                     return Ended::Deadline;
                 }
                 () = self.shutdown_begun.cancelled(), if deadline.is_none() => {
@@ -260,8 +260,20 @@ impl Watch {
         if tokio::time::timeout(SHUTDOWN_MARGIN, finish).await.is_err() {
             tracing::warn!("the database did not answer in time at shutdown: jobs not handed back are rescued once the worker's heartbeat is stale");
         }
-        pool.close().await;
+        close(pool).await;
         ended
+    }
+}
+
+/// Closes the watchdog's pool, without waiting past `SHUTDOWN_MARGIN` for
+/// a connection sqlx is still pinging (a silent one never answers): the
+/// rest close when this thread's runtime drops.
+async fn close<DB: Backend>(pool: Pool<DB>) {
+    if tokio::time::timeout(SHUTDOWN_MARGIN, pool.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("a connection of the watchdog's pool did not close in time (the database is not answering); it is dropped");
     }
 }
 
