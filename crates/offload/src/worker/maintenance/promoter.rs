@@ -5,12 +5,14 @@ use std::sync::Arc;
 
 use crate::storage::Backend;
 use crate::worker::config::MAINTENANCE_BATCH as BATCH;
-use crate::worker::shared::Shared;
+use crate::worker::shared::{answered, Shared};
 use crate::worker::wake;
 
 pub(super) async fn step<DB: Backend>(shared: Arc<Shared<DB>>) -> crate::Result<()> {
     loop {
-        let queues = DB::job_promote(&shared.maintenance_pool, BATCH).await?;
+        // A statement on a silent connection would stop promotion for good.
+        let promote = DB::job_promote(&shared.maintenance_pool, BATCH);
+        let queues = answered(shared.database_timeout(), promote).await?;
         wake::wake_all(queues.iter().map(String::as_str));
         if queues.len() < BATCH {
             return Ok(());

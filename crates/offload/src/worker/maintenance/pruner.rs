@@ -5,7 +5,7 @@ use std::sync::Arc;
 use crate::state::JobState;
 use crate::storage::Backend;
 use crate::worker::config::MAINTENANCE_BATCH as BATCH;
-use crate::worker::shared::Shared;
+use crate::worker::shared::{answered, Shared};
 
 pub(super) async fn step<DB: Backend>(shared: Arc<Shared<DB>>) -> crate::Result<()> {
     let retention = &shared.config.retention;
@@ -17,7 +17,8 @@ pub(super) async fn step<DB: Backend>(shared: Arc<Shared<DB>>) -> crate::Result<
     ] {
         // Small batches keep each delete's locks short.
         loop {
-            match DB::job_prune(&shared.maintenance_pool, state, keep, BATCH).await {
+            let prune = DB::job_prune(&shared.maintenance_pool, state, keep, BATCH);
+            match answered(shared.database_timeout(), prune).await {
                 Ok(deleted) if deleted == BATCH as u64 => tokio::task::yield_now().await,
                 Ok(_) => break,
                 // One state's failure must not stop the others' pruning.

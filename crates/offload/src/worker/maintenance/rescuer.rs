@@ -4,13 +4,18 @@
 use std::sync::Arc;
 
 use crate::storage::Backend;
-use crate::worker::shared::Shared;
+use crate::worker::shared::{answered, Shared};
 use crate::worker::wake;
 
 pub(super) async fn step<DB: Backend>(shared: Arc<Shared<DB>>) -> crate::Result<()> {
     let lease = shared.config.lease;
-    let queues = DB::job_rescue(&shared.maintenance_pool, lease).await?;
-    DB::worker_delete_expired(&shared.maintenance_pool, lease).await?;
+    let limit = shared.database_timeout();
+    let queues = answered(limit, DB::job_rescue(&shared.maintenance_pool, lease)).await?;
+    answered(
+        limit,
+        DB::worker_delete_expired(&shared.maintenance_pool, lease),
+    )
+    .await?;
     if !queues.is_empty() {
         tracing::warn!(
             jobs = queues.len(),
