@@ -299,11 +299,70 @@ async fn run_queues<DB: Backend>(admin: Admin<DB>, command: QueuesCommand) -> an
             println!("queue {name} paused");
             Ok(())
         }
+        QueuesCommand::Limit {
+            name, global, rate, ..
+        } => {
+            if global.is_none() && rate.is_none() {
+                let message = "name a limit to set: --global N|off, --rate N/PERIOD|off";
+                return Err(Failure::new(USAGE, message).into());
+            }
+            // Both are read before either is written.
+            let global = global.as_deref().map(parse_global_limit).transpose()?;
+            let rate = rate.as_deref().map(parse_rate_limit).transpose()?;
+            if let Some(limit) = global {
+                admin.set_global_limit(&name, limit).await?;
+                match limit {
+                    Some(limit) => println!("queue {name}: at most {limit} running at once"),
+                    None => println!("queue {name}: no global limit"),
+                }
+            }
+            if let Some(rate) = rate {
+                admin.set_rate_limit(&name, rate).await?;
+                match rate {
+                    Some(rate) => println!(
+                        "queue {name}: at most {} starts per {:?}",
+                        rate.limit(),
+                        rate.period()
+                    ),
+                    None => println!("queue {name}: no rate limit"),
+                }
+            }
+            Ok(())
+        }
         QueuesCommand::Resume { name, .. } => {
             admin.resume_queue(&name).await?;
             println!("queue {name} resumed");
             Ok(())
         }
+    }
+}
+
+/// `--global N|off`.
+fn parse_global_limit(text: &str) -> Result<Option<usize>, Failure> {
+    match text.trim() {
+        "off" => Ok(None),
+        text => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n > 0)
+            .map(Some)
+            .ok_or_else(|| {
+                Failure::new(
+                    USAGE,
+                    format!("--global {text:?}: expected a whole number from 1, or off"),
+                )
+            }),
+    }
+}
+
+/// `--rate N/PERIOD|off`.
+fn parse_rate_limit(text: &str) -> Result<Option<offload::RateLimit>, Failure> {
+    match text.trim() {
+        "off" => Ok(None),
+        text => text
+            .parse()
+            .map(Some)
+            .map_err(|error: offload::InvalidRateLimit| Failure::new(USAGE, error.to_string())),
     }
 }
 

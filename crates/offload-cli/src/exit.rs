@@ -34,6 +34,7 @@ impl Failure {
                     .and_then(|e| match e {
                         offload::admin::AdminError::Filter(_)
                         | offload::admin::AdminError::BadQueueName(_)
+                        | offload::admin::AdminError::BadLimit(_)
                         | offload::admin::AdminError::BulkNeedsFilter(_) => Some(USAGE),
                         offload::admin::AdminError::JobNotFound(_) => Some(NOT_FOUND),
                         _ => None,

@@ -190,7 +190,8 @@ impl QueuesArgs {
             None => &self.list.db.database_url,
             Some(QueuesCommand::List(ListQueues { db, .. }))
             | Some(QueuesCommand::Pause { db, .. })
-            | Some(QueuesCommand::Resume { db, .. }) => &db.database_url,
+            | Some(QueuesCommand::Resume { db, .. })
+            | Some(QueuesCommand::Limit { db, .. }) => &db.database_url,
         }
     }
 }
@@ -222,6 +223,21 @@ pub(crate) enum QueuesCommand {
         db: DbArgs,
         /// Queue name.
         name: String,
+    },
+    /// Sets or removes the queue's limits over every worker; running
+    /// workers pick them up within seconds. Limits not named stay.
+    Limit {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Queue name.
+        name: String,
+        /// Most jobs running at once, or `off`.
+        #[arg(long, value_name = "N|off")]
+        global: Option<String>,
+        /// Most job starts per period, as N/PERIOD (`100/s`, `20/1500ms`,
+        /// `1000/h`), or `off`.
+        #[arg(long, value_name = "N/PERIOD|off")]
+        rate: Option<String>,
     },
 }
 

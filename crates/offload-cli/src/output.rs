@@ -111,7 +111,13 @@ pub(crate) fn print_queues(queues: &[QueueSummary]) {
     }
     let mut header = vec!["QUEUE", "PAUSED"];
     header.extend(JobState::ALL.iter().map(|s| s.as_str()));
-    header.extend(["OLDEST WAITING", "DONE/MIN"]);
+    header.extend([
+        "OLDEST WAITING",
+        "DONE/MIN",
+        "RUNNING LIMIT",
+        "RATE LIMIT",
+        "HELD BY LIMIT",
+    ]);
     let mut t = table(&header);
     for q in queues {
         let mut row = vec![
@@ -131,6 +137,15 @@ pub(crate) fn print_queues(queues: &[QueueSummary]) {
         row.push(
             Cell::new(format!("{:.1}", q.completed_per_minute)).set_alignment(CellAlignment::Right),
         );
+        row.push(Cell::new(q.global_limit.map_or_else(
+            || "-".to_owned(),
+            |limit| format!("{}/{limit}", q.counts.get(JobState::Running)),
+        )));
+        row.push(Cell::new(q.rate_limit.map_or_else(
+            || "-".to_owned(),
+            |rate| format!("{}/{} per {} ms", rate.started, rate.limit, rate.period_ms),
+        )));
+        row.push(Cell::new(q.waiting_on_limit).set_alignment(CellAlignment::Right));
         t.add_row(row);
     }
     println!("{t}");

@@ -233,6 +233,42 @@ async fn queues_pause_resume_and_list_on_postgres() {
     let bare_json = offload(&url, &["queues", "--json"]);
     let listed: serde_json::Value = serde_json::from_slice(&bare_json.stdout).unwrap();
     assert_eq!(listed[0]["name"], "mail");
+
+    // Limits: set, listed with their use, refused when malformed, removed.
+    let set = offload(
+        &url,
+        &["queues", "limit", "mail", "--global", "2", "--rate", "50/s"],
+    );
+    assert_eq!(set.status.code(), Some(0), "{}", stderr(&set));
+    let list = offload(&url, &["queues", "list", "--json"]);
+    let queues: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(queues[0]["global_limit"], 2);
+    assert_eq!(queues[0]["rate_limit"]["limit"], 50);
+    assert_eq!(queues[0]["rate_limit"]["period_ms"], 1000);
+    let table = stdout(&offload(&url, &["queues", "list"]));
+    assert!(
+        table.contains("0/2") && table.contains("0/50 per 1000 ms"),
+        "{table}"
+    );
+    for bad in [&["--rate", "50/day"][..], &["--global", "0"], &[]] {
+        let args = [&["queues", "limit", "mail"][..], bad].concat();
+        let refused = offload(&url, &args);
+        assert_eq!(
+            refused.status.code(),
+            Some(2),
+            "{bad:?}: {}",
+            stderr(&refused)
+        );
+    }
+    let off = offload(
+        &url,
+        &[
+            "queues", "limit", "mail", "--global", "off", "--rate", "off",
+        ],
+    );
+    assert_eq!(off.status.code(), Some(0), "{}", stderr(&off));
+    let limits = Client::new(pool.clone()).limits("mail").await.unwrap();
+    assert_eq!((limits.global, limits.rate), (None, None));
     db.cleanup().await;
 }
 

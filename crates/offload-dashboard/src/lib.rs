@@ -63,6 +63,7 @@ pub fn router<DB: Backend>(pool: Pool<DB>, config: DashboardConfig) -> Router {
         .route("/jobs/{id}", get(pages::job_detail::<DB>))
         .route("/jobs/{id}/{action}", post(pages::job_action::<DB>))
         .route("/queues/{name}/{action}", post(pages::queue_action::<DB>))
+        .route("/queues/{name}/limits", post(pages::queue_limits::<DB>))
         .route(
             "/login",
             get(pages::login_form::<DB>).post(pages::login::<DB>),

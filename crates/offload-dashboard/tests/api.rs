@@ -553,7 +553,71 @@ async fn queues_show_counts_throughput_age_and_pause<DB: Backend>(pool: Pool<DB>
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
 }
 
+/// `PUT /api/queues/{name}/limits` with a JSON body, as a browser's fetch
+/// would send it.
+fn put_limits(name: &str, body: serde_json::Value) -> Request<Body> {
+    Request::put(format!("/api/queues/{name}/limits"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+async fn queue_limits_are_set_shown_and_checked<DB: Backend>(pool: Pool<DB>) {
+    insert(&pool, &[("hooks", false, &[]), ("hooks", false, &[])]).await;
+    let app = app(&pool);
+    let set = send(
+        &app,
+        put_limits("hooks", json!({"global_limit": 3, "rate_limit": "100/s"})),
+    )
+    .await;
+    assert_eq!(set.status, StatusCode::OK, "{}", set.text());
+    assert_eq!(
+        set.json(),
+        json!({"global_limit": 3, "rate_limit": "100/1000ms"})
+    );
+    let queues = send(&app, get("/api/queues")).await.json();
+    let hooks = queues
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "hooks")
+        .unwrap()
+        .clone();
+    assert_eq!(hooks["global_limit"], 3);
+    assert_eq!(
+        hooks["rate_limit"],
+        json!({"limit": 100, "period_ms": 1000, "started": 0})
+    );
+    assert_eq!(hooks["waiting_on_limit"], 0);
+
+    for (body, expected) in [
+        (json!({"rate_limit": "100/day"}), "not ms, s, m or h"),
+        (json!({"rate_limit": "0/s"}), "at least 1"),
+        (json!({"global_limit": 0}), "at least 1"),
+        (json!({"global_limit": 2, "burst": 1}), "unknown field"),
+    ] {
+        let refused = send(&app, put_limits("hooks", body.clone())).await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(
+            refused.text().contains(expected),
+            "{body}: {}",
+            refused.text()
+        );
+    }
+    let bad_name = send(&app, put_limits("Bad%20Name", json!({}))).await;
+    assert_eq!(bad_name.status, StatusCode::BAD_REQUEST);
+
+    // A refused body changed nothing; an empty one removes both limits.
+    let limits = Client::new(pool.clone()).limits("hooks").await.unwrap();
+    assert_eq!(limits.global, Some(3));
+    let cleared = send(&app, put_limits("hooks", json!({}))).await;
+    assert_eq!(cleared.status, StatusCode::OK);
+    let limits = Client::new(pool.clone()).limits("hooks").await.unwrap();
+    assert_eq!((limits.global, limits.rate), (None, None));
+}
+
 on_both_backends!(
+    queue_limits_are_set_shown_and_checked,
     pages_follow_the_keyset_cursor_newest_first,
     filters_select_by_state_queue_kind_tag_text_and_time,
     bad_filters_are_clear_400s_never_sql_errors,

@@ -7,6 +7,7 @@ pub mod backoff;
 mod defaults;
 mod error;
 mod queue_name;
+mod rate_limit;
 mod state;
 mod unique;
 // Storage (the only SQL):
@@ -44,6 +45,7 @@ pub use job::{Job, JobError};
 pub use options::EnqueueOptions;
 pub use periodic::PeriodicJob;
 pub use queue_name::{check_queue_name, InvalidQueueName, MAX_QUEUE_NAME_LEN};
+pub use rate_limit::{InvalidRateLimit, RateLimit, MAX_RATE_PERIOD};
 pub use registry::Registry;
 pub use schedule::{Periodic, Schedule};
 pub use state::{JobState, UnknownState};

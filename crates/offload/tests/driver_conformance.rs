@@ -23,10 +23,11 @@ use chrono::{DateTime, TimeZone, Utc};
 use offload::migrate::Migration;
 use offload::storage::{
     migrate, ops, Attempt, ClaimedJob, Driver, GroupStep, JobFilter, NewJob, Outcome, Page,
-    Signals, WorkerInfo, ARGS_PREVIEW_LEN,
+    Signals, Throttle, WorkerInfo, ARGS_PREVIEW_LEN,
 };
 use offload::{
-    clean_error, Error, JobRecord, JobState, UniqueKey, DEFAULT_MAX_ATTEMPTS, DEFAULT_UNIQUE_STATES,
+    clean_error, Error, JobRecord, JobState, RateLimit, UniqueKey, DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_UNIQUE_STATES,
 };
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
@@ -43,6 +44,7 @@ on_both_backends!(
     job_claim_takes_available_jobs_by_priority_unless_paused,
     job_claim_orders_by_priority_then_run_at_then_id,
     job_claim_limited_caps_running_jobs_at_the_global_limit,
+    job_claim_limited_holds_starts_to_the_rate_limit_in_every_window,
     job_complete_many_is_guarded_by_state_and_attempt,
     job_complete_in_tx_commits_with_the_job_transaction,
     write_group_steps_and_the_hot_path_on_one_connection,
@@ -474,6 +476,19 @@ fn expected_counts(expected: &[(JobState, i64)]) -> Vec<(&'static str, i64)> {
     let mut expected: Vec<_> = expected.iter().map(|(s, n)| (s.as_str(), *n)).collect();
     expected.sort();
     expected
+}
+
+/// A claim within the queue's limits, on a connection of its own.
+async fn claim_limited<DB: Driver>(
+    pool: &Pool<DB>,
+    queue: &str,
+    limit: usize,
+    worker_id: &str,
+) -> offload::Result<Vec<ClaimedJob>> {
+    let mut conn = pool.acquire().await?;
+    Ok(DB::job_claim_on(&mut conn, queue, limit, worker_id, true)
+        .await?
+        .jobs)
 }
 
 async fn claim<DB: Driver>(pool: &Pool<DB>, queue: &str, limit: usize) -> Vec<ClaimedJob> {
@@ -1399,9 +1414,7 @@ async fn job_claim_orders_by_priority_then_run_at_then_id<DB: Conformance>(db: &
     let mut order = Vec::new();
     for limited in [false, true, false, false, true] {
         let claimed = if limited {
-            DB::job_claim_limited(pool, "order", 1, WORKER)
-                .await
-                .unwrap()
+            claim_limited::<DB>(pool, "order", 1, WORKER).await.unwrap()
         } else {
             claim(pool, "order", 1).await
         };
@@ -1450,21 +1463,21 @@ async fn job_claim_limited_caps_running_jobs_at_the_global_limit<DB: Conformance
 ) {
     let pool = &db.pool;
     let mut notices = DB::notices(db).await;
-    assert_eq!(DB::queue_global_limit(pool, "lim").await.unwrap(), None);
+    assert_eq!(DB::queue_limits(pool, "lim").await.unwrap().global, None);
     insert(pool, &(0..10).map(|_| job("l", "lim")).collect::<Vec<_>>()).await;
 
     // Without a limit it claims like job_claim.
-    let first = DB::job_claim_limited(pool, "lim", 2, "w1").await.unwrap();
+    let first = claim_limited::<DB>(pool, "lim", 2, "w1").await.unwrap();
     assert_eq!(first.len(), 2);
 
     DB::queue_set_global_limit(pool, "lim", Some(3))
         .await
         .unwrap();
-    assert_eq!(DB::queue_global_limit(pool, "lim").await.unwrap(), Some(3));
+    assert_eq!(DB::queue_limits(pool, "lim").await.unwrap().global, Some(3));
     notices.take().await;
-    let more = DB::job_claim_limited(pool, "lim", 10, "w2").await.unwrap();
+    let more = claim_limited::<DB>(pool, "lim", 10, "w2").await.unwrap();
     assert_eq!(more.len(), 1, "3 may run, 2 do");
-    assert!(DB::job_claim_limited(pool, "lim", 10, "w3")
+    assert!(claim_limited::<DB>(pool, "lim", 10, "w3")
         .await
         .unwrap()
         .is_empty());
@@ -1484,7 +1497,7 @@ async fn job_claim_limited_caps_running_jobs_at_the_global_limit<DB: Conformance
         1
     );
     assert_eq!(
-        DB::job_claim_limited(pool, "lim", 10, "w1")
+        claim_limited::<DB>(pool, "lim", 10, "w1")
             .await
             .unwrap()
             .len(),
@@ -1496,20 +1509,20 @@ async fn job_claim_limited_caps_running_jobs_at_the_global_limit<DB: Conformance
         .await
         .unwrap();
     assert_eq!(
-        DB::job_claim_limited(pool, "lim", 1, "w1")
+        claim_limited::<DB>(pool, "lim", 1, "w1")
             .await
             .unwrap()
             .len(),
         1
     );
     assert_eq!(
-        DB::job_claim_limited(pool, "lim", 10, "w1")
+        claim_limited::<DB>(pool, "lim", 10, "w1")
             .await
             .unwrap()
             .len(),
         2
     );
-    assert!(DB::job_claim_limited(pool, "lim", 10, "w1")
+    assert!(claim_limited::<DB>(pool, "lim", 10, "w1")
         .await
         .unwrap()
         .is_empty());
@@ -1520,21 +1533,22 @@ async fn job_claim_limited_caps_running_jobs_at_the_global_limit<DB: Conformance
         .await
         .unwrap();
     DB::queue_set_paused(pool, "lim", true).await.unwrap();
-    assert!(DB::job_claim_limited(pool, "lim", 10, "w1")
+    assert!(claim_limited::<DB>(pool, "lim", 10, "w1")
         .await
         .unwrap()
         .is_empty());
     DB::queue_set_global_limit(pool, "lim", Some(8))
         .await
         .unwrap();
-    assert!(DB::queue_paused_flags(pool)
+    assert!(DB::queue_settings(pool)
         .await
         .unwrap()
-        .contains(&("lim".to_owned(), true)));
+        .iter()
+        .any(|queue| queue.name == "lim" && queue.paused));
     DB::queue_set_paused(pool, "lim", false).await.unwrap();
-    assert_eq!(DB::queue_global_limit(pool, "lim").await.unwrap(), Some(8));
+    assert_eq!(DB::queue_limits(pool, "lim").await.unwrap().global, Some(8));
     assert_eq!(
-        DB::job_claim_limited(pool, "lim", 10, "w1")
+        claim_limited::<DB>(pool, "lim", 10, "w1")
             .await
             .unwrap()
             .len(),
@@ -1543,9 +1557,9 @@ async fn job_claim_limited_caps_running_jobs_at_the_global_limit<DB: Conformance
 
     // Removed: no cap.
     DB::queue_set_global_limit(pool, "lim", None).await.unwrap();
-    assert_eq!(DB::queue_global_limit(pool, "lim").await.unwrap(), None);
+    assert_eq!(DB::queue_limits(pool, "lim").await.unwrap().global, None);
     assert_eq!(
-        DB::job_claim_limited(pool, "lim", 10, "w1")
+        claim_limited::<DB>(pool, "lim", 10, "w1")
             .await
             .unwrap()
             .len(),
@@ -1566,7 +1580,7 @@ async fn job_claim_limited_caps_running_jobs_at_the_global_limit<DB: Conformance
         for w in 0..4 {
             let pool = pool.clone();
             claimers.spawn(async move {
-                DB::job_claim_limited(&pool, "race", 3, &format!("w{w}"))
+                claim_limited::<DB>(&pool, "race", 3, &format!("w{w}"))
                     .await
                     .unwrap()
             });
@@ -1579,6 +1593,95 @@ async fn job_claim_limited_caps_running_jobs_at_the_global_limit<DB: Conformance
         let done: Vec<Attempt> = claimed.iter().map(ClaimedJob::attempt_key).collect();
         assert_eq!(DB::job_complete_many(pool, &done, false).await.unwrap(), 3);
     }
+}
+
+async fn job_claim_limited_holds_starts_to_the_rate_limit_in_every_window<DB: Conformance>(
+    db: &TestDatabase<DB>,
+) {
+    let pool = &db.pool;
+    let rate = RateLimit::new(5, Duration::from_millis(400)).unwrap();
+    DB::queue_set_rate_limit(pool, "rate", Some(rate))
+        .await
+        .unwrap();
+    let limits = DB::queue_limits(pool, "rate").await.unwrap();
+    assert_eq!((limits.global, limits.rate), (None, Some(rate)));
+    insert(
+        pool,
+        &(0..200).map(|_| job("r", "rate")).collect::<Vec<_>>(),
+    )
+    .await;
+
+    // A full window: the claim says so, and when the window frees a start.
+    let mut conn = pool.acquire().await.unwrap();
+    let first = DB::job_claim_on(&mut conn, "rate", 8, "w0", true)
+        .await
+        .unwrap();
+    assert_eq!(first.jobs.len(), 5);
+    let Some(Throttle::Rate { free_in }) = first.throttled else {
+        panic!(
+            "a claim cut short by the rate says so: {:?}",
+            first.throttled
+        );
+    };
+    assert!(free_in <= rate.period(), "{free_in:?}");
+    let again = DB::job_claim_on(&mut conn, "rate", 8, "w0", true)
+        .await
+        .unwrap();
+    assert!(again.jobs.is_empty());
+    assert!(matches!(again.throttled, Some(Throttle::Rate { .. })));
+    drop(conn);
+
+    // Four claimers racing for 1.5 s: no window of 400 ms ever holds more
+    // than 5 starts, and the limit is reached (the claims are not merely
+    // slow). Starts are the claims' `attempted_at`.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(1_500);
+    let mut claimers = tokio::task::JoinSet::new();
+    for w in 0..4 {
+        let pool = pool.clone();
+        claimers.spawn(async move {
+            let mut ids = Vec::new();
+            while tokio::time::Instant::now() < deadline {
+                let jobs = claim_limited::<DB>(&pool, "rate", 3, &format!("w{w}"))
+                    .await
+                    .unwrap();
+                ids.extend(jobs.iter().map(|job| job.id));
+                tokio::time::sleep(Duration::from_millis(3 + w)).await;
+            }
+            ids
+        });
+    }
+    let mut starts = Vec::new();
+    for id in first.jobs.iter().map(|job| job.id) {
+        starts.push(id);
+    }
+    while let Some(ids) = claimers.join_next().await {
+        starts.extend(ids.unwrap());
+    }
+    let mut times = Vec::new();
+    for id in &starts {
+        let record = DB::job_get(pool, *id).await.unwrap().unwrap();
+        times.push(record.attempted_at.unwrap());
+    }
+    times.sort();
+    let period = chrono::Duration::from_std(rate.period()).unwrap();
+    for (i, at) in times.iter().enumerate() {
+        let in_window = times[..=i].iter().filter(|t| **t > *at - period).count();
+        assert!(
+            in_window <= 5,
+            "{in_window} starts in the 400 ms before {at}"
+        );
+    }
+    assert!(
+        starts.len() >= 15,
+        "{} starts in ~1.5 s at 5 per 400 ms",
+        starts.len()
+    );
+
+    // Removed, the limit no longer holds claims back.
+    DB::queue_set_rate_limit(pool, "rate", None).await.unwrap();
+    assert_eq!(DB::queue_limits(pool, "rate").await.unwrap().rate, None);
+    let free = claim_limited::<DB>(pool, "rate", 50, "w9").await.unwrap();
+    assert_eq!(free.len(), 50);
 }
 
 // --- jobs: ending attempts ---
@@ -1728,10 +1831,12 @@ async fn write_group_steps_and_the_hot_path_on_one_connection<DB: Conformance>(
         .unwrap();
     let claimed = DB::job_claim_on(&mut conn, "group", 2, WORKER, false)
         .await
-        .unwrap();
+        .unwrap()
+        .jobs;
     let limited = DB::job_claim_on(&mut conn, "group", 2, WORKER, true)
         .await
-        .unwrap();
+        .unwrap()
+        .jobs;
     assert_eq!((claimed.len(), limited.len()), (2, 2));
     let [a, b] = [0, 1].map(|i| claimed[i].attempt_key());
     let [c, d] = [0, 1].map(|i| limited[i].attempt_key());
@@ -1803,7 +1908,8 @@ async fn write_group_steps_and_the_hot_path_on_one_connection<DB: Conformance>(
         .unwrap();
     let last = DB::job_claim_on(&mut conn, "group", 5, WORKER, false)
         .await
-        .unwrap();
+        .unwrap()
+        .jobs;
     assert_eq!(last.len(), 1);
     DB::tx_group_step(&mut conn, GroupStep::Rollback)
         .await
@@ -3070,7 +3176,9 @@ async fn queue_set_paused_pauses_and_resumes<DB: Conformance>(db: &TestDatabase<
     let pool = &db.pool;
     let mut notices = DB::notices(db).await;
     let flags = |pool: Pool<DB>| async move {
-        let mut flags = DB::queue_paused_flags(&pool).await.unwrap();
+        let settings = DB::queue_settings(&pool).await.unwrap();
+        let mut flags: Vec<(String, bool)> =
+            settings.into_iter().map(|q| (q.name, q.paused)).collect();
         flags.sort();
         flags
     };
@@ -3083,7 +3191,7 @@ async fn queue_set_paused_pauses_and_resumes<DB: Conformance>(db: &TestDatabase<
     assert_eq!(flags(pool.clone()).await, [("pq".to_owned(), true)]);
     notices.expect("a pause", &[]).await;
     assert!(claim(pool, "pq", 10).await.is_empty());
-    assert!(DB::job_claim_limited(pool, "pq", 10, WORKER)
+    assert!(claim_limited::<DB>(pool, "pq", 10, WORKER)
         .await
         .unwrap()
         .is_empty());

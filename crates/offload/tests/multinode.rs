@@ -23,7 +23,8 @@ use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, Sqlite};
 use support::cluster::{
     node_config, node_registry, pid_of, ticking_node_registry, ClusterDb, HoldsWrite,
-    MeasureConcurrency, GLOBAL_LIMIT, LIMITED_QUEUE,
+    MeasureConcurrency, RatedNoop, GLOBAL_LIMIT, LIMITED_QUEUE, LOCAL_CONCURRENCY, RATED_QUEUE,
+    RATE_LIMIT, RATE_PERIOD_MS,
 };
 use support::jobs::Noop;
 use support::{eventually, wait_for_state, TestDatabase, TestDb};
@@ -617,6 +618,68 @@ async fn global_limit_of_two_is_never_exceeded_by_three_workers_sqlite() {
     let (max_seen, took) = max_concurrency_when_done(&db).await;
     stop_all(nodes).await;
     assert_limit_held("sqlite, 3 workers", max_seen, took);
+    db.drop_database().await;
+}
+
+// ------------------------------------------------------------ rate limit
+
+const RATED_JOBS: usize = 30;
+
+/// Enqueues the rated jobs, waits for them, and checks every window of the
+/// period held at most the limit of starts (the claims' `attempted_at`).
+async fn rate_limit_holds_over_workers<DB: ClusterDb>(db: &TestDatabase<DB>, label: &str) {
+    db.client
+        .enqueue_many((0..RATED_JOBS).map(|_| RatedNoop))
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(60),
+        "every rated job completed",
+        || async { count_in(db, RATED_QUEUE, JobState::Completed).await >= RATED_JOBS as i64 },
+    )
+    .await;
+    let starts = DB::attempted_ats(&db.pool, "rated_noop").await;
+    assert_eq!(starts.len(), RATED_JOBS);
+    let period_us = i64::try_from(RATE_PERIOD_MS * 1_000).unwrap();
+    let busiest = (0..starts.len())
+        .map(|i| {
+            starts[..=i]
+                .iter()
+                .filter(|t| **t > starts[i] - period_us)
+                .count()
+        })
+        .max()
+        .unwrap();
+    let span_ms = (starts[starts.len() - 1] - starts[0]) / 1_000;
+    eprintln!(
+        "{label}: rate limit {RATE_LIMIT} per {RATE_PERIOD_MS} ms, {NODES} workers x {LOCAL_CONCURRENCY} slots: \
+         at most {busiest} starts in a window; {RATED_JOBS} starts over {span_ms} ms"
+    );
+    assert_eq!(
+        busiest, RATE_LIMIT as usize,
+        "the limit is reached and never exceeded"
+    );
+    // 30 starts at 6 per 400 ms need at least 4 full periods after the first.
+    let least_ms =
+        i64::try_from((RATED_JOBS as u64 / u64::from(RATE_LIMIT) - 1) * RATE_PERIOD_MS).unwrap();
+    assert!(span_ms >= least_ms, "{span_ms} ms < {least_ms} ms");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_is_never_exceeded_by_three_processes_postgres() {
+    let db = create::<Postgres>().await;
+    let cluster = Cluster::start(&db, Duration::from_secs(2)).await;
+    rate_limit_holds_over_workers(&db, "postgres, 3 processes").await;
+    drop(cluster);
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_is_never_exceeded_by_three_workers_sqlite() {
+    let db = create::<Sqlite>().await;
+    let nodes = start_local_nodes(&db, Duration::from_secs(1)).await;
+    rate_limit_holds_over_workers(&db, "sqlite, 3 workers").await;
+    stop_all(nodes).await;
     db.drop_database().await;
 }
 

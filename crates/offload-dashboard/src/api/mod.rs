@@ -6,7 +6,7 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use offload::{
     admin::{
@@ -41,6 +41,7 @@ pub use types::*;
         overview,
         list_queues,
         queue_action,
+        set_queue_limits,
         throughput,
         openapi_json
     ),
@@ -48,7 +49,7 @@ pub use types::*;
     components(schemas(QueueActionName)),
     tags(
         (name = "jobs", description = "Jobs and actions on them"),
-        (name = "queues", description = "Queue summaries and pause switches"),
+        (name = "queues", description = "Queue summaries, pause switches and limits"),
     )
 )]
 pub struct ApiDoc;
@@ -62,6 +63,7 @@ pub(crate) fn routes<DB: Backend>() -> Router<AppState<DB>> {
         .route("/api/overview", get(overview::<DB>))
         .route("/api/queues", get(list_queues::<DB>))
         .route("/api/queues/{name}/{action}", post(queue_action::<DB>))
+        .route("/api/queues/{name}/limits", put(set_queue_limits::<DB>))
         .route("/api/throughput", get(throughput::<DB>))
         .route("/api/openapi.json", get(openapi_json))
 }
@@ -100,7 +102,9 @@ impl From<AdminError> for ApiError {
             AdminError::JobNotFound(_) => {
                 Self::new(StatusCode::NOT_FOUND, "Not found", error.to_string())
             }
-            AdminError::BadQueueName(_) => Self::bad_request(error.to_string()),
+            AdminError::BadQueueName(_) | AdminError::BadLimit(_) => {
+                Self::bad_request(error.to_string())
+            }
             AdminError::BulkNeedsFilter(_) => {
                 Self::bad_request(format!("{error}: send \"all\": true to act on all of them"))
             }
@@ -352,6 +356,45 @@ async fn queue_action<DB: Backend>(
         state.admin.resume_queue(&name).await?;
     }
     Ok(Json(QueuePausedBody { name, paused }))
+}
+
+/// Sets a queue's global and rate limits over all workers; running workers
+/// pick them up within seconds. The overview shows each limit's use.
+#[utoipa::path(
+    put,
+    path = "/api/queues/{name}/limits",
+    tag = "queues",
+    params(("name" = String, Path, description = "Queue name")),
+    request_body = QueueLimitsBody,
+    responses(
+        (status = 200, description = "The limits now set", body = QueueLimitsBody),
+        (status = 400, description = "Bad name, a limit of 0 or a malformed rate", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Needs `Content-Type: application/json`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn set_queue_limits<DB: Backend>(
+    State(state): State<AppState<DB>>,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<offload_axum::Json<QueueLimitsBody>, offload_axum::rejection::JsonRejection>,
+) -> Result<Json<QueueLimitsBody>, ApiError> {
+    let Path(name) = path.map_err(path_error)?;
+    let offload_axum::Json(request) =
+        body.map_err(|rejection| ApiError::bad_request(format!("invalid body: {rejection}")))?;
+    let rate = request
+        .rate_limit
+        .as_deref()
+        .map(str::parse::<offload::RateLimit>)
+        .transpose()
+        .map_err(|error| ApiError::bad_request(error.to_string()))?;
+    state
+        .admin
+        .set_global_limit(&name, request.global_limit)
+        .await?;
+    state.admin.set_rate_limit(&name, rate).await?;
+    Ok(Json(QueueLimitsBody {
+        global_limit: request.global_limit,
+        rate_limit: rate.map(|rate| rate.to_string()),
+    }))
 }
 
 pub(crate) fn parse_pause(action: &str) -> Result<bool, ApiError> {

@@ -59,6 +59,21 @@ pub struct QueuePausedBody {
     pub paused: bool,
 }
 
+/// A queue's limits over all workers. A `PUT` sets both: a field left out
+/// or `null` removes that limit.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueueLimitsBody {
+    /// Most of the queue's jobs running at once (at least 1).
+    #[serde(default)]
+    pub global_limit: Option<usize>,
+    /// Most of the queue's jobs starting per period, as `N/PERIOD`:
+    /// `100/s`, `20/1500ms`, `1000/h`.
+    #[serde(default)]
+    #[schema(example = "100/s")]
+    pub rate_limit: Option<String>,
+}
+
 /// An error, as RFC 9457 problem details.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Problem {

@@ -93,6 +93,7 @@ impl NoticeQuery {
             }
             "pause" => "Queue paused: workers stop claiming its jobs.".to_owned(),
             "resume" => "Queue resumed.".to_owned(),
+            "limits" => "Queue limits set: workers pick them up within seconds.".to_owned(),
             "bulk_retry" => format!("{n} {plural} queued to run again."),
             "bulk_cancel" => format!("{n} {plural} cancelled."),
             "bulk_delete" => format!("{n} {plural} deleted."),
@@ -273,6 +274,66 @@ pub(crate) async fn job_detail<DB: Backend>(
             job,
         },
     )
+}
+
+/// A queue's limits: an empty field removes that limit.
+#[derive(Debug, Deserialize)]
+pub(crate) struct LimitsForm {
+    csrf: String,
+    #[serde(default)]
+    global: String,
+    #[serde(default)]
+    rate: String,
+}
+
+impl HasCsrf for LimitsForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+pub(crate) async fn queue_limits<DB: Backend>(
+    State(state): State<AppState<DB>>,
+    Extension(BasePath(base)): Extension<BasePath>,
+    Extension(csrf): Extension<CsrfToken>,
+    Path(name): Path<String>,
+    form: Result<Form<LimitsForm>, FormRejection>,
+) -> Response {
+    let page = Page {
+        state: &state,
+        base: &base,
+        csrf: &csrf.0,
+    };
+    let result =
+        async {
+            let form = check_form(form, &csrf)?;
+            let global =
+                match form.global.trim() {
+                    "" => None,
+                    text => Some(text.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(
+                        || {
+                            ApiError::bad_request(
+                                "the running limit must be a whole number from 1, or empty",
+                            )
+                        },
+                    )?),
+                };
+            let rate = match form.rate.trim() {
+                "" => None,
+                text => Some(
+                    text.parse::<offload::RateLimit>()
+                        .map_err(|error| ApiError::bad_request(error.to_string()))?,
+                ),
+            };
+            state.admin.set_global_limit(&name, global).await?;
+            state.admin.set_rate_limit(&name, rate).await?;
+            Ok::<_, ApiError>(())
+        }
+        .await;
+    match result {
+        Ok(()) => see_other(&format!("{}?notice=limits", home_path(&base))),
+        Err(error) => page.error(error),
+    }
 }
 
 #[derive(Debug, Deserialize)]

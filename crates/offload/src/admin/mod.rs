@@ -14,8 +14,8 @@ use sqlx::Pool;
 
 pub use filter::{parse_time, FilterError, FilterParams, MAX_NAME_LEN, MAX_TEXT_LEN};
 pub use views::{
-    ActionOutcome, BulkTarget, JobAction, JobPage, Overview, QueueSummary, StateCounts,
-    ThroughputPoint,
+    ActionOutcome, BulkTarget, JobAction, JobPage, Overview, QueueSummary, RateLimitUse,
+    StateCounts, ThroughputPoint,
 };
 
 pub use crate::storage::{
@@ -42,6 +42,9 @@ pub enum AdminError {
     /// A queue name no queue can have (see [`check_queue_name`](crate::check_queue_name)).
     #[error("{0}")]
     BadQueueName(String),
+    /// A limit no queue can have (a global limit of 0, a malformed rate).
+    #[error("{0}")]
+    BadLimit(String),
     /// A bulk action's filter selects every job, and the caller did not ask
     /// for every job ([`BulkTarget::Every`]); nothing was changed.
     #[error("the filter selects every job: narrow it, or ask to {} every job explicitly", .0.as_str())]
@@ -121,7 +124,7 @@ impl<DB: Backend> Admin<DB> {
         let counts = DB::queue_state_counts(&self.pool).await?;
         let oldest = DB::queue_oldest_available(&self.pool).await?;
         let completed = DB::queue_completed_since(&self.pool, since).await?;
-        let flags = DB::queue_paused_flags(&self.pool).await?;
+        let settings = DB::queue_settings(&self.pool).await?;
 
         let mut queues: BTreeMap<String, QueueSummary> = BTreeMap::new();
         let mut totals = StateCounts::default();
@@ -137,8 +140,25 @@ impl<DB: Backend> Admin<DB> {
             queue_entry(&mut queues, &name).completed_per_minute =
                 n as f64 / f64::from(window_minutes);
         }
-        for (name, paused) in flags {
-            queue_entry(&mut queues, &name).paused = paused;
+        for queue in settings {
+            let entry = queue_entry(&mut queues, &queue.name);
+            entry.paused = queue.paused;
+            entry.global_limit = queue.limits.global;
+            entry.rate_limit = queue.limits.rate.map(|rate| RateLimitUse {
+                limit: rate.limit(),
+                period_ms: u64::try_from(rate.period().as_millis()).unwrap_or(u64::MAX),
+                started: queue.rate_started,
+            });
+            let running = entry.counts.get(JobState::Running);
+            let at_global = entry
+                .global_limit
+                .is_some_and(|limit| running >= i64::try_from(limit).unwrap_or(i64::MAX));
+            let at_rate = entry
+                .rate_limit
+                .is_some_and(|rate| rate.started >= i64::from(rate.limit));
+            if at_global || at_rate {
+                entry.waiting_on_limit = entry.counts.get(JobState::Available);
+            }
         }
         Ok(Overview {
             totals,
@@ -279,6 +299,37 @@ impl<DB: Backend> Admin<DB> {
         Ok(DB::queue_set_paused(&self.pool, queue, true).await?)
     }
 
+    /// Sets (or with `None` removes) the most jobs of `queue` running at
+    /// once over all workers; running workers pick it up within seconds.
+    pub async fn set_global_limit(
+        &self,
+        queue: &str,
+        limit: Option<usize>,
+    ) -> Result<(), AdminError> {
+        check_queue_name(queue)?;
+        if limit == Some(0) {
+            return Err(AdminError::BadLimit(
+                "a global limit must be at least 1".into(),
+            ));
+        }
+        DB::queue_set_global_limit(&self.pool, queue, limit).await?;
+        wake::wake(queue);
+        Ok(())
+    }
+
+    /// Sets (or with `None` removes) the most jobs of `queue` starting per
+    /// period over all workers; running workers pick it up within seconds.
+    pub async fn set_rate_limit(
+        &self,
+        queue: &str,
+        rate: Option<crate::RateLimit>,
+    ) -> Result<(), AdminError> {
+        check_queue_name(queue)?;
+        DB::queue_set_rate_limit(&self.pool, queue, rate).await?;
+        wake::wake(queue);
+        Ok(())
+    }
+
     /// Lets workers claim jobs of `queue` again.
     pub async fn resume_queue(&self, queue: &str) -> Result<(), AdminError> {
         check_queue_name(queue)?;
@@ -300,6 +351,9 @@ fn queue_entry<'a>(
             counts: StateCounts::default(),
             oldest_available_secs: None,
             completed_per_minute: 0.0,
+            global_limit: None,
+            rate_limit: None,
+            waiting_on_limit: 0,
         })
 }
 

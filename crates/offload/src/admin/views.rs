@@ -86,6 +86,26 @@ pub struct QueueSummary {
     pub oldest_available_secs: Option<f64>,
     /// Jobs completed over the summary's window, per minute.
     pub completed_per_minute: f64,
+    /// Most of its jobs running at once over all workers.
+    pub global_limit: Option<usize>,
+    /// Most of its jobs starting per period over all workers, and the
+    /// starts in the current window.
+    pub rate_limit: Option<RateLimitUse>,
+    /// Available jobs held back because a limit is reached (0 when none
+    /// is).
+    pub waiting_on_limit: i64,
+}
+
+/// A rate limit and how much of its current window is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RateLimitUse {
+    /// Most starts per period.
+    pub limit: u32,
+    /// The period, in milliseconds.
+    pub period_ms: u64,
+    /// Starts in the window ending now.
+    pub started: i64,
 }
 
 /// Everything the overview shows.

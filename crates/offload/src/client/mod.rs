@@ -12,9 +12,9 @@ use notifier::Notifier;
 
 use crate::queue_name::check_queue_name;
 use crate::state::JobState;
-use crate::storage::{Backend, JobRecord, Leader};
+use crate::storage::{Backend, JobRecord, Leader, QueueLimits};
 use crate::worker::{leader, wake};
-use crate::{Error, Result};
+use crate::{Error, RateLimit, Result};
 
 /// Enqueues jobs and looks them up. Cheap to clone.
 ///
@@ -97,6 +97,31 @@ impl<DB: Backend> Client<DB> {
         DB::queue_set_global_limit(&self.pool, queue, limit).await?;
         wake::wake(queue);
         Ok(())
+    }
+
+    /// Sets the most jobs of `queue` that may start per period over all
+    /// workers, or with `None` removes the limit. Workers started with a
+    /// [`QueueConfig::rate_limit`](crate::QueueConfig::rate_limit) set it
+    /// themselves; running workers pick a change up within seconds.
+    ///
+    /// ```no_run
+    /// # async fn run(client: offload::Client<sqlx::Sqlite>) -> offload::Result<()> {
+    /// let per_second: offload::RateLimit = "100/s".parse().expect("a valid rate");
+    /// client.set_rate_limit("webhooks", Some(per_second)).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn set_rate_limit(&self, queue: &str, rate: Option<RateLimit>) -> Result<()> {
+        check_queue_name(queue)?;
+        DB::queue_set_rate_limit(&self.pool, queue, rate).await?;
+        wake::wake(queue);
+        Ok(())
+    }
+
+    /// The queue's global and rate limits over all workers.
+    pub async fn limits(&self, queue: &str) -> Result<QueueLimits> {
+        check_queue_name(queue)?;
+        DB::queue_limits(&self.pool, queue).await
     }
 
     /// One job, whole, or `None` if there is no such id.

@@ -18,11 +18,12 @@ use sqlx::{Pool, Transaction};
 use super::group_step::GroupStep;
 use super::query::{JobFilter, Page};
 use super::rows::{
-    Attempt, ClaimedJob, JobRecord, JobSummary, Leader, NewJob, Outcome, WorkerInfo,
+    Attempt, Claimed, ClaimedJob, JobRecord, JobSummary, Leader, NewJob, Outcome, QueueLimits,
+    QueueSettings, WorkerInfo,
 };
 use super::schema::Migration;
 use crate::state::JobState;
-use crate::Result;
+use crate::{RateLimit, Result};
 
 pub(crate) mod sealed {
     /// Only offload's backends implement [`Driver`](super::Driver).
@@ -152,34 +153,24 @@ pub trait Driver: sqlx::Database + Sized + sealed::Sealed {
     ) -> impl Future<Output = Result<Vec<ClaimedJob>>> + Send {
         async move {
             let mut conn = pool.acquire().await?;
-            Self::job_claim_on(&mut conn, queue, limit, worker_id, false).await
-        }
-    }
-
-    /// Claims like [`job_claim`](Self::job_claim), but never lets more jobs
-    /// of `queue` run over all workers than its global limit.
-    fn job_claim_limited(
-        pool: &Pool<Self>,
-        queue: &str,
-        limit: usize,
-        worker_id: &str,
-    ) -> impl Future<Output = Result<Vec<ClaimedJob>>> + Send {
-        async move {
-            let mut conn = pool.acquire().await?;
-            Self::job_claim_on(&mut conn, queue, limit, worker_id, true).await
+            Ok(
+                Self::job_claim_on(&mut conn, queue, limit, worker_id, false)
+                    .await?
+                    .jobs,
+            )
         }
     }
 
     /// Claims on `conn` (inside a write group's transaction, or alone):
-    /// [`job_claim`](Self::job_claim), or with `limited`
-    /// [`job_claim_limited`](Self::job_claim_limited).
+    /// [`job_claim`](Self::job_claim), or with `limited` never past the
+    /// queue's global limit or rate limit over all workers.
     fn job_claim_on(
         conn: &mut Self::Connection,
         queue: &str,
         limit: usize,
         worker_id: &str,
         limited: bool,
-    ) -> impl Future<Output = Result<Vec<ClaimedJob>>> + Send;
+    ) -> impl Future<Output = Result<Claimed>> + Send;
 
     /// Marks finished attempts completed (or deletes their jobs when
     /// `delete`), guarded by state and attempt. Returns the rows changed.
@@ -372,10 +363,9 @@ pub trait Driver: sqlx::Database + Sized + sealed::Sealed {
         since: DateTime<Utc>,
     ) -> impl Future<Output = Result<Vec<(String, i64)>>> + Send;
 
-    /// Every queue with a settings row, and whether it is paused.
-    fn queue_paused_flags(
-        pool: &Pool<Self>,
-    ) -> impl Future<Output = Result<Vec<(String, bool)>>> + Send;
+    /// Every queue with a settings row: paused or not, and its limits.
+    fn queue_settings(pool: &Pool<Self>)
+        -> impl Future<Output = Result<Vec<QueueSettings>>> + Send;
 
     /// Pauses or resumes `queue` for every worker on the database. Wakes:
     /// `NOTIFY` for the queue on resume (PostgreSQL).
@@ -385,11 +375,11 @@ pub trait Driver: sqlx::Database + Sized + sealed::Sealed {
         paused: bool,
     ) -> impl Future<Output = Result<()>> + Send;
 
-    /// The queue's global limit, if it has one.
-    fn queue_global_limit(
+    /// The queue's global and rate limits.
+    fn queue_limits(
         pool: &Pool<Self>,
         queue: &str,
-    ) -> impl Future<Output = Result<Option<usize>>> + Send;
+    ) -> impl Future<Output = Result<QueueLimits>> + Send;
 
     /// Sets (or with `None` removes) the queue's global limit. Wakes
     /// nothing.
@@ -397,6 +387,13 @@ pub trait Driver: sqlx::Database + Sized + sealed::Sealed {
         pool: &Pool<Self>,
         queue: &str,
         limit: Option<usize>,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Sets (or with `None` removes) the queue's rate limit.
+    fn queue_set_rate_limit(
+        pool: &Pool<Self>,
+        queue: &str,
+        rate: Option<RateLimit>,
     ) -> impl Future<Output = Result<()>> + Send;
 
     /// Waits for other processes' new jobs ([`Signals::wake`] with the

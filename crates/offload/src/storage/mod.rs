@@ -38,8 +38,9 @@ pub use portable::{
 };
 pub use query::{JobFilter, Page, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 pub use rows::{
-    clean_error, Attempt, AttemptError, ClaimedJob, Enqueued, JobRecord, JobSummary, Leader,
-    NewJob, Outcome, StateChange, WorkerInfo, ARGS_PREVIEW_LEN,
+    clean_error, Attempt, AttemptError, Claimed, ClaimedJob, Enqueued, JobRecord, JobSummary,
+    Leader, NewJob, Outcome, QueueLimits, QueueSettings, StateChange, Throttle, WorkerInfo,
+    ARGS_PREVIEW_LEN,
 };
 pub use time::DbTime;
 

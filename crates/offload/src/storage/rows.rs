@@ -397,3 +397,74 @@ fn finds_escaped_nuls_but_not_escaped_backslashes() {
     assert!(!has_escaped_nul(r#"{"n":10000}"#));
     assert!(has_escaped_nul("{\"raw\":\"\0\"}"));
 }
+
+/// The limits a queue has over every worker on the database.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// Most of its jobs running at once.
+    pub global: Option<usize>,
+    /// Most of its jobs starting per period.
+    pub rate: Option<crate::RateLimit>,
+}
+
+impl QueueLimits {
+    /// Whether a claim must count before it takes jobs.
+    pub fn any(&self) -> bool {
+        self.global.is_some() || self.rate.is_some()
+    }
+}
+
+/// A queue's settings row: whether it is paused, its limits, and the starts
+/// its rate limit counted in the current window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSettings {
+    /// Queue name.
+    pub name: String,
+    /// Whether workers skip it.
+    pub paused: bool,
+    /// Its global and rate limits.
+    pub limits: QueueLimits,
+    /// Starts in the rate limit's current window (0 without one).
+    pub rate_started: i64,
+}
+
+/// What a claim took, and which limit, if any, held it to fewer jobs than
+/// were asked for.
+#[derive(Debug, Clone, Default)]
+pub struct Claimed {
+    /// The jobs claimed.
+    pub jobs: Vec<ClaimedJob>,
+    /// The limit that cut the claim short.
+    pub throttled: Option<Throttle>,
+}
+
+/// A limit that cut a claim short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Throttle {
+    /// The queue's global limit: as many of its jobs run as it allows.
+    Global,
+    /// The queue's rate limit: its window is full until `free_in` from now.
+    Rate {
+        /// When the window's oldest start leaves it.
+        free_in: std::time::Duration,
+    },
+}
+
+impl Throttle {
+    /// The limit's name, as metrics label it.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Throttle::Global => "global",
+            Throttle::Rate { .. } => "rate",
+        }
+    }
+}
+
+impl From<Vec<ClaimedJob>> for Claimed {
+    fn from(jobs: Vec<ClaimedJob>) -> Self {
+        Self {
+            jobs,
+            throttled: None,
+        }
+    }
+}

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::defaults::DEFAULT_QUEUE;
 use crate::storage::Backend;
-use crate::Error;
+use crate::{Error, RateLimit};
 
 /// Jobs the promoter moves or the pruner deletes per statement.
 pub(crate) const MAINTENANCE_BATCH: usize = 5_000;
@@ -27,6 +27,10 @@ pub struct QueueConfig {
     /// database. Written to the database at start; `None` leaves whatever
     /// limit the queue has (see [`Client::set_global_limit`](crate::Client::set_global_limit)).
     pub global_limit: Option<usize>,
+    /// Most jobs of this queue starting per period over all workers on the
+    /// database. Written to the database at start; `None` leaves whatever
+    /// limit the queue has (see [`Client::set_rate_limit`](crate::Client::set_rate_limit)).
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl QueueConfig {
@@ -37,12 +41,25 @@ impl QueueConfig {
             name: name.into(),
             concurrency,
             global_limit: None,
+            rate_limit: None,
         }
     }
 
     /// Caps the queue at `limit` jobs running at once over all workers.
     pub fn global_limit(mut self, limit: usize) -> Self {
         self.global_limit = Some(limit);
+        self
+    }
+
+    /// Holds the queue to `rate` job starts per period over all workers.
+    ///
+    /// ```
+    /// let hooks = offload::QueueConfig::new("webhooks", 16)
+    ///     .rate_limit(offload::RateLimit::per_second(100).unwrap());
+    /// assert_eq!(hooks.rate_limit.unwrap().limit(), 100);
+    /// ```
+    pub fn rate_limit(mut self, rate: RateLimit) -> Self {
+        self.rate_limit = Some(rate);
         self
     }
 }

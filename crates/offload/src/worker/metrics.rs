@@ -13,6 +13,7 @@
 //! | `offload_runtime_stalls_total` | counter | none: times the worker's runtime ran no task for over a second (a job blocking its thread) |
 //! | `offload_runtime_stall_seconds` | gauge | none: how long the current stall has lasted, 0 when none |
 //! | `offload_blocking_polls_total` | counter | `kind`: polls of a job's future that held their thread for over a second |
+//! | `offload_claims_throttled_total` | counter | `queue`, `limit` (global, rate): claims a queue's limit cut short |
 
 use std::time::Duration;
 
@@ -37,6 +38,9 @@ pub const RUNTIME_STALLS_TOTAL: &str = "offload_runtime_stalls_total";
 pub const RUNTIME_STALL_SECONDS: &str = "offload_runtime_stall_seconds";
 /// Counter of job polls that blocked their thread.
 pub const BLOCKING_POLLS_TOTAL: &str = "offload_blocking_polls_total";
+
+/// Counter of claims a queue's limit cut short.
+pub const CLAIMS_THROTTLED_TOTAL: &str = "offload_claims_throttled_total";
 
 /// Bucket bounds, in seconds, that suit both histograms: 1 ms to 5 min.
 pub const SECONDS_BUCKETS: &[f64] = &[
@@ -63,6 +67,11 @@ pub(crate) fn outcome_label(outcome: &Outcome) -> &'static str {
         Outcome::Snooze { .. } => "snoozed",
         Outcome::Requeue { .. } => "requeued",
     }
+}
+
+pub(crate) fn claim_throttled(queue: &str, limit: &'static str) {
+    metrics::counter!(CLAIMS_THROTTLED_TOTAL, "queue" => queue.to_owned(), "limit" => limit)
+        .increment(1);
 }
 
 pub(crate) fn worker_load(queue: &str, busy: usize, capacity: usize) {

@@ -109,6 +109,9 @@ impl<DB: Backend> Worker<DB> {
             if let Some(limit) = queue.global_limit {
                 DB::queue_set_global_limit(&self.pool, &queue.name, Some(limit)).await?;
             }
+            if let Some(rate) = queue.rate_limit {
+                DB::queue_set_rate_limit(&self.pool, &queue.name, Some(rate)).await?;
+            }
         }
         warn_of_unserved_kinds(&self.kinds, &config);
         crate::quiet_panic::install_panic_hook();

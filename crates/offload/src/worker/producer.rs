@@ -17,7 +17,9 @@ use super::shared::{answered, next_delay, sleep_or_stop, within, Shared};
 use super::{metrics, running, wake};
 use crate::state::JobState;
 use crate::storage::group::Writer;
-use crate::storage::{Attempt, Backend, ClaimedJob, JobFilter, Outcome, Page, MAX_PAGE_SIZE};
+use crate::storage::{
+    Attempt, Backend, Claimed, JobFilter, Outcome, Page, Throttle, MAX_PAGE_SIZE,
+};
 
 pub(crate) async fn run<DB: Backend>(
     shared: Arc<Shared<DB>>,
@@ -33,8 +35,11 @@ pub(crate) async fn run<DB: Backend>(
     let mut woken = true;
     let mut draining = false;
     let mut error_delay = Duration::from_millis(100);
-    let mut global_limit = GlobalLimit::new(&queue);
+    let mut limits = Limits::new(&queue);
     let mut unheard_checked = Instant::now();
+    // When the queue's rate window frees a start: claim again then, not
+    // at the next poll.
+    let mut rate_free_in: Option<Duration> = None;
 
     while !stop.is_cancelled() {
         // Registered before claiming, so a wake-up during the claim counts.
@@ -50,7 +55,7 @@ pub(crate) async fn run<DB: Backend>(
         let free = queue.concurrency - running.len();
         if free > 0 && (woken || (draining && free >= refill)) {
             let want = free.min(batch);
-            let limited = global_limit.applies(&shared, &queue).await;
+            let limited = limits.apply(&shared, &queue).await;
             // A claim can wait for the write group, which a job holding its
             // transaction open keeps: shutdown must not wait with it.
             let claimed = tokio::select! {
@@ -60,8 +65,15 @@ pub(crate) async fn run<DB: Backend>(
                 () = stop.cancelled() => break,
             };
             match claimed {
-                Ok(jobs) => {
+                Ok(Claimed { jobs, throttled }) => {
                     error_delay = Duration::from_millis(100);
+                    if let Some(limit) = throttled {
+                        metrics::claim_throttled(&queue.name, limit.label());
+                    }
+                    rate_free_in = match throttled {
+                        Some(Throttle::Rate { free_in }) => Some(free_in),
+                        _ => None,
+                    };
                     draining = jobs.len() == want;
                     woken = false;
                     for job in jobs {
@@ -92,6 +104,7 @@ pub(crate) async fn run<DB: Backend>(
             Some(()) = running.join_next() => {}
             () = &mut notified => woken = true,
             () = tokio::time::sleep(shared.poll_interval()) => woken = true,
+            () = sleep_for(rate_free_in) => woken = true,
         }
     }
     drain(&shared, &queue, running).await;
@@ -106,7 +119,7 @@ async fn claim<DB: Backend>(
     queue: &str,
     want: usize,
     limited: bool,
-) -> Result<Vec<ClaimedJob>, String> {
+) -> Result<Claimed, String> {
     let mut writer = Writer::begin(&shared.pool, shared.group.as_deref()).await?;
     let result = DB::job_claim_on(writer.conn(), queue, want, &shared.worker.id, limited).await;
     writer.end(result).await.map(|(jobs, _commit_ahead)| jobs)
@@ -178,27 +191,35 @@ async fn hand_back_unheard<DB: Backend>(shared: &Shared<DB>, queue: &str) -> Res
     Ok(())
 }
 
-/// Whether a queue has a global limit, from this worker's config or from
-/// the database (another worker or an operator may have set it). Read again
-/// every few seconds.
-struct GlobalLimit {
+/// Sleeps `wait` (at least a millisecond), or forever when `None`.
+async fn sleep_for(wait: Option<Duration>) {
+    match wait {
+        Some(wait) => tokio::time::sleep(wait.max(Duration::from_millis(1))).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether a queue has a global or rate limit, from this worker's config or
+/// from the database (another worker or an operator may have set one). Read
+/// again every few seconds.
+struct Limits {
     configured: bool,
     in_database: bool,
     checked_at: Option<Instant>,
 }
 
-impl GlobalLimit {
+impl Limits {
     const RECHECK: Duration = Duration::from_secs(5);
 
     fn new(queue: &QueueConfig) -> Self {
         Self {
-            configured: queue.global_limit.is_some(),
+            configured: queue.global_limit.is_some() || queue.rate_limit.is_some(),
             in_database: false,
             checked_at: None,
         }
     }
 
-    async fn applies<DB: Backend>(&mut self, shared: &Shared<DB>, queue: &QueueConfig) -> bool {
+    async fn apply<DB: Backend>(&mut self, shared: &Shared<DB>, queue: &QueueConfig) -> bool {
         if self.configured {
             return true;
         }
@@ -206,10 +227,10 @@ impl GlobalLimit {
             .checked_at
             .is_none_or(|at| at.elapsed() >= Self::RECHECK)
         {
-            match DB::queue_global_limit(&shared.pool, &queue.name).await {
-                Ok(limit) => self.in_database = limit.is_some(),
+            match DB::queue_limits(&shared.pool, &queue.name).await {
+                Ok(limits) => self.in_database = limits.any(),
                 Err(error) => {
-                    tracing::warn!(%error, queue = %queue.name, "could not read the queue's global limit")
+                    tracing::warn!(%error, queue = %queue.name, "could not read the queue's limits")
                 }
             }
             self.checked_at = Some(Instant::now());

@@ -4,7 +4,9 @@
 use std::future::Future;
 use std::time::Duration;
 
-use offload::{Job, JobContext, JobError, PeriodicJob, Registry, WorkerConfig};
+use offload::{
+    Job, JobContext, JobError, PeriodicJob, QueueConfig, RateLimit, Registry, WorkerConfig,
+};
 use serde::{Deserialize, Serialize};
 use sqlx::{Pool, Postgres, Sqlite};
 
@@ -16,6 +18,12 @@ pub const TICK_SCHEDULE: &str = "tick_every_second";
 pub const LIMITED_QUEUE: &str = "limited";
 /// Its limit over all workers.
 pub const GLOBAL_LIMIT: usize = 2;
+/// The queue with a rate limit.
+pub const RATED_QUEUE: &str = "rated";
+/// Its limit over all workers: starts per [`RATE_PERIOD_MS`].
+pub const RATE_LIMIT: u32 = 6;
+/// The rate limit's period.
+pub const RATE_PERIOD_MS: u64 = 400;
 /// Slots per worker on every queue, more than the global limit.
 pub const LOCAL_CONCURRENCY: usize = 4;
 
@@ -31,6 +39,8 @@ pub trait ClusterDb: TestDb {
     fn gauge(pool: &Pool<Self>) -> impl Future<Output = (i64, i64)> + Send;
     /// `run_at` of every job of `kind`, in microseconds, in order.
     fn run_ats(pool: &Pool<Self>, kind: &str) -> impl Future<Output = Vec<i64>> + Send;
+    /// `attempted_at` of every job of `kind`, in microseconds, in order.
+    fn attempted_ats(pool: &Pool<Self>, kind: &str) -> impl Future<Output = Vec<i64>> + Send;
     /// Pids of the registered workers.
     fn worker_pids(pool: &Pool<Self>) -> impl Future<Output = Vec<i32>> + Send;
 }
@@ -80,6 +90,17 @@ impl ClusterDb for Postgres {
         .fetch_all(pool)
         .await
         .expect("run_ats")
+    }
+
+    async fn attempted_ats(pool: &Pool<Self>, kind: &str) -> Vec<i64> {
+        sqlx::query_scalar(
+            "SELECT (extract(epoch FROM attempted_at) * 1000000)::int8 FROM offload_jobs \
+             WHERE kind = $1 ORDER BY attempted_at",
+        )
+        .bind(kind)
+        .fetch_all(pool)
+        .await
+        .expect("attempted_ats")
     }
 
     async fn worker_pids(pool: &Pool<Self>) -> Vec<i32> {
@@ -133,6 +154,16 @@ impl ClusterDb for Sqlite {
             .expect("run_ats")
     }
 
+    async fn attempted_ats(pool: &Pool<Self>, kind: &str) -> Vec<i64> {
+        sqlx::query_scalar(
+            "SELECT attempted_at FROM offload_jobs WHERE kind = ?1 ORDER BY attempted_at",
+        )
+        .bind(kind)
+        .fetch_all(pool)
+        .await
+        .expect("attempted_ats")
+    }
+
     async fn worker_pids(pool: &Pool<Self>) -> Vec<i32> {
         sqlx::query_scalar("SELECT pid FROM offload_workers ORDER BY pid")
             .fetch_all(pool)
@@ -172,6 +203,20 @@ impl<DB: ClusterDb> Job<DB> for MeasureConcurrency {
     }
 }
 
+/// Does nothing, on the rate-limited queue: its start times are what the
+/// tests count.
+#[derive(Serialize, Deserialize)]
+pub struct RatedNoop;
+
+impl<DB: ClusterDb> Job<DB> for RatedNoop {
+    const KIND: &'static str = "rated_noop";
+    const QUEUE: &'static str = RATED_QUEUE;
+
+    async fn run(self, _ctx: &mut JobContext<DB>) -> Result<(), JobError> {
+        Ok(())
+    }
+}
+
 /// Writes an effect in its transaction, then holds it open (cancellably).
 #[derive(Serialize, Deserialize)]
 pub struct HoldsWrite {
@@ -194,6 +239,7 @@ pub fn node_registry<DB: ClusterDb>() -> Registry<DB> {
         .register::<Tick>()
         .register::<MeasureConcurrency>()
         .register::<HoldsWrite>()
+        .register::<RatedNoop>()
 }
 
 /// [`node_registry`] with the periodic tick.
@@ -211,6 +257,9 @@ pub fn node_config(leader_ttl: Duration) -> WorkerConfig {
         .queue("default", LOCAL_CONCURRENCY)
         .queue("ticks", LOCAL_CONCURRENCY)
         .queue_with_global_limit(LIMITED_QUEUE, LOCAL_CONCURRENCY, GLOBAL_LIMIT)
+        .queue_config(QueueConfig::new(RATED_QUEUE, LOCAL_CONCURRENCY).rate_limit(
+            RateLimit::new(RATE_LIMIT, Duration::from_millis(RATE_PERIOD_MS)).expect("valid"),
+        ))
 }
 
 /// The pid in a worker id (`host-pid-suffix`).

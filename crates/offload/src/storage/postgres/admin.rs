@@ -5,8 +5,8 @@ use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 
 use crate::state::JobState;
 use crate::storage::decode::{self, parse_state, SummaryRow};
-use crate::storage::{JobFilter, JobSummary, Page, ARGS_PREVIEW_LEN};
-use crate::Result;
+use crate::storage::{JobFilter, JobSummary, Page, QueueLimits, QueueSettings, ARGS_PREVIEW_LEN};
+use crate::{RateLimit, Result};
 
 /// `SELECT` list of [`SummaryRow`].
 fn summary_columns() -> String {
@@ -218,10 +218,32 @@ pub(super) async fn completed_since(
     .await?)
 }
 
-pub(super) async fn paused_flags(pool: &PgPool) -> Result<Vec<(String, bool)>> {
-    Ok(sqlx::query_as("SELECT name, paused FROM offload_queues")
-        .fetch_all(pool)
-        .await?)
+type SettingsRow = (String, bool, Option<i32>, Option<i32>, Option<i64>, i64);
+
+pub(super) async fn settings(pool: &PgPool) -> Result<Vec<QueueSettings>> {
+    let rows: Vec<SettingsRow> = sqlx::query_as(
+        "SELECT q.name, q.paused, q.global_limit, q.rate_limit, q.rate_period_ms, \
+           (SELECT count(*) FROM offload_rate_starts s WHERE s.queue = q.name \
+              AND q.rate_limit IS NOT NULL \
+              AND s.started_at > now() - q.rate_period_ms * interval '1 millisecond') \
+         FROM offload_queues q",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(name, paused, global, rate_limit, rate_period_ms, rate_started)| QueueSettings {
+                name,
+                paused,
+                limits: QueueLimits {
+                    global: global.and_then(|n| usize::try_from(n).ok()),
+                    rate: RateLimit::from_columns(rate_limit.map(i64::from), rate_period_ms),
+                },
+                rate_started,
+            },
+        )
+        .collect())
 }
 
 pub(super) async fn finished_per_minute(

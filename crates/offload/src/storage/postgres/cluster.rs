@@ -171,32 +171,6 @@ pub(super) async fn listen(pool: &PgPool, signals: Signals) -> Result<()> {
     }
 }
 
-pub(super) async fn global_limit(pool: &PgPool, queue: &str) -> Result<Option<usize>> {
-    let limit: Option<Option<i32>> =
-        sqlx::query_scalar("SELECT global_limit FROM offload_queues WHERE name = $1")
-            .bind(queue)
-            .fetch_optional(pool)
-            .await?;
-    Ok(limit.flatten().and_then(|n| usize::try_from(n).ok()))
-}
-
-pub(super) async fn set_global_limit(
-    pool: &PgPool,
-    queue: &str,
-    limit: Option<usize>,
-) -> Result<()> {
-    let limit = limit.map(|n| i32::try_from(n).unwrap_or(i32::MAX));
-    sqlx::query(
-        "INSERT INTO offload_queues (name, global_limit) VALUES ($1, $2) \
-         ON CONFLICT (name) DO UPDATE SET global_limit = excluded.global_limit, updated_at = now()",
-    )
-    .bind(queue)
-    .bind(limit)
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
 pub(super) async fn heartbeat(pool: &PgPool, worker: &WorkerInfo) -> Result<()> {
     sqlx::query(
         "INSERT INTO offload_workers (id, host, pid, queues) VALUES ($1, $2, $3, $4) \

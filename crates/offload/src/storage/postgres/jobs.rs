@@ -39,7 +39,13 @@ WITH ins AS (
 SELECT ins.id FROM ins, woke ORDER BY ins.id
 "#;
 
-static CLAIM: LazyLock<String> = LazyLock::new(|| {
+static CLAIM: LazyLock<String> = LazyLock::new(|| claim_sql("now()"));
+
+/// Like `CLAIM`, stamping `attempted_at` with `$4`: the start a rate limit
+/// counted.
+pub(super) static CLAIM_AT: LazyLock<String> = LazyLock::new(|| claim_sql("$4"));
+
+fn claim_sql(attempted_at: &str) -> String {
     format!(
         r#"
 WITH picked AS (
@@ -51,14 +57,14 @@ WITH picked AS (
     FOR UPDATE SKIP LOCKED
 )
 UPDATE offload_jobs j
-SET state = 'running', attempt = j.attempt + 1, attempted_at = now(), worker_id = $3
+SET state = 'running', attempt = j.attempt + 1, attempted_at = {attempted_at}, worker_id = $3
 -- An id array probes the primary key; a join to the CTE plans as a hash
 -- join over a scan of the whole table.
 WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
 RETURNING {CLAIM_COLUMNS_PG}
 "#
     )
-});
+}
 
 const COMPLETE_MANY: &str = r#"
 UPDATE offload_jobs j
@@ -168,7 +174,7 @@ SELECT replaced.id FROM replaced, woke
 const UNIQUE_HOLDER: &str = "SELECT id FROM offload_jobs WHERE unique_key = $1 \
      AND strpos(unique_states, ',' || state || ',') > 0";
 
-fn limit(n: usize) -> i64 {
+pub(super) fn limit(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
@@ -263,45 +269,6 @@ pub(super) async fn claim_on(
         .fetch_all(conn)
         .await?;
     Ok(rows.into_iter().map(ClaimedJob::from).collect())
-}
-
-pub(super) async fn claim_limited(
-    conn: &mut PgConnection,
-    queue: &str,
-    max: usize,
-    worker_id: &str,
-) -> Result<Vec<ClaimedJob>> {
-    // One statement cannot see claims committed while it waited for a
-    // lock (its snapshot is older), so claimers of a limited queue take
-    // turns on the queue's row and count in a later statement.
-    let mut tx = sqlx::Connection::begin(conn).await?;
-    let settings: Option<(bool, Option<i32>)> = sqlx::query_as(
-        "SELECT paused, global_limit FROM offload_queues WHERE name = $1 FOR UPDATE",
-    )
-    .bind(queue)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let mut want = max;
-    match settings {
-        Some((true, _)) => return Ok(Vec::new()),
-        Some((false, Some(global))) => {
-            let running: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM offload_jobs WHERE queue = $1 AND state = 'running'",
-            )
-            .bind(queue)
-            .fetch_one(&mut *tx)
-            .await?;
-            let free = i64::from(global) - running;
-            want = want.min(usize::try_from(free).unwrap_or(0));
-        }
-        _ => {}
-    }
-    if want == 0 {
-        return Ok(Vec::new());
-    }
-    let jobs = claim_on(&mut tx, queue, want, worker_id).await?;
-    tx.commit().await?;
-    Ok(jobs)
 }
 
 pub(super) async fn complete_many(

@@ -4,6 +4,7 @@
 mod admin;
 mod cluster;
 mod jobs;
+mod limits;
 
 use std::time::Duration;
 
@@ -14,11 +15,11 @@ use cluster::notify;
 
 use super::schema::Migration;
 use super::{
-    Attempt, Backend, ClaimedJob, Driver, GroupStep, JobFilter, JobRecord, JobSummary, Leader,
-    NewJob, Outcome, Page, PoolSettings, Signals, WorkerInfo,
+    Attempt, Backend, Claimed, ClaimedJob, Driver, GroupStep, JobFilter, JobRecord, JobSummary,
+    Leader, NewJob, Outcome, Page, PoolSettings, QueueLimits, QueueSettings, Signals, WorkerInfo,
 };
 use crate::state::JobState;
-use crate::Result;
+use crate::{RateLimit, Result};
 
 /// Whether SQLSTATE `code` means "try again later": class 08
 /// (connection), 53 (resources; 53100 is a full disk); serialization
@@ -63,6 +64,11 @@ const MIGRATIONS: &[Migration] = &[
         6,
         "claim by run_at",
         include_str!("../../../migrations/postgres/0006_claim_by_run_at.sql"),
+    ),
+    Migration::new(
+        7,
+        "rate limits",
+        include_str!("../../../migrations/postgres/0007_rate_limits.sql"),
     ),
 ];
 
@@ -150,11 +156,11 @@ impl Driver for Postgres {
         limit: usize,
         worker_id: &str,
         limited: bool,
-    ) -> Result<Vec<ClaimedJob>> {
+    ) -> Result<Claimed> {
         if limited {
-            jobs::claim_limited(conn, queue, limit, worker_id).await
+            limits::claim_limited(conn, queue, limit, worker_id).await
         } else {
-            jobs::claim_on(conn, queue, limit, worker_id).await
+            Ok(jobs::claim_on(conn, queue, limit, worker_id).await?.into())
         }
     }
 
@@ -279,16 +285,24 @@ impl Driver for Postgres {
         admin::completed_since(pool, since).await
     }
 
-    async fn queue_paused_flags(pool: &PgPool) -> Result<Vec<(String, bool)>> {
-        admin::paused_flags(pool).await
+    async fn queue_settings(pool: &PgPool) -> Result<Vec<QueueSettings>> {
+        admin::settings(pool).await
     }
 
     async fn queue_set_paused(pool: &PgPool, queue: &str, paused: bool) -> Result<()> {
         admin::set_paused(pool, queue, paused).await
     }
 
-    async fn queue_global_limit(pool: &PgPool, queue: &str) -> Result<Option<usize>> {
-        cluster::global_limit(pool, queue).await
+    async fn queue_limits(pool: &PgPool, queue: &str) -> Result<QueueLimits> {
+        limits::limits(pool, queue).await
+    }
+
+    async fn queue_set_rate_limit(
+        pool: &PgPool,
+        queue: &str,
+        rate: Option<RateLimit>,
+    ) -> Result<()> {
+        limits::set_rate_limit(pool, queue, rate).await
     }
 
     async fn queue_set_global_limit(
@@ -296,7 +310,7 @@ impl Driver for Postgres {
         queue: &str,
         limit: Option<usize>,
     ) -> Result<()> {
-        cluster::set_global_limit(pool, queue, limit).await
+        limits::set_global_limit(pool, queue, limit).await
     }
 
     async fn notification_listen(pool: &PgPool, signals: Signals) -> Result<()> {

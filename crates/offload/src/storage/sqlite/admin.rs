@@ -8,8 +8,8 @@ use sqlx::{
 use crate::state::JobState;
 use crate::storage::decode::{self, parse_state, SummaryRow};
 use crate::storage::time::{micros, now_micros, DbTime};
-use crate::storage::{JobFilter, JobSummary, Page, ARGS_PREVIEW_LEN};
-use crate::Result;
+use crate::storage::{JobFilter, JobSummary, Page, QueueLimits, QueueSettings, ARGS_PREVIEW_LEN};
+use crate::{RateLimit, Result};
 
 const MINUTE_MICROS: i64 = 60_000_000;
 
@@ -220,12 +220,32 @@ pub(super) async fn completed_since(
     .await?)
 }
 
-pub(super) async fn paused_flags(pool: &SqlitePool) -> Result<Vec<(String, bool)>> {
-    Ok(
-        sqlx::query_as("SELECT name, paused <> 0 FROM offload_queues")
-            .fetch_all(pool)
-            .await?,
+type SettingsRow = (String, bool, Option<i64>, Option<i64>, Option<i64>, i64);
+
+pub(super) async fn settings(pool: &SqlitePool) -> Result<Vec<QueueSettings>> {
+    let rows: Vec<SettingsRow> = sqlx::query_as(
+        "SELECT q.name, q.paused <> 0, q.global_limit, q.rate_limit, q.rate_period_ms, \
+           (SELECT count(*) FROM offload_rate_starts s WHERE s.queue = q.name \
+              AND q.rate_limit IS NOT NULL AND s.started_at > ?1 - q.rate_period_ms * 1000) \
+         FROM offload_queues q",
     )
+    .bind(now_micros())
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(name, paused, global, rate_limit, rate_period_ms, rate_started)| QueueSettings {
+                name,
+                paused,
+                limits: QueueLimits {
+                    global: global.and_then(|n| usize::try_from(n).ok()),
+                    rate: RateLimit::from_columns(rate_limit, rate_period_ms),
+                },
+                rate_started,
+            },
+        )
+        .collect())
 }
 
 pub(super) async fn finished_per_minute(

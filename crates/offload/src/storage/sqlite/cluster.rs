@@ -11,7 +11,6 @@ use sqlx::{
     TransactionManager,
 };
 
-use super::jobs::limit;
 use crate::storage::decode::LeaderRow;
 use crate::storage::schema::{failed, Migration};
 use crate::storage::time::{duration_micros, from_micros, micros, now_micros};
@@ -95,33 +94,6 @@ pub(super) async fn group_step(
             conn.execute("ROLLBACK TO offload_member").await.map(drop)
         }
     }
-}
-
-pub(super) async fn global_limit(pool: &SqlitePool, queue: &str) -> Result<Option<usize>> {
-    let limit: Option<Option<i64>> =
-        sqlx::query_scalar("SELECT global_limit FROM offload_queues WHERE name = ?1")
-            .bind(queue)
-            .fetch_optional(pool)
-            .await?;
-    Ok(limit.flatten().and_then(|n| usize::try_from(n).ok()))
-}
-
-pub(super) async fn set_global_limit(
-    pool: &SqlitePool,
-    queue: &str,
-    max: Option<usize>,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO offload_queues (name, global_limit, updated_at) VALUES (?1, ?2, ?3) \
-         ON CONFLICT (name) DO UPDATE SET global_limit = excluded.global_limit, \
-         updated_at = excluded.updated_at",
-    )
-    .bind(queue)
-    .bind(max.map(limit))
-    .bind(now_micros())
-    .execute(pool)
-    .await?;
-    Ok(())
 }
 
 pub(super) async fn heartbeat(pool: &SqlitePool, worker: &WorkerInfo) -> Result<()> {

@@ -51,17 +51,6 @@ RETURNING {CLAIM_COLUMNS_SQLITE}
 
 static CLAIM: LazyLock<String> = LazyLock::new(|| claim_sql("?4"));
 
-/// Like `CLAIM`, never taking more than the queue's global limit leaves
-/// free. SQLite runs one writer at a time, so the count is current.
-static CLAIM_LIMITED: LazyLock<String> = LazyLock::new(|| {
-    claim_sql(
-        "max(0, min(?4, COALESCE(
-        (SELECT global_limit FROM offload_queues WHERE name = ?3)
-          - (SELECT count(*) FROM offload_jobs WHERE queue = ?3 AND state = 'running'),
-        ?4)))",
-    )
-});
-
 const COMPLETE_MANY: &str = r#"
 UPDATE offload_jobs SET state = 'completed', finalized_at = ?1, worker_id = NULL
 WHERE state = 'running' AND (id, attempt) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?2))
@@ -240,11 +229,19 @@ pub(super) async fn claim(
     queue: &str,
     max: usize,
     worker_id: &str,
-    limited: bool,
 ) -> Result<Vec<ClaimedJob>> {
-    let sql = if limited { &CLAIM_LIMITED } else { &CLAIM };
-    let rows: Vec<ClaimRow> = sqlx::query_as(sql.as_str())
-        .bind(now_micros())
+    claim_at(conn, queue, max, worker_id, now_micros()).await
+}
+
+pub(super) async fn claim_at(
+    conn: &mut SqliteConnection,
+    queue: &str,
+    max: usize,
+    worker_id: &str,
+    now: i64,
+) -> Result<Vec<ClaimedJob>> {
+    let rows: Vec<ClaimRow> = sqlx::query_as(CLAIM.as_str())
+        .bind(now)
         .bind(worker_id)
         .bind(queue)
         .bind(limit(max))

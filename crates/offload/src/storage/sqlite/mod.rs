@@ -5,6 +5,7 @@
 mod admin;
 mod cluster;
 mod jobs;
+mod limits;
 
 use std::time::Duration;
 
@@ -13,11 +14,11 @@ use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 
 use super::schema::Migration;
 use super::{
-    Attempt, Backend, ClaimedJob, Driver, GroupStep, JobFilter, JobRecord, JobSummary, Leader,
-    NewJob, Outcome, Page, PoolSettings, Signals, WorkerInfo,
+    Attempt, Backend, Claimed, ClaimedJob, Driver, GroupStep, JobFilter, JobRecord, JobSummary,
+    Leader, NewJob, Outcome, Page, PoolSettings, QueueLimits, QueueSettings, Signals, WorkerInfo,
 };
 use crate::state::JobState;
-use crate::Result;
+use crate::{RateLimit, Result};
 
 /// Whether result `code` (an extended code; its low byte is the primary
 /// one) means "try again later": SQLITE_BUSY (5) or SQLITE_LOCKED (6), or
@@ -60,6 +61,11 @@ const MIGRATIONS: &[Migration] = &[
         6,
         "lean indexes",
         include_str!("../../../migrations/sqlite/0006_lean_indexes.sql"),
+    ),
+    Migration::new(
+        7,
+        "rate limits",
+        include_str!("../../../migrations/sqlite/0007_rate_limits.sql"),
     ),
 ];
 
@@ -152,8 +158,12 @@ impl Driver for Sqlite {
         limit: usize,
         worker_id: &str,
         limited: bool,
-    ) -> Result<Vec<ClaimedJob>> {
-        jobs::claim(conn, queue, limit, worker_id, limited).await
+    ) -> Result<Claimed> {
+        if limited {
+            limits::claim_limited(conn, queue, limit, worker_id).await
+        } else {
+            Ok(jobs::claim(conn, queue, limit, worker_id).await?.into())
+        }
     }
 
     async fn job_complete_many_on(
@@ -283,16 +293,24 @@ impl Driver for Sqlite {
         admin::completed_since(pool, since).await
     }
 
-    async fn queue_paused_flags(pool: &SqlitePool) -> Result<Vec<(String, bool)>> {
-        admin::paused_flags(pool).await
+    async fn queue_settings(pool: &SqlitePool) -> Result<Vec<QueueSettings>> {
+        admin::settings(pool).await
     }
 
     async fn queue_set_paused(pool: &SqlitePool, queue: &str, paused: bool) -> Result<()> {
         admin::set_paused(pool, queue, paused).await
     }
 
-    async fn queue_global_limit(pool: &SqlitePool, queue: &str) -> Result<Option<usize>> {
-        cluster::global_limit(pool, queue).await
+    async fn queue_limits(pool: &SqlitePool, queue: &str) -> Result<QueueLimits> {
+        limits::limits(pool, queue).await
+    }
+
+    async fn queue_set_rate_limit(
+        pool: &SqlitePool,
+        queue: &str,
+        rate: Option<RateLimit>,
+    ) -> Result<()> {
+        limits::set_rate_limit(pool, queue, rate).await
     }
 
     async fn queue_set_global_limit(
@@ -300,7 +318,7 @@ impl Driver for Sqlite {
         queue: &str,
         limit: Option<usize>,
     ) -> Result<()> {
-        cluster::set_global_limit(pool, queue, limit).await
+        limits::set_global_limit(pool, queue, limit).await
     }
 
     async fn notification_listen(_pool: &SqlitePool, _signals: Signals) -> Result<()> {

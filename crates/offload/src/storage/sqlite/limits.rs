@@ -1,0 +1,172 @@
+//! Queue limits over all workers: the settings, and the claim that keeps
+//! to them (inside one write transaction, so counts stay current).
+
+use std::time::Duration;
+
+use sqlx::{SqliteConnection, SqlitePool};
+
+use super::jobs::{claim_at, limit};
+use crate::storage::time::now_micros;
+use crate::storage::{Claimed, QueueLimits, Throttle};
+use crate::{RateLimit, Result};
+
+/// A limited queue's settings, with the counts its limits need: running
+/// jobs, and starts in the window ending at `?2` (microseconds).
+const LIMITS: &str = r#"
+SELECT q.paused, q.global_limit, q.rate_limit, q.rate_period_ms,
+       (SELECT count(*) FROM offload_jobs WHERE queue = ?1 AND state = 'running'
+          AND q.global_limit IS NOT NULL),
+       (SELECT count(*) FROM offload_rate_starts s
+          WHERE s.queue = ?1 AND s.started_at > ?2 - q.rate_period_ms * 1000),
+       (SELECT min(s.started_at) FROM offload_rate_starts s
+          WHERE s.queue = ?1 AND s.started_at > ?2 - q.rate_period_ms * 1000)
+FROM offload_queues q WHERE q.name = ?1
+"#;
+
+type LimitsRow = (
+    bool,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    i64,
+    i64,
+    Option<i64>,
+);
+
+const RATE_RECORD: &str = r#"
+WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?3)
+INSERT INTO offload_rate_starts (queue, started_at) SELECT ?1, ?2 FROM n WHERE ?3 > 0
+"#;
+
+/// Starts older than the window and a minute: the minute covers a claimer
+/// whose clock reading came before a wait for the write lock.
+const RATE_FORGET: &str = "DELETE FROM offload_rate_starts \
+     WHERE queue = ?1 AND started_at < ?2 - ?3 * 1000 - 60000000";
+
+/// Claims within the queue's global and rate limits. The counts and the
+/// claim share one write transaction (taken first, so no other writer
+/// claims between the count and the claim).
+pub(super) async fn claim_limited(
+    conn: &mut SqliteConnection,
+    queue: &str,
+    max: usize,
+    worker_id: &str,
+) -> Result<Claimed> {
+    use sqlx::Connection;
+    let mut tx = if conn.is_in_transaction() {
+        // A write group's transaction, which holds the write lock.
+        conn.begin().await?
+    } else {
+        conn.begin_with("BEGIN IMMEDIATE").await?
+    };
+    let now = now_micros();
+    let row: Option<LimitsRow> = sqlx::query_as(LIMITS)
+        .bind(queue)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some((paused, global, rate_limit, rate_period_ms, running, started, oldest)) = row else {
+        let jobs = claim_at(&mut tx, queue, max, worker_id, now).await?;
+        tx.commit().await?;
+        return Ok(jobs.into());
+    };
+    if paused {
+        return Ok(Claimed::default());
+    }
+    let mut want = max;
+    let mut throttled = None;
+    if let Some(global) = global {
+        let free = usize::try_from(global - running).unwrap_or(0);
+        if free < want {
+            want = free;
+            throttled = Some(Throttle::Global);
+        }
+    }
+    let rate = RateLimit::from_columns(rate_limit, rate_period_ms).filter(|_| want > 0);
+    if let Some(rate) = rate {
+        // Counting the window before `now` with no upper bound holds the
+        // limit in every window, whatever order claimers' clocks took.
+        let free = usize::try_from(i64::from(rate.limit()) - started).unwrap_or(0);
+        if free < want {
+            want = free;
+            let free_at = oldest.map_or(now, |oldest| oldest + rate.period_ms() * 1_000);
+            let free_in = Duration::from_micros(u64::try_from(free_at - now).unwrap_or(0));
+            throttled = Some(Throttle::Rate { free_in });
+        }
+    }
+    let jobs = if want == 0 {
+        Vec::new()
+    } else {
+        claim_at(&mut tx, queue, want, worker_id, now).await?
+    };
+    if let Some(rate) = rate {
+        sqlx::query(RATE_RECORD)
+            .bind(queue)
+            .bind(now)
+            .bind(limit(jobs.len()))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(RATE_FORGET)
+            .bind(queue)
+            .bind(now)
+            .bind(rate.period_ms())
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(Claimed { jobs, throttled })
+}
+
+pub(super) async fn limits(pool: &SqlitePool, queue: &str) -> Result<QueueLimits> {
+    let row: Option<(Option<i64>, Option<i64>, Option<i64>)> = sqlx::query_as(
+        "SELECT global_limit, rate_limit, rate_period_ms FROM offload_queues WHERE name = ?1",
+    )
+    .bind(queue)
+    .fetch_optional(pool)
+    .await?;
+    let Some((global, rate_limit, rate_period_ms)) = row else {
+        return Ok(QueueLimits::default());
+    };
+    Ok(QueueLimits {
+        global: global.and_then(|n| usize::try_from(n).ok()),
+        rate: RateLimit::from_columns(rate_limit, rate_period_ms),
+    })
+}
+
+pub(super) async fn set_rate_limit(
+    pool: &SqlitePool,
+    queue: &str,
+    rate: Option<RateLimit>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO offload_queues (name, rate_limit, rate_period_ms, updated_at) \
+         VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (name) DO UPDATE SET rate_limit = excluded.rate_limit, \
+         rate_period_ms = excluded.rate_period_ms, updated_at = excluded.updated_at",
+    )
+    .bind(queue)
+    .bind(rate.map(|rate| i64::from(rate.limit())))
+    .bind(rate.map(|rate| rate.period_ms()))
+    .bind(now_micros())
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn set_global_limit(
+    pool: &SqlitePool,
+    queue: &str,
+    max: Option<usize>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO offload_queues (name, global_limit, updated_at) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (name) DO UPDATE SET global_limit = excluded.global_limit, \
+         updated_at = excluded.updated_at",
+    )
+    .bind(queue)
+    .bind(max.map(limit))
+    .bind(now_micros())
+    .execute(pool)
+    .await?;
+    Ok(())
+}
