@@ -6,7 +6,10 @@ use std::io::{IsTerminal, Write};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use offload::{
-    admin::{Admin, AdminError, BulkTarget, FilterParams, JobAction, JobFilter},
+    admin::{
+        parse_global_limit, parse_rate_limit, Admin, AdminError, BulkTarget, FilterParams,
+        JobAction, JobFilter,
+    },
     Backend, BackendKind, JobState,
 };
 use offload_dashboard::{redact_url, DashboardConfig};
@@ -307,8 +310,17 @@ async fn run_queues<DB: Backend>(admin: Admin<DB>, command: QueuesCommand) -> an
                 return Err(Failure::new(USAGE, message).into());
             }
             // Both are read before either is written.
-            let global = global.as_deref().map(parse_global_limit).transpose()?;
-            let rate = rate.as_deref().map(parse_rate_limit).transpose()?;
+            let usage = |error: AdminError| Failure::new(USAGE, error.to_string());
+            let global = global
+                .as_deref()
+                .map(parse_global_limit)
+                .transpose()
+                .map_err(usage)?;
+            let rate = rate
+                .as_deref()
+                .map(parse_rate_limit)
+                .transpose()
+                .map_err(usage)?;
             if let Some(limit) = global {
                 admin.set_global_limit(&name, limit).await?;
                 match limit {
@@ -334,35 +346,6 @@ async fn run_queues<DB: Backend>(admin: Admin<DB>, command: QueuesCommand) -> an
             println!("queue {name} resumed");
             Ok(())
         }
-    }
-}
-
-/// `--global N|off`.
-fn parse_global_limit(text: &str) -> Result<Option<usize>, Failure> {
-    match text.trim() {
-        "off" => Ok(None),
-        text => text
-            .parse::<usize>()
-            .ok()
-            .filter(|n| *n > 0)
-            .map(Some)
-            .ok_or_else(|| {
-                Failure::new(
-                    USAGE,
-                    format!("--global {text:?}: expected a whole number from 1, or off"),
-                )
-            }),
-    }
-}
-
-/// `--rate N/PERIOD|off`.
-fn parse_rate_limit(text: &str) -> Result<Option<offload::RateLimit>, Failure> {
-    match text.trim() {
-        "off" => Ok(None),
-        text => text
-            .parse()
-            .map(Some)
-            .map_err(|error: offload::InvalidRateLimit| Failure::new(USAGE, error.to_string())),
     }
 }
 

@@ -383,9 +383,9 @@ async fn set_queue_limits<DB: Backend>(
     let rate = request
         .rate_limit
         .as_deref()
-        .map(str::parse::<offload::RateLimit>)
-        .transpose()
-        .map_err(|error| ApiError::bad_request(error.to_string()))?;
+        .map(offload::admin::parse_rate_limit)
+        .transpose()?
+        .flatten();
     state
         .admin
         .set_global_limit(&name, request.global_limit)

@@ -304,32 +304,15 @@ pub(crate) async fn queue_limits<DB: Backend>(
         base: &base,
         csrf: &csrf.0,
     };
-    let result =
-        async {
-            let form = check_form(form, &csrf)?;
-            let global =
-                match form.global.trim() {
-                    "" => None,
-                    text => Some(text.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(
-                        || {
-                            ApiError::bad_request(
-                                "the running limit must be a whole number from 1, or empty",
-                            )
-                        },
-                    )?),
-                };
-            let rate = match form.rate.trim() {
-                "" => None,
-                text => Some(
-                    text.parse::<offload::RateLimit>()
-                        .map_err(|error| ApiError::bad_request(error.to_string()))?,
-                ),
-            };
-            state.admin.set_global_limit(&name, global).await?;
-            state.admin.set_rate_limit(&name, rate).await?;
-            Ok::<_, ApiError>(())
-        }
-        .await;
+    let result = async {
+        let form = check_form(form, &csrf)?;
+        let global = offload::admin::parse_global_limit(&form.global)?;
+        let rate = offload::admin::parse_rate_limit(&form.rate)?;
+        state.admin.set_global_limit(&name, global).await?;
+        state.admin.set_rate_limit(&name, rate).await?;
+        Ok::<_, ApiError>(())
+    }
+    .await;
     match result {
         Ok(()) => see_other(&format!("{}?notice=limits", home_path(&base))),
         Err(error) => page.error(error),

@@ -26,6 +26,7 @@ use crate::client::manage;
 use crate::state::JobState;
 use crate::storage::Backend;
 use crate::worker::wake;
+use crate::RateLimit;
 
 /// How many jobs a bulk action changes per statement.
 pub const BULK_BATCH: u32 = 500;
@@ -322,7 +323,7 @@ impl<DB: Backend> Admin<DB> {
     pub async fn set_rate_limit(
         &self,
         queue: &str,
-        rate: Option<crate::RateLimit>,
+        rate: Option<RateLimit>,
     ) -> Result<(), AdminError> {
         check_queue_name(queue)?;
         DB::queue_set_rate_limit(&self.pool, queue, rate).await?;
@@ -360,4 +361,53 @@ fn queue_entry<'a>(
 fn check_queue_name(queue: &str) -> Result<(), AdminError> {
     crate::queue_name::check_queue_name(queue)
         .map_err(|error| AdminError::BadQueueName(error.to_string()))
+}
+
+// Queue limits as operators type them, one grammar for the CLI, the
+// dashboard's forms and the API: a value, or `off` (or nothing) for none.
+
+/// Whether the text asks for no limit: empty, `off` or `none`.
+fn is_off(text: &str) -> bool {
+    matches!(text, "" | "off" | "none")
+}
+
+/// A running limit: a whole number from 1, or `off` (or nothing) for none.
+///
+/// ```
+/// use offload::admin::parse_global_limit;
+/// assert_eq!(parse_global_limit("5").unwrap(), Some(5));
+/// assert_eq!(parse_global_limit(" off ").unwrap(), None);
+/// assert!(parse_global_limit("0").is_err());
+/// ```
+pub fn parse_global_limit(text: &str) -> Result<Option<usize>, AdminError> {
+    let text = text.trim();
+    if is_off(text) {
+        return Ok(None);
+    }
+    match text.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(Some(n)),
+        _ => Err(AdminError::BadLimit(format!(
+            "running limit {:?}: expected a whole number from 1, or off",
+            text.chars().take(40).collect::<String>()
+        ))),
+    }
+}
+
+/// A rate limit: `N/PERIOD` as [`RateLimit`] parses it (`100/s`, `30/5m`),
+/// or `off` (or nothing) for none.
+///
+/// ```
+/// use offload::admin::parse_rate_limit;
+/// assert_eq!(parse_rate_limit("100/s").unwrap().unwrap().limit(), 100);
+/// assert_eq!(parse_rate_limit("").unwrap(), None);
+/// assert!(parse_rate_limit("100").is_err());
+/// ```
+pub fn parse_rate_limit(text: &str) -> Result<Option<RateLimit>, AdminError> {
+    let text = text.trim();
+    if is_off(text) {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|error: crate::InvalidRateLimit| AdminError::BadLimit(error.to_string()))
 }

@@ -16,10 +16,10 @@ use chrono::{DateTime, Utc};
 use sqlx::{Pool, Transaction};
 
 use super::group_step::GroupStep;
+use super::limits::{Claimed, QueueLimits, QueueSettings};
 use super::query::{JobFilter, Page};
 use super::rows::{
-    Attempt, Claimed, ClaimedJob, JobRecord, JobSummary, Leader, NewJob, Outcome, QueueLimits,
-    QueueSettings, WorkerInfo,
+    Attempt, ClaimedJob, JobRecord, JobSummary, Leader, NewJob, Outcome, WorkerInfo,
 };
 use super::schema::Migration;
 use crate::state::JobState;

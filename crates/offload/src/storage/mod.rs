@@ -11,6 +11,7 @@ mod decode;
 mod driver;
 pub(crate) mod group;
 mod group_step;
+mod limits;
 pub mod migrate;
 pub mod ops;
 mod pool;
@@ -32,15 +33,16 @@ use sqlx::{Pool, Transaction};
 
 pub use driver::{Driver, Signals};
 pub use group_step::GroupStep;
+pub(crate) use limits::LimitUse;
+pub use limits::{Claimed, QueueLimits, QueueSettings, Throttle};
 pub use pool::{PoolSettings, DEFAULT_ACQUIRE_TIMEOUT, INTERACTIVE_ACQUIRE_TIMEOUT};
 pub use portable::{
     BackendTx, FromPgRow, FromSqliteRow, PortableRow, PortableSql, Sql, SqlTarget, SqlValue,
 };
 pub use query::{JobFilter, Page, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 pub use rows::{
-    clean_error, Attempt, AttemptError, Claimed, ClaimedJob, Enqueued, JobRecord, JobSummary,
-    Leader, NewJob, Outcome, QueueLimits, QueueSettings, StateChange, Throttle, WorkerInfo,
-    ARGS_PREVIEW_LEN,
+    clean_error, Attempt, AttemptError, ClaimedJob, Enqueued, JobRecord, JobSummary, Leader,
+    NewJob, Outcome, StateChange, WorkerInfo, ARGS_PREVIEW_LEN,
 };
 pub use time::DbTime;
 

@@ -6,7 +6,7 @@ use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 use crate::state::JobState;
 use crate::storage::decode::{self, parse_state, SummaryRow};
 use crate::storage::{JobFilter, JobSummary, Page, QueueLimits, QueueSettings, ARGS_PREVIEW_LEN};
-use crate::{RateLimit, Result};
+use crate::Result;
 
 /// `SELECT` list of [`SummaryRow`].
 fn summary_columns() -> String {
@@ -236,10 +236,11 @@ pub(super) async fn settings(pool: &PgPool) -> Result<Vec<QueueSettings>> {
             |(name, paused, global, rate_limit, rate_period_ms, rate_started)| QueueSettings {
                 name,
                 paused,
-                limits: QueueLimits {
-                    global: global.and_then(|n| usize::try_from(n).ok()),
-                    rate: RateLimit::from_columns(rate_limit.map(i64::from), rate_period_ms),
-                },
+                limits: QueueLimits::from_columns(
+                    global.map(i64::from),
+                    rate_limit.map(i64::from),
+                    rate_period_ms,
+                ),
                 rate_started,
             },
         )

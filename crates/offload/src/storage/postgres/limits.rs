@@ -6,18 +6,37 @@ use sqlx::{PgConnection, PgPool};
 
 use super::jobs::{claim_on, limit, CLAIM_AT};
 use crate::storage::decode::ClaimRow;
-use crate::storage::{Claimed, ClaimedJob, QueueLimits, Throttle};
+use crate::storage::{Claimed, ClaimedJob, LimitUse, QueueLimits};
 use crate::{RateLimit, Result};
 
-/// The database's clock now (not the transaction's start: the claimer may
-/// have waited for the queue's lock) and the starts in the window before it.
-const RATE_WINDOW: &str = r#"
-WITH t AS (SELECT clock_timestamp() AS now),
-w AS (SELECT count(*) AS started, min(s.started_at) AS oldest
-      FROM offload_rate_starts s, t
-      WHERE s.queue = $1 AND s.started_at > t.now - $2 * interval '1 millisecond')
-SELECT t.now, w.started, w.oldest FROM t, w
+/// A limited queue's settings with the counts its limits need, read after
+/// the claimer took its turn: running jobs, and starts in the window before
+/// the database's clock now (not the transaction's start: the claimer may
+/// have waited for the queue's row).
+const LIMITS: &str = r#"
+WITH t AS (SELECT clock_timestamp() AS now)
+SELECT q.paused, q.global_limit, q.rate_limit, q.rate_period_ms, t.now,
+       (SELECT count(*) FROM offload_jobs WHERE queue = $1 AND state = 'running'
+          AND q.global_limit IS NOT NULL),
+       w.started, w.oldest
+FROM offload_queues q, t,
+     LATERAL (SELECT count(*) AS started, min(s.started_at) AS oldest
+              FROM offload_rate_starts s
+              WHERE s.queue = $1 AND q.rate_limit IS NOT NULL
+                AND s.started_at > t.now - q.rate_period_ms * interval '1 millisecond') w
+WHERE q.name = $1
 "#;
+
+type LimitsRow = (
+    bool,
+    Option<i32>,
+    Option<i32>,
+    Option<i64>,
+    DateTime<Utc>,
+    i64,
+    i64,
+    Option<DateTime<Utc>>,
+);
 
 const RATE_RECORD: &str = "INSERT INTO offload_rate_starts (queue, started_at) \
      SELECT $1, $2 FROM generate_series(1, $3)";
@@ -27,9 +46,6 @@ const RATE_RECORD: &str = "INSERT INTO offload_rate_starts (queue, started_at) \
 const RATE_FORGET: &str = "DELETE FROM offload_rate_starts \
      WHERE queue = $1 AND started_at < $2 - ($3 * interval '1 millisecond') - interval '1 minute'";
 
-/// `paused, global_limit, rate_limit, rate_period_ms` of a queue.
-type LimitsRow = (bool, Option<i32>, Option<i32>, Option<i64>);
-
 pub(super) async fn claim_limited(
     conn: &mut PgConnection,
     queue: &str,
@@ -38,16 +54,18 @@ pub(super) async fn claim_limited(
 ) -> Result<Claimed> {
     // One statement cannot see claims committed while it waited for a
     // lock (its snapshot is older), so claimers of a limited queue take
-    // turns on the queue's row and count in later statements.
+    // turns on the queue's row and count in a later statement.
     let mut tx = sqlx::Connection::begin(conn).await?;
-    let settings: Option<LimitsRow> = sqlx::query_as(
-        "SELECT paused, global_limit, rate_limit, rate_period_ms FROM offload_queues \
-         WHERE name = $1 FOR UPDATE",
-    )
-    .bind(queue)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some((paused, global, rate_limit, rate_period_ms)) = settings else {
+    sqlx::query("SELECT 1 FROM offload_queues WHERE name = $1 FOR UPDATE")
+        .bind(queue)
+        .execute(&mut *tx)
+        .await?;
+    let row: Option<LimitsRow> = sqlx::query_as(LIMITS)
+        .bind(queue)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some((paused, global, rate_limit, rate_period_ms, now, running, started, oldest)) = row
+    else {
         let jobs = claim_on(&mut tx, queue, max, worker_id).await?;
         tx.commit().await?;
         return Ok(jobs.into());
@@ -55,70 +73,44 @@ pub(super) async fn claim_limited(
     if paused {
         return Ok(Claimed::default());
     }
-    let mut want = max;
-    let mut throttled = None;
-    if let Some(global) = global {
-        let running: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM offload_jobs WHERE queue = $1 AND state = 'running'",
-        )
-        .bind(queue)
-        .fetch_one(&mut *tx)
-        .await?;
-        let free = usize::try_from(i64::from(global) - running).unwrap_or(0);
-        if free < want {
-            want = free;
-            throttled = Some(Throttle::Global);
-        }
-    }
-    let rate = RateLimit::from_columns(rate_limit.map(i64::from), rate_period_ms);
-    let (Some(rate), true) = (rate, want > 0) else {
-        let jobs = if want == 0 {
-            Vec::new()
-        } else {
-            claim_on(&mut tx, queue, want, worker_id).await?
-        };
-        tx.commit().await?;
-        return Ok(Claimed { jobs, throttled });
+    let limits = QueueLimits::from_columns(
+        global.map(i64::from),
+        rate_limit.map(i64::from),
+        rate_period_ms,
+    );
+    let used = LimitUse {
+        running,
+        rate_started: started,
+        rate_oldest_age: oldest.and_then(|oldest| (now - oldest).to_std().ok()),
     };
-    // A start counts in every window it falls in. Counting the window
-    // before `now` with no upper bound holds the limit in every window,
-    // whatever order claimers' clock readings and commits take.
-    let (now, started, oldest): (DateTime<Utc>, i64, Option<DateTime<Utc>>) =
-        sqlx::query_as(RATE_WINDOW)
-            .bind(queue)
-            .bind(rate.period_ms())
-            .fetch_one(&mut *tx)
-            .await?;
-    let free = usize::try_from(i64::from(rate.limit()) - started).unwrap_or(0);
-    if free < want {
-        want = free;
-        let free_at = oldest.map_or(now, |oldest| oldest + rate.period());
-        let free_in = (free_at - now).to_std().unwrap_or_default();
-        throttled = Some(Throttle::Rate { free_in });
-    }
+    let (room, throttled) = limits.room(max, &used);
     let mut jobs = Vec::new();
-    if want > 0 {
+    if room > 0 {
         let rows: Vec<ClaimRow> = sqlx::query_as(CLAIM_AT.as_str())
             .bind(queue)
-            .bind(limit(want))
+            .bind(limit(room))
             .bind(worker_id)
             .bind(now)
             .fetch_all(&mut *tx)
             .await?;
-        sqlx::query(RATE_RECORD)
-            .bind(queue)
-            .bind(now)
-            .bind(limit(rows.len()))
-            .execute(&mut *tx)
-            .await?;
         jobs = rows.into_iter().map(ClaimedJob::from).collect();
     }
-    sqlx::query(RATE_FORGET)
-        .bind(queue)
-        .bind(now)
-        .bind(rate.period_ms())
-        .execute(&mut *tx)
-        .await?;
+    if let Some(rate) = limits.rate {
+        if !jobs.is_empty() {
+            sqlx::query(RATE_RECORD)
+                .bind(queue)
+                .bind(now)
+                .bind(limit(jobs.len()))
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(RATE_FORGET)
+            .bind(queue)
+            .bind(now)
+            .bind(rate.period_ms())
+            .execute(&mut *tx)
+            .await?;
+    }
     tx.commit().await?;
     Ok(Claimed { jobs, throttled })
 }
@@ -130,13 +122,11 @@ pub(super) async fn limits(pool: &PgPool, queue: &str) -> Result<QueueLimits> {
     .bind(queue)
     .fetch_optional(pool)
     .await?;
-    let Some((global, rate_limit, rate_period_ms)) = row else {
-        return Ok(QueueLimits::default());
-    };
-    Ok(QueueLimits {
-        global: global.and_then(|n| usize::try_from(n).ok()),
-        rate: RateLimit::from_columns(rate_limit.map(i64::from), rate_period_ms),
-    })
+    Ok(
+        row.map_or_else(QueueLimits::default, |(global, rate_limit, period)| {
+            QueueLimits::from_columns(global.map(i64::from), rate_limit.map(i64::from), period)
+        }),
+    )
 }
 
 pub(super) async fn set_rate_limit(

@@ -9,7 +9,7 @@ use crate::state::JobState;
 use crate::storage::decode::{self, parse_state, SummaryRow};
 use crate::storage::time::{micros, now_micros, DbTime};
 use crate::storage::{JobFilter, JobSummary, Page, QueueLimits, QueueSettings, ARGS_PREVIEW_LEN};
-use crate::{RateLimit, Result};
+use crate::Result;
 
 const MINUTE_MICROS: i64 = 60_000_000;
 
@@ -238,10 +238,7 @@ pub(super) async fn settings(pool: &SqlitePool) -> Result<Vec<QueueSettings>> {
             |(name, paused, global, rate_limit, rate_period_ms, rate_started)| QueueSettings {
                 name,
                 paused,
-                limits: QueueLimits {
-                    global: global.and_then(|n| usize::try_from(n).ok()),
-                    rate: RateLimit::from_columns(rate_limit, rate_period_ms),
-                },
+                limits: QueueLimits::from_columns(global, rate_limit, rate_period_ms),
                 rate_started,
             },
         )

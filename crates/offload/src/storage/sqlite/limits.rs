@@ -7,7 +7,7 @@ use sqlx::{SqliteConnection, SqlitePool};
 
 use super::jobs::{claim_at, limit};
 use crate::storage::time::now_micros;
-use crate::storage::{Claimed, QueueLimits, Throttle};
+use crate::storage::{Claimed, LimitUse, QueueLimits};
 use crate::{RateLimit, Result};
 
 /// A limited queue's settings, with the counts its limits need: running
@@ -73,39 +73,28 @@ pub(super) async fn claim_limited(
     if paused {
         return Ok(Claimed::default());
     }
-    let mut want = max;
-    let mut throttled = None;
-    if let Some(global) = global {
-        let free = usize::try_from(global - running).unwrap_or(0);
-        if free < want {
-            want = free;
-            throttled = Some(Throttle::Global);
-        }
-    }
-    let rate = RateLimit::from_columns(rate_limit, rate_period_ms).filter(|_| want > 0);
-    if let Some(rate) = rate {
-        // Counting the window before `now` with no upper bound holds the
-        // limit in every window, whatever order claimers' clocks took.
-        let free = usize::try_from(i64::from(rate.limit()) - started).unwrap_or(0);
-        if free < want {
-            want = free;
-            let free_at = oldest.map_or(now, |oldest| oldest + rate.period_ms() * 1_000);
-            let free_in = Duration::from_micros(u64::try_from(free_at - now).unwrap_or(0));
-            throttled = Some(Throttle::Rate { free_in });
-        }
-    }
-    let jobs = if want == 0 {
+    let limits = QueueLimits::from_columns(global, rate_limit, rate_period_ms);
+    let used = LimitUse {
+        running,
+        rate_started: started,
+        rate_oldest_age: oldest
+            .map(|oldest| Duration::from_micros(u64::try_from(now - oldest).unwrap_or(0))),
+    };
+    let (room, throttled) = limits.room(max, &used);
+    let jobs = if room == 0 {
         Vec::new()
     } else {
-        claim_at(&mut tx, queue, want, worker_id, now).await?
+        claim_at(&mut tx, queue, room, worker_id, now).await?
     };
-    if let Some(rate) = rate {
-        sqlx::query(RATE_RECORD)
-            .bind(queue)
-            .bind(now)
-            .bind(limit(jobs.len()))
-            .execute(&mut *tx)
-            .await?;
+    if let Some(rate) = limits.rate {
+        if !jobs.is_empty() {
+            sqlx::query(RATE_RECORD)
+                .bind(queue)
+                .bind(now)
+                .bind(limit(jobs.len()))
+                .execute(&mut *tx)
+                .await?;
+        }
         sqlx::query(RATE_FORGET)
             .bind(queue)
             .bind(now)
@@ -124,13 +113,11 @@ pub(super) async fn limits(pool: &SqlitePool, queue: &str) -> Result<QueueLimits
     .bind(queue)
     .fetch_optional(pool)
     .await?;
-    let Some((global, rate_limit, rate_period_ms)) = row else {
-        return Ok(QueueLimits::default());
-    };
-    Ok(QueueLimits {
-        global: global.and_then(|n| usize::try_from(n).ok()),
-        rate: RateLimit::from_columns(rate_limit, rate_period_ms),
-    })
+    Ok(
+        row.map_or_else(QueueLimits::default, |(global, rate_limit, period)| {
+            QueueLimits::from_columns(global, rate_limit, period)
+        }),
+    )
 }
 
 pub(super) async fn set_rate_limit(
