@@ -50,7 +50,7 @@ pub enum Error {
     ContainsNul {
         /// The job kind.
         kind: String,
-        /// `args`, `tags` or `kind`.
+        /// `args`, `tags`, `kind` or `partition key`.
         field: &'static str,
     },
     /// The database URL names no supported backend.

@@ -70,6 +70,33 @@ pub trait Job<DB: Backend, S: Send + Sync + 'static = ()>:
         crate::backoff::exponential(attempt)
     }
 
+    /// The key a partitioned queue ([`Partition`](crate::Partition)) takes
+    /// turns by and caps, read from the args at enqueue: a customer or
+    /// tenant id, say. `None` (the default) leaves the job keyless unless
+    /// the enqueue sets one ([`EnqueueOptions::partition_key`](crate::EnqueueOptions::partition_key)).
+    /// Returning [`Self::KIND`] partitions a shared queue by kind.
+    ///
+    /// ```
+    /// # use offload::{Job, JobContext, JobError};
+    /// # use sqlx::Sqlite;
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct Export { customer_id: i64 }
+    ///
+    /// impl Job<Sqlite> for Export {
+    ///     const KIND: &'static str = "export";
+    ///     fn partition_key(&self) -> Option<String> {
+    ///         Some(self.customer_id.to_string())
+    ///     }
+    ///     async fn run(self, _ctx: &mut JobContext<Sqlite>) -> Result<(), JobError> {
+    ///         Ok(())
+    ///     }
+    /// }
+    /// assert_eq!(Job::<Sqlite>::partition_key(&Export { customer_id: 7 }).as_deref(), Some("7"));
+    /// ```
+    fn partition_key(&self) -> Option<String> {
+        None
+    }
+
     /// Does the work. `Ok(())` commits the job's transaction (if it opened
     /// one) together with its completion; an error rolls it back.
     fn run(self, ctx: &mut JobContext<DB, S>) -> impl Future<Output = Result<(), JobError>> + Send;

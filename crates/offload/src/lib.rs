@@ -6,6 +6,7 @@
 pub mod backoff;
 mod defaults;
 mod error;
+mod partition;
 mod queue_name;
 mod rate_limit;
 mod state;
@@ -43,6 +44,7 @@ pub use error::{Error, Result, Transient};
 pub use hooks::{AttemptOutcome, JobEvent, JobHook, JobInfo};
 pub use job::{Job, JobError};
 pub use options::EnqueueOptions;
+pub use partition::{InvalidPartition, Partition, MAX_PARTITION_KEY_LEN};
 pub use periodic::PeriodicJob;
 pub use queue_name::{check_queue_name, InvalidQueueName, MAX_QUEUE_NAME_LEN};
 pub use rate_limit::{InvalidRateLimit, RateLimit, MAX_RATE_PERIOD};

@@ -35,6 +35,9 @@ pub struct EnqueueOptions {
     pub tags: Vec<String>,
     /// Makes the job unique; see [`UniqueOptions`].
     pub unique: Option<UniqueOptions>,
+    /// The key a partitioned queue takes turns by; overrides the kind's
+    /// [`Job::partition_key`].
+    pub partition_key: Option<String>,
 }
 
 impl EnqueueOptions {
@@ -81,6 +84,20 @@ impl EnqueueOptions {
         self
     }
 
+    /// Gives the job partition key `key` (at most
+    /// [`MAX_PARTITION_KEY_LEN`](crate::MAX_PARTITION_KEY_LEN) bytes): a
+    /// partitioned queue ([`Partition`](crate::Partition)) serves its keys
+    /// in turn and may cap how many jobs of one key run at once.
+    ///
+    /// ```
+    /// let options = offload::EnqueueOptions::new().partition_key("customer-42");
+    /// assert_eq!(options.partition_key.as_deref(), Some("customer-42"));
+    /// ```
+    pub fn partition_key(mut self, key: impl Into<String>) -> Self {
+        self.partition_key = Some(key.into());
+        self
+    }
+
     /// Enqueues the job only if no job holds the same unique key; otherwise
     /// the enqueue inserts nothing and returns the id of the job that does,
     /// with [`Enqueued::duplicate`](crate::Enqueued::duplicate) set. Every
@@ -122,6 +139,10 @@ pub(crate) fn new_job_row<DB: Backend, S: Send + Sync + 'static, J: Job<DB, S>>(
         run_at: options.run_at,
         tags: options.tags,
         unique,
+        partition_key: options
+            .partition_key
+            .or_else(|| job.partition_key())
+            .unwrap_or_default(),
     };
     row.validate()?;
     Ok(row)

@@ -22,11 +22,11 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use offload::migrate::Migration;
 use offload::storage::{
-    migrate, ops, Attempt, ClaimedJob, Driver, GroupStep, JobFilter, NewJob, Outcome, Page,
-    Signals, Throttle, WorkerInfo, ARGS_PREVIEW_LEN,
+    migrate, ops, Attempt, ClaimedJob, Driver, GroupStep, JobFilter, LimitChange, NewJob, Outcome,
+    Page, Signals, Throttle, WorkerInfo, ARGS_PREVIEW_LEN,
 };
 use offload::{
-    clean_error, Error, JobRecord, JobState, RateLimit, UniqueKey, DEFAULT_MAX_ATTEMPTS,
+    clean_error, Error, JobRecord, JobState, Partition, RateLimit, UniqueKey, DEFAULT_MAX_ATTEMPTS,
     DEFAULT_UNIQUE_STATES,
 };
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
@@ -45,6 +45,7 @@ on_both_backends!(
     job_claim_orders_by_priority_then_run_at_then_id,
     job_claim_limited_caps_running_jobs_at_the_global_limit,
     job_claim_limited_holds_starts_to_the_rate_limit_in_every_window,
+    job_claim_limited_takes_keys_in_turn_within_the_per_key_cap,
     job_complete_many_is_guarded_by_state_and_attempt,
     job_complete_in_tx_commits_with_the_job_transaction,
     write_group_steps_and_the_hot_path_on_one_connection,
@@ -1458,6 +1459,94 @@ async fn job_claim_orders_by_priority_then_run_at_then_id<DB: Conformance>(db: &
     assert!(!plan.contains("TEMP B-TREE"), "{plan}");
 }
 
+fn keyed(queue: &str, key: &str) -> NewJob {
+    NewJob {
+        queue: queue.to_owned(),
+        partition_key: key.to_owned(),
+        ..NewJob::new("k", serde_json::json!({ "key": key }).to_string())
+    }
+}
+
+/// The partition keys of claimed jobs, in claim order, sorted within it.
+fn keys_of(jobs: &[ClaimedJob]) -> Vec<String> {
+    let mut keys: Vec<String> = jobs
+        .iter()
+        .map(|job| {
+            let args: serde_json::Value = serde_json::from_str(&job.args).expect("args");
+            args["key"].as_str().expect("key").to_owned()
+        })
+        .collect();
+    keys.sort();
+    keys
+}
+
+async fn job_claim_limited_takes_keys_in_turn_within_the_per_key_cap<DB: Conformance>(
+    db: &TestDatabase<DB>,
+) {
+    let pool = &db.pool;
+    let mut jobs: Vec<NewJob> = (0..6).map(|_| keyed("part", "a")).collect();
+    jobs.extend([keyed("part", "b"), keyed("part", "b"), keyed("part", "")]);
+    insert(pool, &jobs).await;
+    let two_per_key = Partition::new().concurrency(2).unwrap();
+    DB::queue_set_limit(pool, "part", LimitChange::Partition(Some(two_per_key)))
+        .await
+        .unwrap();
+    assert_eq!(
+        DB::queue_limits(pool, "part").await.unwrap().partition,
+        Some(two_per_key)
+    );
+
+    // Every key is served, none past its cap: a's backlog holds no one up.
+    let first = claim_limited::<DB>(pool, "part", 10, "w1").await.unwrap();
+    assert_eq!(keys_of(&first), ["", "a", "a", "b", "b"]);
+    assert!(claim_limited::<DB>(pool, "part", 10, "w2")
+        .await
+        .unwrap()
+        .is_empty());
+    let a_done = first
+        .iter()
+        .find(|job| job.args.contains(r#""a""#))
+        .expect("an a job");
+    DB::job_complete_many(pool, &[a_done.attempt_key()], false)
+        .await
+        .unwrap();
+    let freed = claim_limited::<DB>(pool, "part", 10, "w2").await.unwrap();
+    assert_eq!(keys_of(&freed), ["a"], "one a finished, one more a may run");
+
+    // Without a cap, keys take turns one claim at a time.
+    let turns: Vec<NewJob> = ["c", "d", "e"]
+        .iter()
+        .flat_map(|key| (0..3).map(|_| keyed("turns", key)))
+        .collect();
+    insert(pool, &turns).await;
+    DB::queue_set_limit(
+        pool,
+        "turns",
+        LimitChange::Partition(Some(Partition::new())),
+    )
+    .await
+    .unwrap();
+    let mut order = Vec::new();
+    for _ in 0..7 {
+        let one = claim_limited::<DB>(pool, "turns", 1, "w3").await.unwrap();
+        order.extend(keys_of(&one));
+    }
+    assert_eq!(order, ["c", "d", "e", "c", "d", "e", "c"]);
+    let rest = claim_limited::<DB>(pool, "turns", 4, "w3").await.unwrap();
+    assert_eq!(keys_of(&rest), ["d", "e"]);
+
+    // Lifted: a plain queue again, claimed in its usual order.
+    DB::queue_set_limit(pool, "part", LimitChange::Partition(None))
+        .await
+        .unwrap();
+    assert_eq!(
+        DB::queue_limits(pool, "part").await.unwrap().partition,
+        None
+    );
+    let plain = claim_limited::<DB>(pool, "part", 10, "w4").await.unwrap();
+    assert_eq!(keys_of(&plain), ["a", "a", "a"]);
+}
+
 async fn job_claim_limited_caps_running_jobs_at_the_global_limit<DB: Conformance>(
     db: &TestDatabase<DB>,
 ) {
@@ -1470,7 +1559,7 @@ async fn job_claim_limited_caps_running_jobs_at_the_global_limit<DB: Conformance
     let first = claim_limited::<DB>(pool, "lim", 2, "w1").await.unwrap();
     assert_eq!(first.len(), 2);
 
-    DB::queue_set_global_limit(pool, "lim", Some(3))
+    DB::queue_set_limit(pool, "lim", LimitChange::Global(Some(3)))
         .await
         .unwrap();
     assert_eq!(DB::queue_limits(pool, "lim").await.unwrap().global, Some(3));
@@ -1505,7 +1594,7 @@ async fn job_claim_limited_caps_running_jobs_at_the_global_limit<DB: Conformance
     );
 
     // Raised: the `limit` argument still caps one claim.
-    DB::queue_set_global_limit(pool, "lim", Some(6))
+    DB::queue_set_limit(pool, "lim", LimitChange::Global(Some(6)))
         .await
         .unwrap();
     assert_eq!(
@@ -1529,7 +1618,7 @@ async fn job_claim_limited_caps_running_jobs_at_the_global_limit<DB: Conformance
 
     // A paused queue claims nothing even with free slots; pausing keeps
     // the limit and setting the limit keeps the pause.
-    DB::queue_set_global_limit(pool, "lim", Some(9))
+    DB::queue_set_limit(pool, "lim", LimitChange::Global(Some(9)))
         .await
         .unwrap();
     DB::queue_set_paused(pool, "lim", true).await.unwrap();
@@ -1537,7 +1626,7 @@ async fn job_claim_limited_caps_running_jobs_at_the_global_limit<DB: Conformance
         .await
         .unwrap()
         .is_empty());
-    DB::queue_set_global_limit(pool, "lim", Some(8))
+    DB::queue_set_limit(pool, "lim", LimitChange::Global(Some(8)))
         .await
         .unwrap();
     assert!(DB::queue_settings(pool)
@@ -1556,7 +1645,9 @@ async fn job_claim_limited_caps_running_jobs_at_the_global_limit<DB: Conformance
     );
 
     // Removed: no cap.
-    DB::queue_set_global_limit(pool, "lim", None).await.unwrap();
+    DB::queue_set_limit(pool, "lim", LimitChange::Global(None))
+        .await
+        .unwrap();
     assert_eq!(DB::queue_limits(pool, "lim").await.unwrap().global, None);
     assert_eq!(
         claim_limited::<DB>(pool, "lim", 10, "w1")
@@ -1571,7 +1662,7 @@ async fn job_claim_limited_caps_running_jobs_at_the_global_limit<DB: Conformance
     );
 
     // Concurrent claimers together never exceed the limit.
-    DB::queue_set_global_limit(pool, "race", Some(3))
+    DB::queue_set_limit(pool, "race", LimitChange::Global(Some(3)))
         .await
         .unwrap();
     insert(pool, &(0..30).map(|_| job("r", "race")).collect::<Vec<_>>()).await;
@@ -1600,7 +1691,7 @@ async fn job_claim_limited_holds_starts_to_the_rate_limit_in_every_window<DB: Co
 ) {
     let pool = &db.pool;
     let rate = RateLimit::new(5, Duration::from_millis(400)).unwrap();
-    DB::queue_set_rate_limit(pool, "rate", Some(rate))
+    DB::queue_set_limit(pool, "rate", LimitChange::Rate(Some(rate)))
         .await
         .unwrap();
     let limits = DB::queue_limits(pool, "rate").await.unwrap();
@@ -1678,7 +1769,9 @@ async fn job_claim_limited_holds_starts_to_the_rate_limit_in_every_window<DB: Co
     );
 
     // Removed, the limit no longer holds claims back.
-    DB::queue_set_rate_limit(pool, "rate", None).await.unwrap();
+    DB::queue_set_limit(pool, "rate", LimitChange::Rate(None))
+        .await
+        .unwrap();
     assert_eq!(DB::queue_limits(pool, "rate").await.unwrap().rate, None);
     let free = claim_limited::<DB>(pool, "rate", 50, "w9").await.unwrap();
     assert_eq!(free.len(), 50);
@@ -3208,7 +3301,7 @@ async fn queue_set_paused_pauses_and_resumes<DB: Conformance>(db: &TestDatabase<
 
     // Any settings row is listed, paused or not; pausing one queue leaves
     // the others alone.
-    DB::queue_set_global_limit(pool, "gq", Some(2))
+    DB::queue_set_limit(pool, "gq", LimitChange::Global(Some(2)))
         .await
         .unwrap();
     DB::queue_set_paused(pool, "other", true).await.unwrap();

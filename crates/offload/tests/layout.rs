@@ -14,6 +14,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "defaults",
             "error",
             "queue_name",
+            "partition",
             "rate_limit",
             "state",
             "backoff",

@@ -76,4 +76,22 @@ async fn job_lists_counts_and_the_pruner_read_partial_indexes() {
             assert!(!scans_table, "reads the whole table:\n{sql}\n{plan}");
         }
     }
+
+    // partitions: the key walk and each key's head read the partition index
+    // in its order (no sort), so a claim costs one probe per key served.
+    let partition_statements = [
+        "SELECT partition_key FROM offload_jobs \
+         WHERE queue = 'q1' AND state = 'available' AND partition_key > 'a' \
+         ORDER BY partition_key LIMIT 1",
+        "SELECT id FROM offload_jobs \
+         WHERE queue = 'q1' AND state = 'available' AND partition_key = 'a' \
+         ORDER BY partition_key, priority, run_at, id LIMIT 4",
+    ];
+    for sql in partition_statements {
+        let plan = plan(&pool, sql).await;
+        assert!(
+            plan.contains("offload_jobs_partition_claim") && !plan.contains("TEMP B-TREE"),
+            "does not read the partition index in order:\n{sql}\n{plan}"
+        );
+    }
 }

@@ -24,9 +24,9 @@ pub use crate::storage::{
 
 use crate::client::manage;
 use crate::state::JobState;
-use crate::storage::Backend;
+use crate::storage::{Backend, LimitChange};
 use crate::worker::wake;
-use crate::RateLimit;
+use crate::{Partition, RateLimit};
 
 /// How many jobs a bulk action changes per statement.
 pub const BULK_BATCH: u32 = 500;
@@ -313,7 +313,7 @@ impl<DB: Backend> Admin<DB> {
                 "a global limit must be at least 1".into(),
             ));
         }
-        DB::queue_set_global_limit(&self.pool, queue, limit).await?;
+        DB::queue_set_limit(&self.pool, queue, LimitChange::Global(limit)).await?;
         wake::wake(queue);
         Ok(())
     }
@@ -326,7 +326,20 @@ impl<DB: Backend> Admin<DB> {
         rate: Option<RateLimit>,
     ) -> Result<(), AdminError> {
         check_queue_name(queue)?;
-        DB::queue_set_rate_limit(&self.pool, queue, rate).await?;
+        DB::queue_set_limit(&self.pool, queue, LimitChange::Rate(rate)).await?;
+        wake::wake(queue);
+        Ok(())
+    }
+
+    /// Makes `queue` partitioned with `partition`, or with `None` a plain
+    /// queue again; running workers pick it up within seconds.
+    pub async fn set_partition(
+        &self,
+        queue: &str,
+        partition: Option<Partition>,
+    ) -> Result<(), AdminError> {
+        check_queue_name(queue)?;
+        DB::queue_set_limit(&self.pool, queue, LimitChange::Partition(partition)).await?;
         wake::wake(queue);
         Ok(())
     }

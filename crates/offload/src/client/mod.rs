@@ -12,9 +12,9 @@ use notifier::Notifier;
 
 use crate::queue_name::check_queue_name;
 use crate::state::JobState;
-use crate::storage::{Backend, JobRecord, Leader, QueueLimits};
+use crate::storage::{Backend, JobRecord, Leader, LimitChange, QueueLimits};
 use crate::worker::{leader, wake};
-use crate::{Error, RateLimit, Result};
+use crate::{Error, Partition, RateLimit, Result};
 
 /// Enqueues jobs and looks them up. Cheap to clone.
 ///
@@ -94,7 +94,7 @@ impl<DB: Backend> Client<DB> {
         if limit == Some(0) {
             return Err(Error::Config("a global limit must be at least 1".into()));
         }
-        DB::queue_set_global_limit(&self.pool, queue, limit).await?;
+        DB::queue_set_limit(&self.pool, queue, LimitChange::Global(limit)).await?;
         wake::wake(queue);
         Ok(())
     }
@@ -113,12 +113,32 @@ impl<DB: Backend> Client<DB> {
     /// ```
     pub async fn set_rate_limit(&self, queue: &str, rate: Option<RateLimit>) -> Result<()> {
         check_queue_name(queue)?;
-        DB::queue_set_rate_limit(&self.pool, queue, rate).await?;
+        DB::queue_set_limit(&self.pool, queue, LimitChange::Rate(rate)).await?;
         wake::wake(queue);
         Ok(())
     }
 
-    /// The queue's global and rate limits over all workers.
+    /// Makes `queue` partitioned (its jobs' keys take turns, at most the
+    /// partition's cap of one key's jobs running at once over all workers),
+    /// or with `None` makes it a plain queue again. Workers started with a
+    /// [`QueueConfig::partition`](crate::QueueConfig::partition) set it
+    /// themselves; running workers pick a change up within seconds.
+    ///
+    /// ```no_run
+    /// # async fn run(client: offload::Client<sqlx::Sqlite>) -> offload::Result<()> {
+    /// let two_per_customer = offload::Partition::new().concurrency(2).expect("at least 1");
+    /// client.set_partition("exports", Some(two_per_customer)).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn set_partition(&self, queue: &str, partition: Option<Partition>) -> Result<()> {
+        check_queue_name(queue)?;
+        DB::queue_set_limit(&self.pool, queue, LimitChange::Partition(partition)).await?;
+        wake::wake(queue);
+        Ok(())
+    }
+
+    /// The queue's global, rate and partition limits over all workers.
     pub async fn limits(&self, queue: &str) -> Result<QueueLimits> {
         check_queue_name(queue)?;
         DB::queue_limits(&self.pool, queue).await

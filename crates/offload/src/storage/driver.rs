@@ -16,14 +16,14 @@ use chrono::{DateTime, Utc};
 use sqlx::{Pool, Transaction};
 
 use super::group_step::GroupStep;
-use super::limits::{Claimed, QueueLimits, QueueSettings};
+use super::limits::{Claimed, LimitChange, QueueLimits, QueueSettings};
 use super::query::{JobFilter, Page};
 use super::rows::{
     Attempt, ClaimedJob, JobRecord, JobSummary, Leader, NewJob, Outcome, WorkerInfo,
 };
 use super::schema::Migration;
 use crate::state::JobState;
-use crate::{RateLimit, Result};
+use crate::Result;
 
 pub(crate) mod sealed {
     /// Only offload's backends implement [`Driver`](super::Driver).
@@ -381,19 +381,11 @@ pub trait Driver: sqlx::Database + Sized + sealed::Sealed {
         queue: &str,
     ) -> impl Future<Output = Result<QueueLimits>> + Send;
 
-    /// Sets (or with `None` removes) the queue's global limit. Wakes
-    /// nothing.
-    fn queue_set_global_limit(
+    /// Sets (or with `None` lifts) one of the queue's limits. Wakes nothing.
+    fn queue_set_limit(
         pool: &Pool<Self>,
         queue: &str,
-        limit: Option<usize>,
-    ) -> impl Future<Output = Result<()>> + Send;
-
-    /// Sets (or with `None` removes) the queue's rate limit.
-    fn queue_set_rate_limit(
-        pool: &Pool<Self>,
-        queue: &str,
-        rate: Option<RateLimit>,
+        change: LimitChange,
     ) -> impl Future<Output = Result<()>> + Send;
 
     /// Waits for other processes' new jobs ([`Signals::wake`] with the

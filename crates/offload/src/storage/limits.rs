@@ -2,10 +2,11 @@
 //! the settings a queue's row holds, what a claim found in use, and the
 //! arithmetic that turns the two into how many jobs the claim may take.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use super::rows::ClaimedJob;
-use crate::RateLimit;
+use crate::{Partition, RateLimit};
 
 /// The limits a queue has over every worker on the database.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -14,24 +15,54 @@ pub struct QueueLimits {
     pub global: Option<usize>,
     /// Most of its jobs starting per period.
     pub rate: Option<RateLimit>,
+    /// Whether its keys take turns, and its cap per key.
+    pub partition: Option<Partition>,
+}
+
+/// A queue row's limit columns, as both backends decode them.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct LimitColumns {
+    pub global: Option<i64>,
+    pub rate_limit: Option<i64>,
+    pub rate_period_ms: Option<i64>,
+    pub partitioned: bool,
+    pub partition_limit: Option<i64>,
+}
+
+impl From<LimitColumns> for QueueLimits {
+    /// A value out of range reads as unset.
+    fn from(columns: LimitColumns) -> Self {
+        let partition = columns.partitioned.then(|| {
+            let per_key = columns
+                .partition_limit
+                .and_then(|n| usize::try_from(n).ok());
+            per_key
+                .and_then(|n| Partition::new().concurrency(n).ok())
+                .unwrap_or_default()
+        });
+        Self {
+            global: columns.global.and_then(|n| usize::try_from(n).ok()),
+            rate: RateLimit::from_columns(columns.rate_limit, columns.rate_period_ms),
+            partition,
+        }
+    }
+}
+
+/// One limit of a queue, set (`Some`) or lifted (`None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitChange {
+    /// Most of its jobs running at once.
+    Global(Option<usize>),
+    /// Most of its jobs starting per period.
+    Rate(Option<RateLimit>),
+    /// Keys in turn, and a cap per key.
+    Partition(Option<Partition>),
 }
 
 impl QueueLimits {
-    /// From the queue row's columns; a value out of range reads as unset.
-    pub(crate) fn from_columns(
-        global: Option<i64>,
-        rate_limit: Option<i64>,
-        rate_period_ms: Option<i64>,
-    ) -> Self {
-        Self {
-            global: global.and_then(|n| usize::try_from(n).ok()),
-            rate: RateLimit::from_columns(rate_limit, rate_period_ms),
-        }
-    }
-
     /// Whether a claim must count before it takes jobs.
     pub fn any(&self) -> bool {
-        self.global.is_some() || self.rate.is_some()
+        self.global.is_some() || self.rate.is_some() || self.partition.is_some()
     }
 
     /// How many of `max` jobs a claim may take given what is in use, and
@@ -61,6 +92,75 @@ impl QueueLimits {
             }
         }
         (room, throttled)
+    }
+}
+
+/// A partitioned queue's running jobs per key, as one claim found them.
+pub(crate) struct KeyUse {
+    cap: Option<usize>,
+    running: HashMap<String, i64>,
+}
+
+impl KeyUse {
+    /// `running` holds (key, running jobs) rows; without a cap per key the
+    /// claim need not read them.
+    pub fn new(partition: Partition, running: Vec<(String, i64)>) -> Self {
+        Self {
+            cap: partition.concurrency_limit(),
+            running: running.into_iter().collect(),
+        }
+    }
+
+    /// Jobs of `key` that may still start; `None` without a cap.
+    fn free(&self, key: &str) -> Option<usize> {
+        let running = self.running.get(key).copied().unwrap_or(0);
+        let running = usize::try_from(running).unwrap_or(0);
+        self.cap.map(|cap| cap.saturating_sub(running))
+    }
+
+    /// Keys at their cap, which the key walk passes over.
+    pub fn full(&self) -> Vec<String> {
+        let keys = self.running.keys();
+        keys.filter(|key| self.free(key) == Some(0))
+            .cloned()
+            .collect()
+    }
+
+    /// The claim's turn: keys `after` the cursor, then those `wrapped` from
+    /// the first key up to it, each once, shared `room` claims one per key
+    /// per round (every key gets one before any key gets two). Returns the
+    /// keys served and their shares, in turn order.
+    pub fn turn(
+        &self,
+        room: usize,
+        after: Vec<String>,
+        wrapped: Vec<String>,
+    ) -> Vec<(String, usize)> {
+        let mut keys = after;
+        for key in wrapped {
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+        keys.truncate(room);
+        let mut shares = vec![0usize; keys.len()];
+        let mut left = room;
+        while left > 0 {
+            let before = left;
+            for (share, key) in shares.iter_mut().zip(&keys) {
+                if left > 0 && self.free(key).is_none_or(|free| *share < free) {
+                    *share += 1;
+                    left -= 1;
+                }
+            }
+            if left == before {
+                break;
+            }
+        }
+        keys.into_iter()
+            .zip(shares)
+            .filter(|(_, share)| *share > 0)
+            .collect()
     }
 }
 
@@ -138,7 +238,27 @@ mod tests {
         QueueLimits {
             global,
             rate: rate.map(|r| r.parse().unwrap()),
+            partition: None,
         }
+    }
+
+    fn strings(keys: &[&str]) -> Vec<String> {
+        keys.iter().map(|key| key.to_string()).collect()
+    }
+
+    #[test]
+    fn turns_give_every_key_one_before_any_key_two() {
+        let two = Partition::new().concurrency(2).unwrap();
+        let uncapped = KeyUse::new(Partition::new(), Vec::new());
+        let capped = KeyUse::new(two, vec![("b".into(), 1), ("c".into(), 2)]);
+        assert_eq!(capped.full(), ["c"]);
+        let turn = capped.turn(5, strings(&["a", "b"]), strings(&["d", "a"]));
+        assert_eq!(turn, [("a".into(), 2), ("b".into(), 1), ("d".into(), 2)]);
+        let turn = uncapped.turn(2, strings(&["a", "b", "c"]), Vec::new());
+        assert_eq!(turn, [("a".into(), 1), ("b".into(), 1)]);
+        let turn = uncapped.turn(5, strings(&["m"]), strings(&["a", "m"]));
+        assert_eq!(turn, [("m".into(), 3), ("a".into(), 2)]);
+        assert!(capped.turn(4, Vec::new(), Vec::new()).is_empty());
     }
 
     #[test]

@@ -30,20 +30,32 @@ pub struct NewJob {
     pub tags: Vec<String>,
     /// Set for unique jobs: the key and the states it holds in.
     pub unique: Option<UniqueKey>,
+    /// The key a partitioned queue takes turns by and caps; empty for none.
+    pub partition_key: String,
 }
 
 impl NewJob {
     /// Checks what every backend must refuse before anything is inserted:
-    /// a queue name no queue can have, and a NUL character in the args,
-    /// tags or kind.
+    /// a queue name no queue can have, a partition key too long to index,
+    /// and a NUL character in the args, tags, kind or partition key.
     pub(crate) fn validate(&self) -> Result<()> {
         crate::queue_name::check_queue_name(&self.queue)?;
+        if self.partition_key.len() > crate::MAX_PARTITION_KEY_LEN {
+            return Err(Error::Config(format!(
+                "the partition key of a `{}` job is {} bytes; at most {} are allowed",
+                self.kind.replace('\0', "\u{FFFD}"),
+                self.partition_key.len(),
+                crate::MAX_PARTITION_KEY_LEN
+            )));
+        }
         let field = if has_escaped_nul(&self.args) {
             "args"
         } else if self.tags.iter().any(|tag| tag.contains('\0')) {
             "tags"
         } else if self.kind.contains('\0') {
             "kind"
+        } else if self.partition_key.contains('\0') {
+            "partition key"
         } else {
             return Ok(());
         };
@@ -69,6 +81,7 @@ impl NewJob {
             run_at: None,
             tags: Vec::new(),
             unique: None,
+            partition_key: String::new(),
         }
     }
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::defaults::DEFAULT_QUEUE;
 use crate::storage::Backend;
-use crate::{Error, RateLimit};
+use crate::{Error, Partition, RateLimit};
 
 /// Jobs the promoter moves or the pruner deletes per statement.
 pub(crate) const MAINTENANCE_BATCH: usize = 5_000;
@@ -31,6 +31,10 @@ pub struct QueueConfig {
     /// database. Written to the database at start; `None` leaves whatever
     /// limit the queue has (see [`Client::set_rate_limit`](crate::Client::set_rate_limit)).
     pub rate_limit: Option<RateLimit>,
+    /// Whether the queue's jobs' keys take turns, and its cap per key over
+    /// all workers. Written to the database at start; `None` leaves whatever
+    /// the queue has (see [`Client::set_partition`](crate::Client::set_partition)).
+    pub partition: Option<Partition>,
 }
 
 impl QueueConfig {
@@ -42,6 +46,7 @@ impl QueueConfig {
             concurrency,
             global_limit: None,
             rate_limit: None,
+            partition: None,
         }
     }
 
@@ -60,6 +65,20 @@ impl QueueConfig {
     /// ```
     pub fn rate_limit(mut self, rate: RateLimit) -> Self {
         self.rate_limit = Some(rate);
+        self
+    }
+
+    /// Partitions the queue: its jobs' keys take turns, and with
+    /// [`Partition::concurrency`] at most that many jobs of one key run at
+    /// once over all workers.
+    ///
+    /// ```
+    /// use offload::{Partition, QueueConfig};
+    /// let exports = QueueConfig::new("exports", 16).partition(Partition::new().concurrency(2).unwrap());
+    /// assert_eq!(exports.partition.unwrap().concurrency_limit(), Some(2));
+    /// ```
+    pub fn partition(mut self, partition: Partition) -> Self {
+        self.partition = Some(partition);
         self
     }
 }

@@ -35,7 +35,7 @@ use crate::hooks::JobEvent;
 use crate::queue_name::check_queue_name;
 use crate::registry::{Kinds, Registry};
 use crate::storage::group::WriteGroup;
-use crate::storage::{Attempt, Backend, WorkerInfo};
+use crate::storage::{Attempt, Backend, LimitChange, WorkerInfo};
 use crate::Result;
 
 /// Runs jobs from the database until shut down.
@@ -107,10 +107,15 @@ impl<DB: Backend> Worker<DB> {
         DB::worker_heartbeat(&self.pool, &info).await?;
         for queue in &config.queues {
             if let Some(limit) = queue.global_limit {
-                DB::queue_set_global_limit(&self.pool, &queue.name, Some(limit)).await?;
+                DB::queue_set_limit(&self.pool, &queue.name, LimitChange::Global(Some(limit)))
+                    .await?;
             }
             if let Some(rate) = queue.rate_limit {
-                DB::queue_set_rate_limit(&self.pool, &queue.name, Some(rate)).await?;
+                DB::queue_set_limit(&self.pool, &queue.name, LimitChange::Rate(Some(rate))).await?;
+            }
+            if let Some(partition) = queue.partition {
+                let change = LimitChange::Partition(Some(partition));
+                DB::queue_set_limit(&self.pool, &queue.name, change).await?;
             }
         }
         warn_of_unserved_kinds(&self.kinds, &config);

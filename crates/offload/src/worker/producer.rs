@@ -213,7 +213,9 @@ impl Limits {
 
     fn new(queue: &QueueConfig) -> Self {
         Self {
-            configured: queue.global_limit.is_some() || queue.rate_limit.is_some(),
+            configured: queue.global_limit.is_some()
+                || queue.rate_limit.is_some()
+                || queue.partition.is_some(),
             in_database: false,
             checked_at: None,
         }

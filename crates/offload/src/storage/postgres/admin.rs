@@ -5,7 +5,9 @@ use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 
 use crate::state::JobState;
 use crate::storage::decode::{self, parse_state, SummaryRow};
-use crate::storage::{JobFilter, JobSummary, Page, QueueLimits, QueueSettings, ARGS_PREVIEW_LEN};
+use crate::storage::{
+    JobFilter, JobSummary, LimitColumns, Page, QueueLimits, QueueSettings, ARGS_PREVIEW_LEN,
+};
 use crate::Result;
 
 /// `SELECT` list of [`SummaryRow`].
@@ -218,11 +220,21 @@ pub(super) async fn completed_since(
     .await?)
 }
 
-type SettingsRow = (String, bool, Option<i32>, Option<i32>, Option<i64>, i64);
+type SettingsRow = (
+    String,
+    bool,
+    Option<i32>,
+    Option<i32>,
+    Option<i64>,
+    bool,
+    Option<i32>,
+    i64,
+);
 
 pub(super) async fn settings(pool: &PgPool) -> Result<Vec<QueueSettings>> {
     let rows: Vec<SettingsRow> = sqlx::query_as(
         "SELECT q.name, q.paused, q.global_limit, q.rate_limit, q.rate_period_ms, \
+           q.partitioned, q.partition_limit, \
            (SELECT count(*) FROM offload_rate_starts s WHERE s.queue = q.name \
               AND q.rate_limit IS NOT NULL \
               AND s.started_at > now() - q.rate_period_ms * interval '1 millisecond') \
@@ -232,18 +244,18 @@ pub(super) async fn settings(pool: &PgPool) -> Result<Vec<QueueSettings>> {
     .await?;
     Ok(rows
         .into_iter()
-        .map(
-            |(name, paused, global, rate_limit, rate_period_ms, rate_started)| QueueSettings {
-                name,
-                paused,
-                limits: QueueLimits::from_columns(
-                    global.map(i64::from),
-                    rate_limit.map(i64::from),
-                    rate_period_ms,
-                ),
-                rate_started,
-            },
-        )
+        .map(|row| QueueSettings {
+            name: row.0,
+            paused: row.1,
+            limits: QueueLimits::from(LimitColumns {
+                global: row.2.map(i64::from),
+                rate_limit: row.3.map(i64::from),
+                rate_period_ms: row.4,
+                partitioned: row.5,
+                partition_limit: row.6.map(i64::from),
+            }),
+            rate_started: row.7,
+        })
         .collect())
 }
 

@@ -19,17 +19,19 @@ const JOB_COLUMNS_PG: &str = "id, kind, queue, state, args::text AS args, priori
      attempted_at, finalized_at, worker_id";
 
 /// `RETURNING` list of `ClaimRow`, for PostgreSQL.
-const CLAIM_COLUMNS_PG: &str =
+pub(super) const CLAIM_COLUMNS_PG: &str =
     "j.id, j.kind, j.queue, j.args::text AS args, j.attempt, j.max_attempts, j.run_at";
 
 const INSERT: &str = r#"
 WITH ins AS (
-    INSERT INTO offload_jobs (kind, queue, args, priority, max_attempts, state, run_at, tags)
+    INSERT INTO offload_jobs (kind, queue, args, priority, max_attempts, state, run_at, tags,
+                              partition_key)
     SELECT k, q, a::jsonb, p, m,
            CASE WHEN r IS NULL OR r <= now() THEN 'available' ELSE 'scheduled' END,
-           COALESCE(r, now()), t::jsonb
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::int2[], $5::int4[], $6::timestamptz[], $7::text[])
-         AS u(k, q, a, p, m, r, t)
+           COALESCE(r, now()), t::jsonb, pk
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::int2[], $5::int4[], $6::timestamptz[],
+                $7::text[], $9::text[])
+         AS u(k, q, a, p, m, r, t, pk)
     RETURNING id, queue, state
 ), woke AS (
     SELECT count(pg_notify('offload_jobs', q)) AS n
@@ -145,10 +147,10 @@ RETURNING j.queue
 const INSERT_UNIQUE: &str = r#"
 WITH ins AS (
     INSERT INTO offload_jobs (kind, queue, args, priority, max_attempts, state, run_at, tags,
-                              unique_key, unique_states)
+                              unique_key, unique_states, partition_key)
     VALUES ($1, $2, $3::jsonb, $4, $5,
             CASE WHEN $6::timestamptz IS NULL OR $6 <= now() THEN 'available' ELSE 'scheduled' END,
-            COALESCE($6, now()), $7::jsonb, $8, $9)
+            COALESCE($6, now()), $7::jsonb, $8, $9, $10)
     ON CONFLICT DO NOTHING
     RETURNING id, queue, state
 ), woke AS (
@@ -193,6 +195,7 @@ pub(super) async fn insert_many(
     let mut max_attempts = Vec::with_capacity(jobs.len());
     let mut run_ats = Vec::with_capacity(jobs.len());
     let mut tags = Vec::with_capacity(jobs.len());
+    let mut partition_keys = Vec::with_capacity(jobs.len());
     for job in jobs {
         kinds.push(job.kind.as_str());
         queues.push(job.queue.as_str());
@@ -201,6 +204,7 @@ pub(super) async fn insert_many(
         max_attempts.push(job.max_attempts);
         run_ats.push(job.run_at);
         tags.push(job.tags_json());
+        partition_keys.push(job.partition_key.as_str());
     }
     Ok(sqlx::query_scalar(INSERT)
         .bind(&kinds)
@@ -211,6 +215,7 @@ pub(super) async fn insert_many(
         .bind(&run_ats)
         .bind(&tags)
         .bind(wake)
+        .bind(&partition_keys)
         .fetch_all(conn)
         .await?)
 }
@@ -231,6 +236,7 @@ pub(super) async fn insert_unique(conn: &mut PgConnection, job: &NewJob) -> Resu
         .bind(job.tags_json())
         .bind(key)
         .bind(states)
+        .bind(&job.partition_key)
         .fetch_optional(conn)
         .await?)
 }

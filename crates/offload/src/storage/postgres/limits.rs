@@ -5,9 +5,10 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 
 use super::jobs::{claim_on, limit, CLAIM_AT};
+use super::partitions::{claim_in_turn, Turn};
 use crate::storage::decode::ClaimRow;
-use crate::storage::{Claimed, ClaimedJob, LimitUse, QueueLimits};
-use crate::{RateLimit, Result};
+use crate::storage::{Claimed, ClaimedJob, LimitChange, LimitColumns, LimitUse, QueueLimits};
+use crate::Result;
 
 /// A limited queue's settings with the counts its limits need, read after
 /// the claimer took its turn: running jobs, and starts in the window before
@@ -15,7 +16,8 @@ use crate::{RateLimit, Result};
 /// have waited for the queue's row).
 const LIMITS: &str = r#"
 WITH t AS (SELECT clock_timestamp() AS now)
-SELECT q.paused, q.global_limit, q.rate_limit, q.rate_period_ms, t.now,
+SELECT q.paused, q.global_limit, q.rate_limit, q.rate_period_ms, q.partitioned,
+       q.partition_limit, q.partition_cursor, t.now,
        (SELECT count(*) FROM offload_jobs WHERE queue = $1 AND state = 'running'
           AND q.global_limit IS NOT NULL),
        w.started, w.oldest
@@ -32,6 +34,9 @@ type LimitsRow = (
     Option<i32>,
     Option<i32>,
     Option<i64>,
+    bool,
+    Option<i32>,
+    String,
     DateTime<Utc>,
     i64,
     i64,
@@ -64,20 +69,24 @@ pub(super) async fn claim_limited(
         .bind(queue)
         .fetch_optional(&mut *tx)
         .await?;
-    let Some((paused, global, rate_limit, rate_period_ms, now, running, started, oldest)) = row
-    else {
+    let Some(row) = row else {
         let jobs = claim_on(&mut tx, queue, max, worker_id).await?;
         tx.commit().await?;
         return Ok(jobs.into());
     };
+    let (paused, global, rate_limit, rate_period_ms, partitioned, partition_limit, cursor) =
+        (row.0, row.1, row.2, row.3, row.4, row.5, row.6);
+    let (now, running, started, oldest) = (row.7, row.8, row.9, row.10);
     if paused {
         return Ok(Claimed::default());
     }
-    let limits = QueueLimits::from_columns(
-        global.map(i64::from),
-        rate_limit.map(i64::from),
+    let limits = QueueLimits::from(LimitColumns {
+        global: global.map(i64::from),
+        rate_limit: rate_limit.map(i64::from),
         rate_period_ms,
-    );
+        partitioned,
+        partition_limit: partition_limit.map(i64::from),
+    });
     let used = LimitUse {
         running,
         rate_started: started,
@@ -85,7 +94,14 @@ pub(super) async fn claim_limited(
     };
     let (room, throttled) = limits.room(max, &used);
     let mut jobs = Vec::new();
-    if room > 0 {
+    if let (Some(partition), true) = (limits.partition, room > 0) {
+        let turn = Turn {
+            queue,
+            worker_id,
+            now,
+        };
+        jobs = claim_in_turn(&mut tx, &turn, room, partition, &cursor).await?;
+    } else if room > 0 {
         let rows: Vec<ClaimRow> = sqlx::query_as(CLAIM_AT.as_str())
             .bind(queue)
             .bind(limit(room))
@@ -116,51 +132,53 @@ pub(super) async fn claim_limited(
 }
 
 pub(super) async fn limits(pool: &PgPool, queue: &str) -> Result<QueueLimits> {
-    let row: Option<(Option<i32>, Option<i32>, Option<i64>)> = sqlx::query_as(
-        "SELECT global_limit, rate_limit, rate_period_ms FROM offload_queues WHERE name = $1",
+    type Row = (Option<i32>, Option<i32>, Option<i64>, bool, Option<i32>);
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT global_limit, rate_limit, rate_period_ms, partitioned, partition_limit \
+         FROM offload_queues WHERE name = $1",
     )
     .bind(queue)
     .fetch_optional(pool)
     .await?;
-    Ok(
-        row.map_or_else(QueueLimits::default, |(global, rate_limit, period)| {
-            QueueLimits::from_columns(global.map(i64::from), rate_limit.map(i64::from), period)
-        }),
-    )
+    Ok(row.map_or_else(QueueLimits::default, |row| {
+        QueueLimits::from(LimitColumns {
+            global: row.0.map(i64::from),
+            rate_limit: row.1.map(i64::from),
+            rate_period_ms: row.2,
+            partitioned: row.3,
+            partition_limit: row.4.map(i64::from),
+        })
+    }))
 }
 
-pub(super) async fn set_rate_limit(
-    pool: &PgPool,
-    queue: &str,
-    rate: Option<RateLimit>,
-) -> Result<()> {
-    let limit = rate.map(|rate| i32::try_from(rate.limit()).unwrap_or(i32::MAX));
-    sqlx::query(
-        "INSERT INTO offload_queues (name, rate_limit, rate_period_ms) VALUES ($1, $2, $3) \
-         ON CONFLICT (name) DO UPDATE SET rate_limit = excluded.rate_limit, \
-         rate_period_ms = excluded.rate_period_ms, updated_at = now()",
-    )
-    .bind(queue)
-    .bind(limit)
-    .bind(rate.map(|rate| rate.period_ms()))
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
-pub(super) async fn set_global_limit(
-    pool: &PgPool,
-    queue: &str,
-    limit: Option<usize>,
-) -> Result<()> {
-    let limit = limit.map(|n| i32::try_from(n).unwrap_or(i32::MAX));
-    sqlx::query(
-        "INSERT INTO offload_queues (name, global_limit) VALUES ($1, $2) \
-         ON CONFLICT (name) DO UPDATE SET global_limit = excluded.global_limit, updated_at = now()",
-    )
-    .bind(queue)
-    .bind(limit)
-    .execute(pool)
-    .await?;
+/// Sets one limit, creating the queue's row if it has none.
+pub(super) async fn set_limit(pool: &PgPool, queue: &str, change: LimitChange) -> Result<()> {
+    let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+    let query = match change {
+        LimitChange::Global(limit) => sqlx::query(
+            "INSERT INTO offload_queues (name, global_limit) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET global_limit = excluded.global_limit, \
+             updated_at = now()",
+        )
+        .bind(queue)
+        .bind(limit.map(count)),
+        LimitChange::Rate(rate) => sqlx::query(
+            "INSERT INTO offload_queues (name, rate_limit, rate_period_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET rate_limit = excluded.rate_limit, \
+             rate_period_ms = excluded.rate_period_ms, updated_at = now()",
+        )
+        .bind(queue)
+        .bind(rate.map(|rate| i32::try_from(rate.limit()).unwrap_or(i32::MAX)))
+        .bind(rate.map(|rate| rate.period_ms())),
+        LimitChange::Partition(partition) => sqlx::query(
+            "INSERT INTO offload_queues (name, partitioned, partition_limit) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET partitioned = excluded.partitioned, \
+             partition_limit = excluded.partition_limit, updated_at = now()",
+        )
+        .bind(queue)
+        .bind(partition.is_some())
+        .bind(partition.and_then(|p| p.concurrency_limit()).map(count)),
+    };
+    query.execute(pool).await?;
     Ok(())
 }

@@ -5,6 +5,7 @@ mod admin;
 mod cluster;
 mod jobs;
 mod limits;
+mod partitions;
 
 use std::time::Duration;
 
@@ -16,10 +17,11 @@ use cluster::notify;
 use super::schema::Migration;
 use super::{
     Attempt, Backend, Claimed, ClaimedJob, Driver, GroupStep, JobFilter, JobRecord, JobSummary,
-    Leader, NewJob, Outcome, Page, PoolSettings, QueueLimits, QueueSettings, Signals, WorkerInfo,
+    Leader, LimitChange, NewJob, Outcome, Page, PoolSettings, QueueLimits, QueueSettings, Signals,
+    WorkerInfo,
 };
 use crate::state::JobState;
-use crate::{RateLimit, Result};
+use crate::Result;
 
 /// Whether SQLSTATE `code` means "try again later": class 08
 /// (connection), 53 (resources; 53100 is a full disk); serialization
@@ -69,6 +71,11 @@ const MIGRATIONS: &[Migration] = &[
         7,
         "rate limits",
         include_str!("../../../migrations/postgres/0007_rate_limits.sql"),
+    ),
+    Migration::new(
+        8,
+        "partitions",
+        include_str!("../../../migrations/postgres/0008_partitions.sql"),
     ),
 ];
 
@@ -297,20 +304,8 @@ impl Driver for Postgres {
         limits::limits(pool, queue).await
     }
 
-    async fn queue_set_rate_limit(
-        pool: &PgPool,
-        queue: &str,
-        rate: Option<RateLimit>,
-    ) -> Result<()> {
-        limits::set_rate_limit(pool, queue, rate).await
-    }
-
-    async fn queue_set_global_limit(
-        pool: &PgPool,
-        queue: &str,
-        limit: Option<usize>,
-    ) -> Result<()> {
-        limits::set_global_limit(pool, queue, limit).await
+    async fn queue_set_limit(pool: &PgPool, queue: &str, change: LimitChange) -> Result<()> {
+        limits::set_limit(pool, queue, change).await
     }
 
     async fn notification_listen(pool: &PgPool, signals: Signals) -> Result<()> {

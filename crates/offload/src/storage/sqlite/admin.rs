@@ -8,7 +8,9 @@ use sqlx::{
 use crate::state::JobState;
 use crate::storage::decode::{self, parse_state, SummaryRow};
 use crate::storage::time::{micros, now_micros, DbTime};
-use crate::storage::{JobFilter, JobSummary, Page, QueueLimits, QueueSettings, ARGS_PREVIEW_LEN};
+use crate::storage::{
+    JobFilter, JobSummary, LimitColumns, Page, QueueLimits, QueueSettings, ARGS_PREVIEW_LEN,
+};
 use crate::Result;
 
 const MINUTE_MICROS: i64 = 60_000_000;
@@ -220,11 +222,21 @@ pub(super) async fn completed_since(
     .await?)
 }
 
-type SettingsRow = (String, bool, Option<i64>, Option<i64>, Option<i64>, i64);
+type SettingsRow = (
+    String,
+    bool,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    bool,
+    Option<i64>,
+    i64,
+);
 
 pub(super) async fn settings(pool: &SqlitePool) -> Result<Vec<QueueSettings>> {
     let rows: Vec<SettingsRow> = sqlx::query_as(
         "SELECT q.name, q.paused <> 0, q.global_limit, q.rate_limit, q.rate_period_ms, \
+           q.partitioned <> 0, q.partition_limit, \
            (SELECT count(*) FROM offload_rate_starts s WHERE s.queue = q.name \
               AND q.rate_limit IS NOT NULL AND s.started_at > ?1 - q.rate_period_ms * 1000) \
          FROM offload_queues q",
@@ -234,14 +246,18 @@ pub(super) async fn settings(pool: &SqlitePool) -> Result<Vec<QueueSettings>> {
     .await?;
     Ok(rows
         .into_iter()
-        .map(
-            |(name, paused, global, rate_limit, rate_period_ms, rate_started)| QueueSettings {
-                name,
-                paused,
-                limits: QueueLimits::from_columns(global, rate_limit, rate_period_ms),
-                rate_started,
-            },
-        )
+        .map(|row| QueueSettings {
+            name: row.0,
+            paused: row.1,
+            limits: QueueLimits::from(LimitColumns {
+                global: row.2,
+                rate_limit: row.3,
+                rate_period_ms: row.4,
+                partitioned: row.5,
+                partition_limit: row.6,
+            }),
+            rate_started: row.7,
+        })
         .collect())
 }
 

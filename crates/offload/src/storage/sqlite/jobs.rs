@@ -18,13 +18,15 @@ const JOB_COLUMNS_SQLITE: &str = "id, kind, queue, state, args, priority, attemp
      max_attempts, errors, tags, created_at, run_at, attempted_at, finalized_at, worker_id";
 
 /// `RETURNING` list of `ClaimRow`, for SQLite.
-const CLAIM_COLUMNS_SQLITE: &str = "id, kind, queue, args, attempt, max_attempts, run_at";
+pub(super) const CLAIM_COLUMNS_SQLITE: &str =
+    "id, kind, queue, args, attempt, max_attempts, run_at";
 
 const INSERT: &str = r#"
-INSERT INTO offload_jobs (kind, queue, args, priority, max_attempts, state, created_at, run_at, tags)
+INSERT INTO offload_jobs (kind, queue, args, priority, max_attempts, state, created_at, run_at, tags,
+                          partition_key)
 SELECT value ->> 0, value ->> 1, value -> 2, value ->> 3, value ->> 4,
        CASE WHEN COALESCE(value ->> 5, ?1) <= ?1 THEN 'available' ELSE 'scheduled' END,
-       ?1, COALESCE(value ->> 5, ?1), value -> 6
+       ?1, COALESCE(value ->> 5, ?1), value -> 6, value ->> 7
 FROM json_each(?2)
 ORDER BY key
 RETURNING id
@@ -119,10 +121,10 @@ RETURNING queue
 
 const INSERT_UNIQUE: &str = r#"
 INSERT INTO offload_jobs (kind, queue, args, priority, max_attempts, state, created_at, run_at, tags,
-                          unique_key, unique_states)
+                          unique_key, unique_states, partition_key)
 VALUES (?2, ?3, json(?4), ?5, ?6,
         CASE WHEN COALESCE(?7, ?1) <= ?1 THEN 'available' ELSE 'scheduled' END,
-        ?1, COALESCE(?7, ?1), ?8, ?9, ?10)
+        ?1, COALESCE(?7, ?1), ?8, ?9, ?10, ?11)
 ON CONFLICT DO NOTHING
 RETURNING id
 "#;
@@ -164,6 +166,7 @@ pub(super) async fn insert_many(conn: &mut SqliteConnection, jobs: &[NewJob]) ->
             job.max_attempts,
             job.run_at.map(micros),
             job.tags,
+            job.partition_key,
         ]));
     }
     let payload = serde_json::Value::Array(rows).to_string();
@@ -196,6 +199,7 @@ pub(super) async fn insert_unique(
         .bind(job.tags_json())
         .bind(key)
         .bind(states)
+        .bind(&job.partition_key)
         .fetch_optional(conn)
         .await?)
 }

@@ -6,14 +6,16 @@ use std::time::Duration;
 use sqlx::{SqliteConnection, SqlitePool};
 
 use super::jobs::{claim_at, limit};
+use super::partitions::{claim_in_turn, Turn};
 use crate::storage::time::now_micros;
-use crate::storage::{Claimed, LimitUse, QueueLimits};
-use crate::{RateLimit, Result};
+use crate::storage::{Claimed, LimitChange, LimitColumns, LimitUse, QueueLimits};
+use crate::Result;
 
 /// A limited queue's settings, with the counts its limits need: running
 /// jobs, and starts in the window ending at `?2` (microseconds).
 const LIMITS: &str = r#"
-SELECT q.paused, q.global_limit, q.rate_limit, q.rate_period_ms,
+SELECT q.paused, q.global_limit, q.rate_limit, q.rate_period_ms, q.partitioned <> 0,
+       q.partition_limit, q.partition_cursor,
        (SELECT count(*) FROM offload_jobs WHERE queue = ?1 AND state = 'running'
           AND q.global_limit IS NOT NULL),
        (SELECT count(*) FROM offload_rate_starts s
@@ -28,6 +30,9 @@ type LimitsRow = (
     Option<i64>,
     Option<i64>,
     Option<i64>,
+    bool,
+    Option<i64>,
+    String,
     i64,
     i64,
     Option<i64>,
@@ -65,15 +70,24 @@ pub(super) async fn claim_limited(
         .bind(now)
         .fetch_optional(&mut *tx)
         .await?;
-    let Some((paused, global, rate_limit, rate_period_ms, running, started, oldest)) = row else {
+    let Some(row) = row else {
         let jobs = claim_at(&mut tx, queue, max, worker_id, now).await?;
         tx.commit().await?;
         return Ok(jobs.into());
     };
+    let (paused, global, rate_limit, rate_period_ms, partitioned, partition_limit, cursor) =
+        (row.0, row.1, row.2, row.3, row.4, row.5, row.6);
+    let (running, started, oldest) = (row.7, row.8, row.9);
     if paused {
         return Ok(Claimed::default());
     }
-    let limits = QueueLimits::from_columns(global, rate_limit, rate_period_ms);
+    let limits = QueueLimits::from(LimitColumns {
+        global,
+        rate_limit,
+        rate_period_ms,
+        partitioned,
+        partition_limit,
+    });
     let used = LimitUse {
         running,
         rate_started: started,
@@ -81,10 +95,17 @@ pub(super) async fn claim_limited(
             .map(|oldest| Duration::from_micros(u64::try_from(now - oldest).unwrap_or(0))),
     };
     let (room, throttled) = limits.room(max, &used);
-    let jobs = if room == 0 {
-        Vec::new()
-    } else {
-        claim_at(&mut tx, queue, room, worker_id, now).await?
+    let jobs = match (room, limits.partition) {
+        (0, _) => Vec::new(),
+        (_, Some(partition)) => {
+            let turn = Turn {
+                queue,
+                worker_id,
+                now,
+            };
+            claim_in_turn(&mut tx, &turn, room, partition, &cursor).await?
+        }
+        (_, None) => claim_at(&mut tx, queue, room, worker_id, now).await?,
     };
     if let Some(rate) = limits.rate {
         if !jobs.is_empty() {
@@ -107,53 +128,57 @@ pub(super) async fn claim_limited(
 }
 
 pub(super) async fn limits(pool: &SqlitePool, queue: &str) -> Result<QueueLimits> {
-    let row: Option<(Option<i64>, Option<i64>, Option<i64>)> = sqlx::query_as(
-        "SELECT global_limit, rate_limit, rate_period_ms FROM offload_queues WHERE name = ?1",
+    type Row = (Option<i64>, Option<i64>, Option<i64>, bool, Option<i64>);
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT global_limit, rate_limit, rate_period_ms, partitioned <> 0, partition_limit \
+         FROM offload_queues WHERE name = ?1",
     )
     .bind(queue)
     .fetch_optional(pool)
     .await?;
-    Ok(
-        row.map_or_else(QueueLimits::default, |(global, rate_limit, period)| {
-            QueueLimits::from_columns(global, rate_limit, period)
-        }),
-    )
+    Ok(row.map_or_else(QueueLimits::default, |row| {
+        QueueLimits::from(LimitColumns {
+            global: row.0,
+            rate_limit: row.1,
+            rate_period_ms: row.2,
+            partitioned: row.3,
+            partition_limit: row.4,
+        })
+    }))
 }
 
-pub(super) async fn set_rate_limit(
-    pool: &SqlitePool,
-    queue: &str,
-    rate: Option<RateLimit>,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO offload_queues (name, rate_limit, rate_period_ms, updated_at) \
-         VALUES (?1, ?2, ?3, ?4) \
-         ON CONFLICT (name) DO UPDATE SET rate_limit = excluded.rate_limit, \
-         rate_period_ms = excluded.rate_period_ms, updated_at = excluded.updated_at",
-    )
-    .bind(queue)
-    .bind(rate.map(|rate| i64::from(rate.limit())))
-    .bind(rate.map(|rate| rate.period_ms()))
-    .bind(now_micros())
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
-pub(super) async fn set_global_limit(
-    pool: &SqlitePool,
-    queue: &str,
-    max: Option<usize>,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO offload_queues (name, global_limit, updated_at) VALUES (?1, ?2, ?3) \
-         ON CONFLICT (name) DO UPDATE SET global_limit = excluded.global_limit, \
-         updated_at = excluded.updated_at",
-    )
-    .bind(queue)
-    .bind(max.map(limit))
-    .bind(now_micros())
-    .execute(pool)
-    .await?;
+/// Sets one limit, creating the queue's row if it has none.
+pub(super) async fn set_limit(pool: &SqlitePool, queue: &str, change: LimitChange) -> Result<()> {
+    let query = match change {
+        LimitChange::Global(max) => sqlx::query(
+            "INSERT INTO offload_queues (name, global_limit, updated_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (name) DO UPDATE SET global_limit = excluded.global_limit, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(queue)
+        .bind(max.map(limit))
+        .bind(now_micros()),
+        LimitChange::Rate(rate) => sqlx::query(
+            "INSERT INTO offload_queues (name, rate_limit, rate_period_ms, updated_at) \
+             VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (name) DO UPDATE SET rate_limit = excluded.rate_limit, \
+             rate_period_ms = excluded.rate_period_ms, updated_at = excluded.updated_at",
+        )
+        .bind(queue)
+        .bind(rate.map(|rate| i64::from(rate.limit())))
+        .bind(rate.map(|rate| rate.period_ms()))
+        .bind(now_micros()),
+        LimitChange::Partition(partition) => sqlx::query(
+            "INSERT INTO offload_queues (name, partitioned, partition_limit, updated_at) \
+             VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (name) DO UPDATE SET partitioned = excluded.partitioned, \
+             partition_limit = excluded.partition_limit, updated_at = excluded.updated_at",
+        )
+        .bind(queue)
+        .bind(partition.is_some())
+        .bind(partition.and_then(|p| p.concurrency_limit()).map(limit))
+        .bind(now_micros()),
+    };
+    query.execute(pool).await?;
     Ok(())
 }

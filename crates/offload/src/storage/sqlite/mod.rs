@@ -6,6 +6,7 @@ mod admin;
 mod cluster;
 mod jobs;
 mod limits;
+mod partitions;
 
 use std::time::Duration;
 
@@ -15,10 +16,11 @@ use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 use super::schema::Migration;
 use super::{
     Attempt, Backend, Claimed, ClaimedJob, Driver, GroupStep, JobFilter, JobRecord, JobSummary,
-    Leader, NewJob, Outcome, Page, PoolSettings, QueueLimits, QueueSettings, Signals, WorkerInfo,
+    Leader, LimitChange, NewJob, Outcome, Page, PoolSettings, QueueLimits, QueueSettings, Signals,
+    WorkerInfo,
 };
 use crate::state::JobState;
-use crate::{RateLimit, Result};
+use crate::Result;
 
 /// Whether result `code` (an extended code; its low byte is the primary
 /// one) means "try again later": SQLITE_BUSY (5) or SQLITE_LOCKED (6), or
@@ -66,6 +68,11 @@ const MIGRATIONS: &[Migration] = &[
         7,
         "rate limits",
         include_str!("../../../migrations/sqlite/0007_rate_limits.sql"),
+    ),
+    Migration::new(
+        8,
+        "partitions",
+        include_str!("../../../migrations/sqlite/0008_partitions.sql"),
     ),
 ];
 
@@ -305,20 +312,8 @@ impl Driver for Sqlite {
         limits::limits(pool, queue).await
     }
 
-    async fn queue_set_rate_limit(
-        pool: &SqlitePool,
-        queue: &str,
-        rate: Option<RateLimit>,
-    ) -> Result<()> {
-        limits::set_rate_limit(pool, queue, rate).await
-    }
-
-    async fn queue_set_global_limit(
-        pool: &SqlitePool,
-        queue: &str,
-        limit: Option<usize>,
-    ) -> Result<()> {
-        limits::set_global_limit(pool, queue, limit).await
+    async fn queue_set_limit(pool: &SqlitePool, queue: &str, change: LimitChange) -> Result<()> {
+        limits::set_limit(pool, queue, change).await
     }
 
     async fn notification_listen(_pool: &SqlitePool, _signals: Signals) -> Result<()> {

@@ -1,0 +1,132 @@
+//! The claim of a partitioned queue: its keys take turns from the cursor
+//! the last claim left, and a key at its cap is passed over.
+
+use std::sync::LazyLock;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+
+use super::jobs::{limit, CLAIM_COLUMNS_PG};
+use crate::storage::decode::ClaimRow;
+use crate::storage::{ClaimedJob, KeyUse};
+use crate::{Partition, Result};
+
+/// Who claims, on which queue, at which start time (the one a rate limit
+/// counted).
+pub(super) struct Turn<'a> {
+    pub queue: &'a str,
+    pub worker_id: &'a str,
+    pub now: DateTime<Utc>,
+}
+
+/// Keys with available jobs, in order from `$2` (`op` is `>` or `>=`),
+/// up to `$3` when it is set, less those in `$4`: one index probe per key
+/// (a loose index scan), stopping at `$5` keys.
+fn walk_sql(op: &str) -> String {
+    format!(
+        r#"
+WITH RECURSIVE walk(k) AS (
+    (SELECT partition_key FROM offload_jobs
+     WHERE queue = $1 AND state = 'available' AND partition_key {op} $2
+     ORDER BY partition_key LIMIT 1)
+  UNION ALL
+    SELECT (SELECT j.partition_key FROM offload_jobs j
+            WHERE j.queue = $1 AND j.state = 'available' AND j.partition_key > walk.k
+            ORDER BY j.partition_key LIMIT 1)
+    FROM walk WHERE walk.k IS NOT NULL AND ($3::text IS NULL OR walk.k < $3)
+)
+SELECT k FROM walk
+WHERE k IS NOT NULL AND ($3::text IS NULL OR k <= $3) AND NOT (k = ANY($4::text[]))
+LIMIT $5
+"#
+    )
+}
+
+static WALK_AFTER: LazyLock<String> = LazyLock::new(|| walk_sql(">"));
+static WALK_FROM: LazyLock<String> = LazyLock::new(|| walk_sql(">="));
+
+const RUNNING_PER_KEY: &str = "SELECT partition_key, count(*) FROM offload_jobs \
+     WHERE queue = $1 AND state = 'running' GROUP BY partition_key";
+
+/// Each key's first `n` jobs in the queue's claim order.
+static CLAIM_SHARES: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        r#"
+WITH picked AS (
+    SELECT p.id FROM unnest($2::text[], $3::int8[]) AS s(k, n),
+    LATERAL (SELECT id FROM offload_jobs
+             WHERE queue = $1 AND state = 'available' AND partition_key = s.k
+             ORDER BY priority, run_at, id
+             LIMIT s.n
+             FOR UPDATE SKIP LOCKED) p
+)
+UPDATE offload_jobs j
+SET state = 'running', attempt = j.attempt + 1, attempted_at = $5, worker_id = $4
+WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
+RETURNING {CLAIM_COLUMNS_PG}
+"#
+    )
+});
+
+/// Claims up to `room` jobs of a partitioned queue, holding the queue's
+/// row (so the per-key counts stay true until the commit).
+pub(super) async fn claim_in_turn(
+    conn: &mut PgConnection,
+    turn: &Turn<'_>,
+    room: usize,
+    partition: Partition,
+    cursor: &str,
+) -> Result<Vec<ClaimedJob>> {
+    let running: Vec<(String, i64)> = match partition.concurrency_limit() {
+        Some(_) => {
+            sqlx::query_as(RUNNING_PER_KEY)
+                .bind(turn.queue)
+                .fetch_all(&mut *conn)
+                .await?
+        }
+        None => Vec::new(),
+    };
+    let keys = KeyUse::new(partition, running);
+    let full = keys.full();
+    let walk = |sql: &'static str, from: &str, to: Option<&str>, want: usize| {
+        sqlx::query_scalar::<_, String>(sql)
+            .bind(turn.queue)
+            .bind(from.to_owned())
+            .bind(to.map(str::to_owned))
+            .bind(full.clone())
+            .bind(limit(want))
+    };
+    let after = walk(WALK_AFTER.as_str(), cursor, None, room)
+        .fetch_all(&mut *conn)
+        .await?;
+    let wrapped = if after.len() < room {
+        walk(WALK_FROM.as_str(), "", Some(cursor), room - after.len())
+            .fetch_all(&mut *conn)
+            .await?
+    } else {
+        Vec::new()
+    };
+    let shares = keys.turn(room, after, wrapped);
+    let Some((last, _)) = shares.last() else {
+        return Ok(Vec::new());
+    };
+    let last = last.clone();
+    let (keys, counts): (Vec<String>, Vec<i64>) = shares
+        .into_iter()
+        .map(|(key, share)| (key, limit(share)))
+        .unzip();
+    let rows: Vec<ClaimRow> = sqlx::query_as(CLAIM_SHARES.as_str())
+        .bind(turn.queue)
+        .bind(&keys)
+        .bind(&counts)
+        .bind(turn.worker_id)
+        .bind(turn.now)
+        .fetch_all(&mut *conn)
+        .await?;
+    sqlx::query("UPDATE offload_queues SET partition_cursor = $2 WHERE name = $1")
+        .bind(turn.queue)
+        .bind(last)
+        .execute(&mut *conn)
+        .await?;
+    Ok(rows.into_iter().map(ClaimedJob::from).collect())
+}
