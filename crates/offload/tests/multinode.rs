@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, Sqlite};
 use support::cluster::{
     node_config, node_registry, pid_of, ticking_node_registry, ClusterDb, HoldsWrite,
-    MeasureConcurrency, RatedNoop, GLOBAL_LIMIT, LIMITED_QUEUE, LOCAL_CONCURRENCY, RATED_QUEUE,
-    RATE_LIMIT, RATE_PERIOD_MS,
+    MeasureConcurrency, MeasureKeyConcurrency, RatedNoop, GLOBAL_LIMIT, LIMITED_QUEUE,
+    LOCAL_CONCURRENCY, PARTITIONED_QUEUE, PER_KEY_LIMIT, RATED_QUEUE, RATE_LIMIT, RATE_PERIOD_MS,
 };
 use support::jobs::Noop;
 use support::{eventually, wait_for_state, TestDatabase, TestDb};
@@ -583,9 +583,12 @@ async fn max_concurrency_when_done<DB: ClusterDb>(db: &TestDatabase<DB>) -> (i64
     )
     .await;
     let took = started.elapsed();
-    let (running_now, max_seen) = DB::gauge(&db.pool).await;
-    assert_eq!(running_now, 0, "every job left the gauge");
-    (max_seen, took)
+    let gauges = DB::gauges(&db.pool).await;
+    let [(_, running_now, max_seen)] = gauges.as_slice() else {
+        panic!("one gauge, not {gauges:?}");
+    };
+    assert_eq!(*running_now, 0, "every job left the gauge");
+    (*max_seen, took)
 }
 
 fn assert_limit_held(label: &str, max_seen: i64, took: Duration) {
@@ -679,6 +682,62 @@ async fn rate_limit_is_never_exceeded_by_three_workers_sqlite() {
     let db = create::<Sqlite>().await;
     let nodes = start_local_nodes(&db, Duration::from_secs(1)).await;
     rate_limit_holds_over_workers(&db, "sqlite, 3 workers").await;
+    stop_all(nodes).await;
+    db.drop_database().await;
+}
+
+// ------------------------------------------------------------ partitions
+
+const KEYS: usize = 4;
+const JOBS_PER_KEY: usize = 10;
+
+/// Enqueues jobs of several keys on the partitioned queue, waits for them,
+/// and checks each key's gauge (counted inside the jobs) reached the cap
+/// per key and never passed it.
+async fn per_key_limit_holds_over_workers<DB: ClusterDb>(db: &TestDatabase<DB>, label: &str) {
+    let jobs = (0..KEYS * JOBS_PER_KEY).map(|n| MeasureKeyConcurrency {
+        key: format!("customer-{}", n % KEYS),
+        millis: 100,
+    });
+    let started = Instant::now();
+    db.client.enqueue_many(jobs).await.unwrap();
+    let total = (KEYS * JOBS_PER_KEY) as i64;
+    eventually(
+        Duration::from_secs(60),
+        "every keyed job completed",
+        || async { count_in(db, PARTITIONED_QUEUE, JobState::Completed).await >= total },
+    )
+    .await;
+    let took = started.elapsed();
+    let gauges = DB::gauges(&db.pool).await;
+    eprintln!(
+        "{label}: cap {PER_KEY_LIMIT} per key, {NODES} nodes x {LOCAL_CONCURRENCY} slots, \
+         {KEYS} keys x {JOBS_PER_KEY} jobs of 100 ms took {took:?}; (key, running, most at once): {gauges:?}"
+    );
+    assert_eq!(gauges.len(), KEYS);
+    for (key, running_now, max_seen) in gauges {
+        assert_eq!(running_now, 0, "{key}: every job left the gauge");
+        assert_eq!(
+            max_seen, PER_KEY_LIMIT as i64,
+            "{key}: the cap is reached and never exceeded"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_key_limit_is_never_exceeded_by_three_processes_postgres() {
+    let db = create::<Postgres>().await;
+    let cluster = Cluster::start(&db, Duration::from_secs(2)).await;
+    per_key_limit_holds_over_workers(&db, "postgres, 3 processes").await;
+    drop(cluster);
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_key_limit_is_never_exceeded_by_three_workers_sqlite() {
+    let db = create::<Sqlite>().await;
+    let nodes = start_local_nodes(&db, Duration::from_secs(1)).await;
+    per_key_limit_holds_over_workers(&db, "sqlite, 3 workers").await;
     stop_all(nodes).await;
     db.drop_database().await;
 }

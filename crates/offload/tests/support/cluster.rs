@@ -5,7 +5,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use offload::{
-    Job, JobContext, JobError, PeriodicJob, QueueConfig, RateLimit, Registry, WorkerConfig,
+    Job, JobContext, JobError, Partition, PeriodicJob, QueueConfig, RateLimit, Registry,
+    WorkerConfig,
 };
 use serde::{Deserialize, Serialize};
 use sqlx::{Pool, Postgres, Sqlite};
@@ -24,19 +25,31 @@ pub const RATED_QUEUE: &str = "rated";
 pub const RATE_LIMIT: u32 = 6;
 /// The rate limit's period.
 pub const RATE_PERIOD_MS: u64 = 400;
+/// The partitioned queue.
+pub const PARTITIONED_QUEUE: &str = "per_key";
+/// Its cap per key over all workers.
+pub const PER_KEY_LIMIT: usize = 2;
 /// Slots per worker on every queue, more than the global limit.
 pub const LOCAL_CONCURRENCY: usize = 4;
 
 /// What the multi-node tests need beyond [`TestDb`].
 pub trait ClusterDb: TestDb {
-    /// Creates the concurrency gauge (one row: running now, most seen).
+    /// Creates the concurrency gauges (a row per key: running now, most
+    /// seen).
     fn create_gauge(pool: &Pool<Self>) -> impl Future<Output = ()> + Send;
-    /// One more job running; raises the most seen. Its own statement.
-    fn enter_gauge(pool: &Pool<Self>) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
-    /// One job fewer running.
-    fn leave_gauge(pool: &Pool<Self>) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
-    /// (running now, most seen).
-    fn gauge(pool: &Pool<Self>) -> impl Future<Output = (i64, i64)> + Send;
+    /// One more job of `key` running; raises its most seen. Its own
+    /// statement.
+    fn enter_gauge(
+        pool: &Pool<Self>,
+        key: &str,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+    /// One job of `key` fewer running.
+    fn leave_gauge(
+        pool: &Pool<Self>,
+        key: &str,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+    /// (key, running now, most seen) of every key, by key.
+    fn gauges(pool: &Pool<Self>) -> impl Future<Output = Vec<(String, i64, i64)>> + Send;
     /// `run_at` of every job of `kind`, in microseconds, in order.
     fn run_ats(pool: &Pool<Self>, kind: &str) -> impl Future<Output = Vec<i64>> + Send;
     /// `attempted_at` of every job of `kind`, in microseconds, in order.
@@ -48,37 +61,39 @@ pub trait ClusterDb: TestDb {
 impl ClusterDb for Postgres {
     async fn create_gauge(pool: &Pool<Self>) {
         sqlx::raw_sql(
-            "CREATE TABLE gauge (id int PRIMARY KEY, running_now bigint NOT NULL, max_seen bigint NOT NULL);
-             INSERT INTO gauge VALUES (1, 0, 0);",
+            "CREATE TABLE gauge (key text PRIMARY KEY, running_now bigint NOT NULL, max_seen bigint NOT NULL)",
         )
         .execute(pool)
         .await
         .expect("gauge table");
     }
 
-    async fn enter_gauge(pool: &Pool<Self>) -> Result<(), sqlx::Error> {
+    async fn enter_gauge(pool: &Pool<Self>, key: &str) -> Result<(), sqlx::Error> {
         // SET reads the row as it was before this update, under its lock.
         sqlx::query(
-            "UPDATE gauge SET running_now = running_now + 1, \
-             max_seen = GREATEST(max_seen, running_now + 1) WHERE id = 1",
+            "INSERT INTO gauge VALUES ($1, 1, 1) ON CONFLICT (key) DO UPDATE \
+             SET running_now = gauge.running_now + 1, \
+                 max_seen = GREATEST(gauge.max_seen, gauge.running_now + 1)",
         )
+        .bind(key)
         .execute(pool)
         .await?;
         Ok(())
     }
 
-    async fn leave_gauge(pool: &Pool<Self>) -> Result<(), sqlx::Error> {
-        sqlx::query("UPDATE gauge SET running_now = running_now - 1 WHERE id = 1")
+    async fn leave_gauge(pool: &Pool<Self>, key: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE gauge SET running_now = running_now - 1 WHERE key = $1")
+            .bind(key)
             .execute(pool)
             .await?;
         Ok(())
     }
 
-    async fn gauge(pool: &Pool<Self>) -> (i64, i64) {
-        sqlx::query_as("SELECT running_now, max_seen FROM gauge WHERE id = 1")
-            .fetch_one(pool)
+    async fn gauges(pool: &Pool<Self>) -> Vec<(String, i64, i64)> {
+        sqlx::query_as("SELECT key, running_now, max_seen FROM gauge ORDER BY key")
+            .fetch_all(pool)
             .await
-            .expect("gauge")
+            .expect("gauges")
     }
 
     async fn run_ats(pool: &Pool<Self>, kind: &str) -> Vec<i64> {
@@ -114,36 +129,37 @@ impl ClusterDb for Postgres {
 impl ClusterDb for Sqlite {
     async fn create_gauge(pool: &Pool<Self>) {
         sqlx::raw_sql(
-            "CREATE TABLE gauge (id INTEGER PRIMARY KEY, running_now INTEGER NOT NULL, max_seen INTEGER NOT NULL);
-             INSERT INTO gauge VALUES (1, 0, 0);",
+            "CREATE TABLE gauge (key TEXT PRIMARY KEY, running_now INTEGER NOT NULL, max_seen INTEGER NOT NULL)",
         )
         .execute(pool)
         .await
         .expect("gauge table");
     }
 
-    async fn enter_gauge(pool: &Pool<Self>) -> Result<(), sqlx::Error> {
+    async fn enter_gauge(pool: &Pool<Self>, key: &str) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "UPDATE gauge SET running_now = running_now + 1, \
-             max_seen = max(max_seen, running_now + 1) WHERE id = 1",
+            "INSERT INTO gauge VALUES (?1, 1, 1) ON CONFLICT (key) DO UPDATE \
+             SET running_now = running_now + 1, max_seen = max(max_seen, running_now + 1)",
         )
+        .bind(key)
         .execute(pool)
         .await?;
         Ok(())
     }
 
-    async fn leave_gauge(pool: &Pool<Self>) -> Result<(), sqlx::Error> {
-        sqlx::query("UPDATE gauge SET running_now = running_now - 1 WHERE id = 1")
+    async fn leave_gauge(pool: &Pool<Self>, key: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE gauge SET running_now = running_now - 1 WHERE key = ?1")
+            .bind(key)
             .execute(pool)
             .await?;
         Ok(())
     }
 
-    async fn gauge(pool: &Pool<Self>) -> (i64, i64) {
-        sqlx::query_as("SELECT running_now, max_seen FROM gauge WHERE id = 1")
-            .fetch_one(pool)
+    async fn gauges(pool: &Pool<Self>) -> Vec<(String, i64, i64)> {
+        sqlx::query_as("SELECT key, running_now, max_seen FROM gauge ORDER BY key")
+            .fetch_all(pool)
             .await
-            .expect("gauge")
+            .expect("gauges")
     }
 
     async fn run_ats(pool: &Pool<Self>, kind: &str) -> Vec<i64> {
@@ -196,9 +212,33 @@ impl<DB: ClusterDb> Job<DB> for MeasureConcurrency {
     const QUEUE: &'static str = LIMITED_QUEUE;
 
     async fn run(self, ctx: &mut JobContext<DB>) -> Result<(), JobError> {
-        DB::enter_gauge(ctx.pool()).await?;
+        DB::enter_gauge(ctx.pool(), "all").await?;
         tokio::time::sleep(Duration::from_millis(self.millis)).await;
-        DB::leave_gauge(ctx.pool()).await?;
+        DB::leave_gauge(ctx.pool(), "all").await?;
+        Ok(())
+    }
+}
+
+/// Counts itself in its key's gauge while it runs, on the partitioned
+/// queue.
+#[derive(Serialize, Deserialize)]
+pub struct MeasureKeyConcurrency {
+    pub key: String,
+    pub millis: u64,
+}
+
+impl<DB: ClusterDb> Job<DB> for MeasureKeyConcurrency {
+    const KIND: &'static str = "measure_key_concurrency";
+    const QUEUE: &'static str = PARTITIONED_QUEUE;
+
+    fn partition_key(&self) -> Option<String> {
+        Some(self.key.clone())
+    }
+
+    async fn run(self, ctx: &mut JobContext<DB>) -> Result<(), JobError> {
+        DB::enter_gauge(ctx.pool(), &self.key).await?;
+        tokio::time::sleep(Duration::from_millis(self.millis)).await;
+        DB::leave_gauge(ctx.pool(), &self.key).await?;
         Ok(())
     }
 }
@@ -240,6 +280,7 @@ pub fn node_registry<DB: ClusterDb>() -> Registry<DB> {
         .register::<MeasureConcurrency>()
         .register::<HoldsWrite>()
         .register::<RatedNoop>()
+        .register::<MeasureKeyConcurrency>()
 }
 
 /// [`node_registry`] with the periodic tick.
@@ -260,6 +301,10 @@ pub fn node_config(leader_ttl: Duration) -> WorkerConfig {
         .queue_config(QueueConfig::new(RATED_QUEUE, LOCAL_CONCURRENCY).rate_limit(
             RateLimit::new(RATE_LIMIT, Duration::from_millis(RATE_PERIOD_MS)).expect("valid"),
         ))
+        .queue_config(
+            QueueConfig::new(PARTITIONED_QUEUE, LOCAL_CONCURRENCY)
+                .partition(Partition::new().concurrency(PER_KEY_LIMIT).expect("valid")),
+        )
 }
 
 /// The pid in a worker id (`host-pid-suffix`).

@@ -182,9 +182,34 @@ impl<DB: TestDb> Job<DB> for Noop {
     }
 }
 
+/// Queue of [`Keyed`] jobs.
+pub const KEYED_QUEUE: &str = "keyed";
+
+/// Sleeps `ms` milliseconds; partitioned by `key`.
+#[derive(Serialize, Deserialize)]
+pub struct Keyed {
+    pub key: String,
+    pub ms: u64,
+}
+
+impl<DB: TestDb> Job<DB> for Keyed {
+    const KIND: &'static str = "keyed";
+    const QUEUE: &'static str = KEYED_QUEUE;
+
+    fn partition_key(&self) -> Option<String> {
+        Some(self.key.clone())
+    }
+
+    async fn run(self, _ctx: &mut JobContext<DB>) -> Result<(), JobError> {
+        tokio::time::sleep(std::time::Duration::from_millis(self.ms)).await;
+        Ok(())
+    }
+}
+
 /// Every test job.
 pub fn registry<DB: TestDb>() -> Registry<DB> {
     Registry::new()
+        .register::<Keyed>()
         .register::<ApplyEffect>()
         .register::<RecordEffect>()
         .register::<SlowEffect>()
