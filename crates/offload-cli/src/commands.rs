@@ -7,8 +7,8 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use offload::{
     admin::{
-        parse_global_limit, parse_rate_limit, Admin, AdminError, BulkTarget, FilterParams,
-        JobAction, JobFilter,
+        parse_global_limit, parse_partition, parse_rate_limit, Admin, AdminError, BulkTarget,
+        FilterParams, JobAction, JobFilter,
     },
     Backend, BackendKind, JobState,
 };
@@ -303,13 +303,18 @@ async fn run_queues<DB: Backend>(admin: Admin<DB>, command: QueuesCommand) -> an
             Ok(())
         }
         QueuesCommand::Limit {
-            name, global, rate, ..
+            name,
+            global,
+            rate,
+            partition,
+            ..
         } => {
-            if global.is_none() && rate.is_none() {
-                let message = "name a limit to set: --global N|off, --rate N/PERIOD|off";
+            if global.is_none() && rate.is_none() && partition.is_none() {
+                let message = "name a limit to set: --global N|off, --rate N/PERIOD|off, \
+                               --partition N|turns|off";
                 return Err(Failure::new(USAGE, message).into());
             }
-            // Both are read before either is written.
+            // All are read before any is written.
             let usage = |error: AdminError| Failure::new(USAGE, error.to_string());
             let global = global
                 .as_deref()
@@ -319,6 +324,11 @@ async fn run_queues<DB: Backend>(admin: Admin<DB>, command: QueuesCommand) -> an
             let rate = rate
                 .as_deref()
                 .map(parse_rate_limit)
+                .transpose()
+                .map_err(usage)?;
+            let partition = partition
+                .as_deref()
+                .map(parse_partition)
                 .transpose()
                 .map_err(usage)?;
             if let Some(limit) = global {
@@ -337,6 +347,13 @@ async fn run_queues<DB: Backend>(admin: Admin<DB>, command: QueuesCommand) -> an
                         rate.period()
                     ),
                     None => println!("queue {name}: no rate limit"),
+                }
+            }
+            if let Some(partition) = partition {
+                admin.set_partition(&name, partition).await?;
+                match partition {
+                    Some(partition) => println!("queue {name}: partitioned, {partition}"),
+                    None => println!("queue {name}: not partitioned"),
                 }
             }
             Ok(())

@@ -238,6 +238,11 @@ pub(crate) enum QueuesCommand {
         /// `1000/h`), or `off`.
         #[arg(long, value_name = "N/PERIOD|off")]
         rate: Option<String>,
+        /// Partitions the queue by its jobs' keys: `turns` (keys take
+        /// turns), N (turns, and at most N of one key's jobs at once), or
+        /// `off`.
+        #[arg(long, value_name = "N|turns|off")]
+        partition: Option<String>,
     },
 }
 

@@ -116,6 +116,7 @@ pub(crate) fn print_queues(queues: &[QueueSummary]) {
         "DONE/MIN",
         "RUNNING LIMIT",
         "RATE LIMIT",
+        "PARTITION",
         "HELD BY LIMIT",
     ]);
     let mut t = table(&header);
@@ -144,6 +145,10 @@ pub(crate) fn print_queues(queues: &[QueueSummary]) {
         row.push(Cell::new(q.rate_limit.map_or_else(
             || "-".to_owned(),
             |rate| format!("{}/{} per {} ms", rate.started, rate.limit, rate.period_ms),
+        )));
+        row.push(Cell::new(q.partition.map_or_else(
+            || "-".to_owned(),
+            |partition| partition.describe(),
         )));
         row.push(Cell::new(q.waiting_on_limit).set_alignment(CellAlignment::Right));
         t.add_row(row);

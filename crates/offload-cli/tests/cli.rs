@@ -237,7 +237,17 @@ async fn queues_pause_resume_and_list_on_postgres() {
     // Limits: set, listed with their use, refused when malformed, removed.
     let set = offload(
         &url,
-        &["queues", "limit", "mail", "--global", "2", "--rate", "50/s"],
+        &[
+            "queues",
+            "limit",
+            "mail",
+            "--global",
+            "2",
+            "--rate",
+            "50/s",
+            "--partition",
+            "3",
+        ],
     );
     assert_eq!(set.status.code(), Some(0), "{}", stderr(&set));
     let list = offload(&url, &["queues", "list", "--json"]);
@@ -245,12 +255,19 @@ async fn queues_pause_resume_and_list_on_postgres() {
     assert_eq!(queues[0]["global_limit"], 2);
     assert_eq!(queues[0]["rate_limit"]["limit"], 50);
     assert_eq!(queues[0]["rate_limit"]["period_ms"], 1000);
+    assert_eq!(queues[0]["partition"]["per_key_limit"], 3);
     let table = stdout(&offload(&url, &["queues", "list"]));
     assert!(
-        table.contains("0/2") && table.contains("0/50 per 1000 ms"),
+        table.contains("0/2") && table.contains("0/50 per 1000 ms") && table.contains("3 per key"),
         "{table}"
     );
-    for bad in [&["--rate", "50/day"][..], &["--global", "0"], &[]] {
+    for bad in [
+        &["--rate", "50/day"][..],
+        &["--global", "0"],
+        &["--partition", "0"],
+        &["--partition", "some"],
+        &[],
+    ] {
         let args = [&["queues", "limit", "mail"][..], bad].concat();
         let refused = offload(&url, &args);
         assert_eq!(
@@ -263,12 +280,23 @@ async fn queues_pause_resume_and_list_on_postgres() {
     let off = offload(
         &url,
         &[
-            "queues", "limit", "mail", "--global", "off", "--rate", "off",
+            "queues",
+            "limit",
+            "mail",
+            "--global",
+            "off",
+            "--rate",
+            "off",
+            "--partition",
+            "off",
         ],
     );
     assert_eq!(off.status.code(), Some(0), "{}", stderr(&off));
     let limits = Client::new(pool.clone()).limits("mail").await.unwrap();
-    assert_eq!((limits.global, limits.rate), (None, None));
+    assert_eq!(
+        (limits.global, limits.rate, limits.partition),
+        (None, None, None)
+    );
     db.cleanup().await;
 }
 

@@ -567,13 +567,16 @@ async fn queue_limits_are_set_shown_and_checked<DB: Backend>(pool: Pool<DB>) {
     let app = app(&pool);
     let set = send(
         &app,
-        put_limits("hooks", json!({"global_limit": 3, "rate_limit": "100/s"})),
+        put_limits(
+            "hooks",
+            json!({"global_limit": 3, "rate_limit": "100/s", "partition": {"per_key_limit": 2}}),
+        ),
     )
     .await;
     assert_eq!(set.status, StatusCode::OK, "{}", set.text());
     assert_eq!(
         set.json(),
-        json!({"global_limit": 3, "rate_limit": "100/1000ms"})
+        json!({"global_limit": 3, "rate_limit": "100/1000ms", "partition": {"per_key_limit": 2}})
     );
     let queues = send(&app, get("/api/queues")).await.json();
     let hooks = queues
@@ -588,6 +591,10 @@ async fn queue_limits_are_set_shown_and_checked<DB: Backend>(pool: Pool<DB>) {
         hooks["rate_limit"],
         json!({"limit": 100, "period_ms": 1000, "started": 0})
     );
+    assert_eq!(
+        hooks["partition"],
+        json!({"per_key_limit": 2, "keys_running": 0, "keys_at_limit": 0})
+    );
     assert_eq!(hooks["waiting_on_limit"], 0);
 
     for (body, expected) in [
@@ -595,6 +602,7 @@ async fn queue_limits_are_set_shown_and_checked<DB: Backend>(pool: Pool<DB>) {
         (json!({"rate_limit": "0/s"}), "at least 1"),
         (json!({"global_limit": 0}), "at least 1"),
         (json!({"global_limit": 2, "burst": 1}), "unknown field"),
+        (json!({"partition": {"per_key_limit": 0}}), "at least 1"),
     ] {
         let refused = send(&app, put_limits("hooks", body.clone())).await;
         assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{body}");
@@ -613,7 +621,10 @@ async fn queue_limits_are_set_shown_and_checked<DB: Backend>(pool: Pool<DB>) {
     let cleared = send(&app, put_limits("hooks", json!({}))).await;
     assert_eq!(cleared.status, StatusCode::OK);
     let limits = Client::new(pool.clone()).limits("hooks").await.unwrap();
-    assert_eq!((limits.global, limits.rate), (None, None));
+    assert_eq!(
+        (limits.global, limits.rate, limits.partition),
+        (None, None, None)
+    );
 }
 
 on_both_backends!(

@@ -24,6 +24,7 @@ on_both_backends!(
     enqueue_many_of_nothing_inserts_nothing,
     invalid_queue_names_are_refused_by_every_enqueue_and_insert_nothing,
     a_128_character_queue_name_is_accepted,
+    partition_keys_come_from_the_kind_or_the_enqueue_and_are_checked,
 );
 
 #[derive(Serialize, Deserialize)]
@@ -37,6 +38,72 @@ impl<DB: TestDb> Job<DB> for Reindex {
     async fn run(self, _ctx: &mut JobContext<DB>) -> Result<(), JobError> {
         Ok(())
     }
+}
+
+/// Partitioned by shop, from its args.
+#[derive(Serialize, Deserialize)]
+struct ShopExport {
+    shop_id: i64,
+}
+
+impl<DB: TestDb> Job<DB> for ShopExport {
+    const KIND: &'static str = "shop_export";
+
+    fn partition_key(&self) -> Option<String> {
+        Some(format!("shop-{}", self.shop_id))
+    }
+
+    async fn run(self, _ctx: &mut JobContext<DB>) -> Result<(), JobError> {
+        Ok(())
+    }
+}
+
+async fn partition_keys_come_from_the_kind_or_the_enqueue_and_are_checked<DB: TestDb>(
+    db: &TestDatabase<DB>,
+) {
+    let key_of =
+        |id: i64| async move { db.client.job(id).await.unwrap().expect("job").partition_key };
+    let from_args = db.client.enqueue(ShopExport { shop_id: 7 }).await.unwrap();
+    assert_eq!(key_of(from_args.id).await, "shop-7");
+    let overridden = db
+        .client
+        .enqueue_with(
+            ShopExport { shop_id: 7 },
+            EnqueueOptions::new().partition_key("tenant-1"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(key_of(overridden.id).await, "tenant-1");
+    let many = db
+        .client
+        .enqueue_many(vec![ShopExport { shop_id: 1 }, ShopExport { shop_id: 2 }])
+        .await
+        .unwrap();
+    assert_eq!(key_of(many[1].id).await, "shop-2");
+    let keyless = db.client.enqueue(Reindex { shop_id: 1 }).await.unwrap();
+    assert_eq!(key_of(keyless.id).await, "");
+
+    let too_long =
+        EnqueueOptions::new().partition_key("k".repeat(offload::MAX_PARTITION_KEY_LEN + 1));
+    let refused = db
+        .client
+        .enqueue_with(Reindex { shop_id: 1 }, too_long)
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("partition key"), "{refused}");
+    let nul = EnqueueOptions::new().partition_key("a\0b");
+    let refused = db
+        .client
+        .enqueue_with(Reindex { shop_id: 1 }, nul)
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("NUL"), "{refused}");
+    let longest = EnqueueOptions::new().partition_key("k".repeat(offload::MAX_PARTITION_KEY_LEN));
+    assert!(db
+        .client
+        .enqueue_with(Reindex { shop_id: 1 }, longest)
+        .await
+        .is_ok());
 }
 
 fn unique() -> EnqueueOptions {

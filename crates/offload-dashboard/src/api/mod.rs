@@ -368,7 +368,7 @@ async fn queue_action<DB: Backend>(
     request_body = QueueLimitsBody,
     responses(
         (status = 200, description = "The limits now set", body = QueueLimitsBody),
-        (status = 400, description = "Bad name, a limit of 0 or a malformed rate", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Bad name, a limit of 0, a malformed rate or a cap per key of 0", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Needs `Content-Type: application/json`", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -386,14 +386,25 @@ async fn set_queue_limits<DB: Backend>(
         .map(offload::admin::parse_rate_limit)
         .transpose()?
         .flatten();
+    let partition = request
+        .partition
+        .map(|body| match body.per_key_limit {
+            None => Ok(offload::Partition::new()),
+            Some(cap) => offload::Partition::new()
+                .concurrency(cap)
+                .map_err(|error| ApiError::bad_request(error.to_string())),
+        })
+        .transpose()?;
     state
         .admin
         .set_global_limit(&name, request.global_limit)
         .await?;
     state.admin.set_rate_limit(&name, rate).await?;
+    state.admin.set_partition(&name, partition).await?;
     Ok(Json(QueueLimitsBody {
         global_limit: request.global_limit,
         rate_limit: rate.map(|rate| rate.to_string()),
+        partition: request.partition,
     }))
 }
 

@@ -59,8 +59,8 @@ pub struct QueuePausedBody {
     pub paused: bool,
 }
 
-/// A queue's limits over all workers. A `PUT` sets both: a field left out
-/// or `null` removes that limit.
+/// A queue's limits over all workers. A `PUT` sets them all: a field left
+/// out or `null` removes that limit.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueueLimitsBody {
@@ -72,6 +72,21 @@ pub struct QueueLimitsBody {
     #[serde(default)]
     #[schema(example = "100/s")]
     pub rate_limit: Option<String>,
+    /// Partitions the queue by its jobs' keys: they take turns, and with
+    /// `per_key_limit` at most that many of one key's jobs run at once.
+    #[serde(default)]
+    pub partition: Option<PartitionBody>,
+}
+
+/// A partitioned queue's setting.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionBody {
+    /// Most jobs of one key running at once (at least 1); `null`: keys
+    /// only take turns.
+    #[serde(default)]
+    #[schema(example = 2)]
+    pub per_key_limit: Option<usize>,
 }
 
 /// An error, as RFC 9457 problem details.

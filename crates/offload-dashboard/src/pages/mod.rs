@@ -284,6 +284,8 @@ pub(crate) struct LimitsForm {
     global: String,
     #[serde(default)]
     rate: String,
+    #[serde(default)]
+    partition: String,
 }
 
 impl HasCsrf for LimitsForm {
@@ -308,8 +310,10 @@ pub(crate) async fn queue_limits<DB: Backend>(
         let form = check_form(form, &csrf)?;
         let global = offload::admin::parse_global_limit(&form.global)?;
         let rate = offload::admin::parse_rate_limit(&form.rate)?;
+        let partition = offload::admin::parse_partition(&form.partition)?;
         state.admin.set_global_limit(&name, global).await?;
         state.admin.set_rate_limit(&name, rate).await?;
+        state.admin.set_partition(&name, partition).await?;
         Ok::<_, ApiError>(())
     }
     .await;

@@ -14,8 +14,8 @@ use sqlx::Pool;
 
 pub use filter::{parse_time, FilterError, FilterParams, MAX_NAME_LEN, MAX_TEXT_LEN};
 pub use views::{
-    ActionOutcome, BulkTarget, JobAction, JobPage, Overview, QueueSummary, RateLimitUse,
-    StateCounts, ThroughputPoint,
+    ActionOutcome, BulkTarget, JobAction, JobPage, Overview, PartitionSummary, QueueSummary,
+    RateLimitUse, StateCounts, ThroughputPoint,
 };
 
 pub use crate::storage::{
@@ -157,9 +157,16 @@ impl<DB: Backend> Admin<DB> {
             let at_rate = entry
                 .rate_limit
                 .is_some_and(|rate| rate.started >= i64::from(rate.limit));
-            if at_global || at_rate {
-                entry.waiting_on_limit = entry.counts.get(JobState::Available);
-            }
+            entry.partition = queue.limits.partition.map(|partition| PartitionSummary {
+                per_key_limit: partition.concurrency_limit(),
+                keys_running: queue.partition_use.keys_running,
+                keys_at_limit: queue.partition_use.keys_at_limit,
+            });
+            entry.waiting_on_limit = if at_global || at_rate {
+                entry.counts.get(JobState::Available)
+            } else {
+                queue.partition_use.waiting_at_limit
+            };
         }
         Ok(Overview {
             totals,
@@ -367,6 +374,7 @@ fn queue_entry<'a>(
             completed_per_minute: 0.0,
             global_limit: None,
             rate_limit: None,
+            partition: None,
             waiting_on_limit: 0,
         })
 }
@@ -423,4 +431,35 @@ pub fn parse_rate_limit(text: &str) -> Result<Option<RateLimit>, AdminError> {
     text.parse()
         .map(Some)
         .map_err(|error: crate::InvalidRateLimit| AdminError::BadLimit(error.to_string()))
+}
+
+/// A partition setting: `turns` (keys take turns, no cap), a whole number
+/// from 1 (keys take turns, at most that many of one key's jobs at once),
+/// or `off` (or nothing) for a plain queue.
+///
+/// ```
+/// use offload::admin::parse_partition;
+/// assert_eq!(parse_partition("2").unwrap().unwrap().concurrency_limit(), Some(2));
+/// assert_eq!(parse_partition("turns").unwrap().unwrap().concurrency_limit(), None);
+/// assert_eq!(parse_partition("off").unwrap(), None);
+/// assert!(parse_partition("0").is_err());
+/// ```
+pub fn parse_partition(text: &str) -> Result<Option<Partition>, AdminError> {
+    let text = text.trim();
+    if is_off(text) {
+        return Ok(None);
+    }
+    if text == "turns" {
+        return Ok(Some(Partition::new()));
+    }
+    text.parse::<usize>()
+        .ok()
+        .and_then(|cap| Partition::new().concurrency(cap).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            AdminError::BadLimit(format!(
+                "partition {:?}: expected a cap per key from 1, turns, or off",
+                text.chars().take(40).collect::<String>()
+            ))
+        })
 }

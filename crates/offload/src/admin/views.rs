@@ -91,9 +91,45 @@ pub struct QueueSummary {
     /// Most of its jobs starting per period over all workers, and the
     /// starts in the current window.
     pub rate_limit: Option<RateLimitUse>,
+    /// Whether its keys take turns, its cap per key, and the cap's use.
+    pub partition: Option<PartitionSummary>,
     /// Available jobs held back because a limit is reached (0 when none
-    /// is).
+    /// is): every available job at the global or rate limit, else those of
+    /// keys at their cap.
     pub waiting_on_limit: i64,
+}
+
+/// A partitioned queue's cap per key and how its keys use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PartitionSummary {
+    /// Most jobs of one key running at once; `None`: keys only take turns.
+    pub per_key_limit: Option<usize>,
+    /// Keys with a job running.
+    pub keys_running: i64,
+    /// Keys running as many jobs as the cap allows.
+    pub keys_at_limit: i64,
+}
+
+impl PartitionSummary {
+    /// One line for a table cell: the cap and its use.
+    ///
+    /// ```
+    /// use offload::admin::PartitionSummary;
+    /// let busy = PartitionSummary { per_key_limit: Some(2), keys_running: 3, keys_at_limit: 1 };
+    /// assert_eq!(busy.describe(), "2 per key; 3 keys running, 1 at the cap");
+    /// let turns = PartitionSummary { per_key_limit: None, keys_running: 4, keys_at_limit: 0 };
+    /// assert_eq!(turns.describe(), "keys in turn; 4 keys running");
+    /// ```
+    pub fn describe(&self) -> String {
+        match self.per_key_limit {
+            Some(cap) => format!(
+                "{cap} per key; {} keys running, {} at the cap",
+                self.keys_running, self.keys_at_limit
+            ),
+            None => format!("keys in turn; {} keys running", self.keys_running),
+        }
+    }
 }
 
 /// A rate limit and how much of its current window is used.

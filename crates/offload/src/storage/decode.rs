@@ -42,6 +42,7 @@ pub(crate) struct JobRow {
     attempted_at: Option<DbTime>,
     finalized_at: Option<DbTime>,
     worker_id: Option<String>,
+    partition_key: String,
 }
 
 impl TryFrom<JobRow> for JobRecord {
@@ -64,6 +65,7 @@ impl TryFrom<JobRow> for JobRecord {
             attempted_at: row.attempted_at.map(Into::into),
             finalized_at: row.finalized_at.map(Into::into),
             worker_id: row.worker_id,
+            partition_key: row.partition_key,
         })
     }
 }

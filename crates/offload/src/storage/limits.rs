@@ -187,6 +187,35 @@ pub struct QueueSettings {
     pub limits: QueueLimits,
     /// Starts in the rate limit's current window (0 without one).
     pub rate_started: i64,
+    /// How its partitions are used (all 0 unless it is partitioned).
+    pub partition_use: PartitionUse,
+}
+
+/// Per partitioned queue: keys with running jobs, keys at their cap, and
+/// the available jobs of keys at their cap (waiting on it). Reads only the
+/// running jobs and, per full key, its part of the partition index. One
+/// statement both backends run, inside their settings query.
+pub(crate) const PARTITION_USE: &str = "SELECT r.queue, CAST(count(*) AS BIGINT) AS keys_running, \
+       CAST(sum(CASE WHEN r.n >= r.cap THEN 1 ELSE 0 END) AS BIGINT) AS keys_full, \
+       CAST(sum(CASE WHEN r.n >= r.cap THEN (SELECT count(*) FROM offload_jobs a \
+           WHERE a.queue = r.queue AND a.state = 'available' AND a.partition_key = r.k) \
+           ELSE 0 END) AS BIGINT) AS waiting \
+     FROM (SELECT j.queue, j.partition_key AS k, count(*) AS n, max(pq.partition_limit) AS cap \
+           FROM offload_jobs j JOIN offload_queues pq ON pq.name = j.queue \
+           WHERE j.state = 'running' AND pq.partitioned \
+           GROUP BY j.queue, j.partition_key) r \
+     GROUP BY r.queue";
+
+/// How a partitioned queue's keys use their cap, as the dashboard and the
+/// CLI show it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PartitionUse {
+    /// Keys with a job running.
+    pub keys_running: i64,
+    /// Keys with as many jobs running as the cap per key allows.
+    pub keys_at_limit: i64,
+    /// Available jobs of keys at the cap: waiting on it.
+    pub waiting_at_limit: i64,
 }
 
 /// What a claim took, and which limit, if any, held it to fewer jobs than

@@ -330,6 +330,8 @@ pub struct JobRecord {
     pub finalized_at: Option<DateTime<Utc>>,
     /// The worker running it, while running.
     pub worker_id: Option<String>,
+    /// The key a partitioned queue takes turns by; empty for none.
+    pub partition_key: String,
 }
 
 /// A job as a list shows it: no full args or errors.

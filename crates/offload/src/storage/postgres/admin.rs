@@ -1,12 +1,15 @@
 //! The admin operations' SQL on PostgreSQL.
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 
 use crate::state::JobState;
 use crate::storage::decode::{self, parse_state, SummaryRow};
 use crate::storage::{
-    JobFilter, JobSummary, LimitColumns, Page, QueueLimits, QueueSettings, ARGS_PREVIEW_LEN,
+    JobFilter, JobSummary, LimitColumns, Page, PartitionUse, QueueLimits, QueueSettings,
+    ARGS_PREVIEW_LEN, PARTITION_USE,
 };
 use crate::Result;
 
@@ -229,19 +232,24 @@ type SettingsRow = (
     bool,
     Option<i32>,
     i64,
+    i64,
+    i64,
+    i64,
 );
 
 pub(super) async fn settings(pool: &PgPool) -> Result<Vec<QueueSettings>> {
-    let rows: Vec<SettingsRow> = sqlx::query_as(
-        "SELECT q.name, q.paused, q.global_limit, q.rate_limit, q.rate_period_ms, \
+    static SETTINGS: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT q.name, q.paused, q.global_limit, q.rate_limit, q.rate_period_ms, \
            q.partitioned, q.partition_limit, \
            (SELECT count(*) FROM offload_rate_starts s WHERE s.queue = q.name \
               AND q.rate_limit IS NOT NULL \
-              AND s.started_at > now() - q.rate_period_ms * interval '1 millisecond') \
-         FROM offload_queues q",
-    )
-    .fetch_all(pool)
-    .await?;
+              AND s.started_at > now() - q.rate_period_ms * interval '1 millisecond'), \
+           COALESCE(p.keys_running, 0), COALESCE(p.keys_full, 0), COALESCE(p.waiting, 0) \
+         FROM offload_queues q LEFT JOIN ({PARTITION_USE}) p ON p.queue = q.name"
+        )
+    });
+    let rows: Vec<SettingsRow> = sqlx::query_as(SETTINGS.as_str()).fetch_all(pool).await?;
     Ok(rows
         .into_iter()
         .map(|row| QueueSettings {
@@ -255,6 +263,11 @@ pub(super) async fn settings(pool: &PgPool) -> Result<Vec<QueueSettings>> {
                 partition_limit: row.6.map(i64::from),
             }),
             rate_started: row.7,
+            partition_use: PartitionUse {
+                keys_running: row.8,
+                keys_at_limit: row.9,
+                waiting_at_limit: row.10,
+            },
         })
         .collect())
 }

@@ -16,7 +16,7 @@ use crate::Result;
 /// `SELECT` list of `JobRow`, for PostgreSQL (JSON columns as text).
 const JOB_COLUMNS_PG: &str = "id, kind, queue, state, args::text AS args, priority, \
      attempt, max_attempts, errors::text AS errors, tags::text AS tags, created_at, run_at, \
-     attempted_at, finalized_at, worker_id";
+     attempted_at, finalized_at, worker_id, partition_key";
 
 /// `RETURNING` list of `ClaimRow`, for PostgreSQL.
 pub(super) const CLAIM_COLUMNS_PG: &str =

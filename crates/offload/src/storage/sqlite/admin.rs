@@ -1,5 +1,7 @@
 //! The admin operations' SQL on SQLite.
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
 use sqlx::{
     Connection, Database, QueryBuilder, Sqlite, SqliteConnection, SqlitePool, TransactionManager,
@@ -9,7 +11,8 @@ use crate::state::JobState;
 use crate::storage::decode::{self, parse_state, SummaryRow};
 use crate::storage::time::{micros, now_micros, DbTime};
 use crate::storage::{
-    JobFilter, JobSummary, LimitColumns, Page, QueueLimits, QueueSettings, ARGS_PREVIEW_LEN,
+    JobFilter, JobSummary, LimitColumns, Page, PartitionUse, QueueLimits, QueueSettings,
+    ARGS_PREVIEW_LEN, PARTITION_USE,
 };
 use crate::Result;
 
@@ -231,19 +234,26 @@ type SettingsRow = (
     bool,
     Option<i64>,
     i64,
+    i64,
+    i64,
+    i64,
 );
 
 pub(super) async fn settings(pool: &SqlitePool) -> Result<Vec<QueueSettings>> {
-    let rows: Vec<SettingsRow> = sqlx::query_as(
-        "SELECT q.name, q.paused <> 0, q.global_limit, q.rate_limit, q.rate_period_ms, \
+    static SETTINGS: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT q.name, q.paused <> 0, q.global_limit, q.rate_limit, q.rate_period_ms, \
            q.partitioned <> 0, q.partition_limit, \
            (SELECT count(*) FROM offload_rate_starts s WHERE s.queue = q.name \
-              AND q.rate_limit IS NOT NULL AND s.started_at > ?1 - q.rate_period_ms * 1000) \
-         FROM offload_queues q",
-    )
-    .bind(now_micros())
-    .fetch_all(pool)
-    .await?;
+              AND q.rate_limit IS NOT NULL AND s.started_at > ?1 - q.rate_period_ms * 1000), \
+           COALESCE(p.keys_running, 0), COALESCE(p.keys_full, 0), COALESCE(p.waiting, 0) \
+         FROM offload_queues q LEFT JOIN ({PARTITION_USE}) p ON p.queue = q.name"
+        )
+    });
+    let rows: Vec<SettingsRow> = sqlx::query_as(SETTINGS.as_str())
+        .bind(now_micros())
+        .fetch_all(pool)
+        .await?;
     Ok(rows
         .into_iter()
         .map(|row| QueueSettings {
@@ -257,6 +267,11 @@ pub(super) async fn settings(pool: &SqlitePool) -> Result<Vec<QueueSettings>> {
                 partition_limit: row.6,
             }),
             rate_started: row.7,
+            partition_use: PartitionUse {
+                keys_running: row.8,
+                keys_at_limit: row.9,
+                waiting_at_limit: row.10,
+            },
         })
         .collect())
 }

@@ -15,7 +15,8 @@ use crate::{Error, Result};
 
 /// `SELECT` list of `JobRow`, for SQLite.
 const JOB_COLUMNS_SQLITE: &str = "id, kind, queue, state, args, priority, attempt, \
-     max_attempts, errors, tags, created_at, run_at, attempted_at, finalized_at, worker_id";
+     max_attempts, errors, tags, created_at, run_at, attempted_at, finalized_at, worker_id, \
+     partition_key";
 
 /// `RETURNING` list of `ClaimRow`, for SQLite.
 pub(super) const CLAIM_COLUMNS_SQLITE: &str =
