@@ -195,6 +195,12 @@ pub(crate) fn write_table(
         f,
         "medians of {rounds} round(s); ratio = offload ÷ baseline (jobs/s: above 1 means offload is faster; ms, B and µs per job: below 1)"
     )?;
+    if rows.iter().any(|row| row.phase == Phase::DrainLimits) {
+        writeln!(
+            f,
+            "rows \"(vs none)\": offload under the limit | the same drain without it; ratio = limited ÷ unlimited"
+        )?;
+    }
     writeln!(f)?;
     writeln!(f, "per round (offload | baseline):")?;
     for row in rows {

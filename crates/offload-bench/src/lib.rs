@@ -66,6 +66,9 @@ pub enum Phase {
     DrainDelete,
     /// Jobs that update a row in their own transaction.
     DrainTx,
+    /// The no-op drain under a rate limit and under a cap per key over
+    /// 1,000 keys, each against the same drain without a limit.
+    DrainLimits,
     /// Enqueue-to-start latency at a steady rate.
     Latency,
 }

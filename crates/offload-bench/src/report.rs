@@ -5,6 +5,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::comparison::{median, write_table, Comparison};
+use crate::Phase;
 
 /// Every figure of one run. Phases that were not run are `None`; with more
 /// than one round, each phase's field holds offload's median round (by
@@ -221,7 +222,11 @@ impl fmt::Display for Report {
             if s.synchronous_commit { "" } else { ", synchronous_commit off" }
         )?;
         writeln!(f)?;
-        if self.rounds > 1 || self.baseline {
+        let limits = self
+            .comparisons
+            .iter()
+            .any(|c| c.phase == Phase::DrainLimits);
+        if self.rounds > 1 || self.baseline || limits {
             return write_table(f, &self.comparisons, self.rounds);
         }
         writeln!(

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::baseline::{Baseline, WithBaseline};
 use crate::comparison::{median_run, Comparison};
+use crate::phase::limits::QueueLimit;
 use crate::phase::Bench;
 use crate::report::{Latency, Report};
 use crate::{BenchArgs, Phase};
@@ -101,6 +102,25 @@ pub(crate) async fn measure_all<DB: WithBaseline>(
                 Some(concurrency),
                 &offload,
                 base.as_deref(),
+            ));
+        }
+    }
+    if args.runs(Phase::DrainLimits) {
+        let (jobs, batch) = (args.drain_jobs, args.bulk_batch);
+        for limit in [QueueLimit::Rate, QueueLimit::PerKey] {
+            // The unlimited drain takes the baseline's turns and column.
+            let (limited, unlimited) = alternate(
+                rounds,
+                || bench.drain_limited(jobs, batch, limit),
+                Some(|| bench.drain_limited(jobs, batch, QueueLimit::Unlimited)),
+            )
+            .await?;
+            report.comparisons.push(Comparison::throughput(
+                Phase::DrainLimits,
+                &format!("{} (vs none)", limit.measure()),
+                None,
+                &limited,
+                unlimited.as_deref(),
             ));
         }
     }

@@ -85,7 +85,11 @@ async fn job_lists_counts_and_the_pruner_read_partial_indexes() {
          ORDER BY partition_key LIMIT 1",
         "SELECT id FROM offload_jobs \
          WHERE queue = 'q1' AND state = 'available' AND partition_key = 'a' \
-         ORDER BY partition_key, priority, run_at, id LIMIT 4",
+         ORDER BY queue, partition_key, priority, run_at, id LIMIT 1",
+        "SELECT id FROM offload_jobs \
+         WHERE queue = 'q1' AND state = 'available' AND partition_key = 'a' \
+         AND (priority, run_at, id) > (0, 5, 10) \
+         ORDER BY queue, partition_key, priority, run_at, id LIMIT 1",
     ];
     for sql in partition_statements {
         let plan = plan(&pool, sql).await;

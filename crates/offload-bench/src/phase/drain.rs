@@ -77,7 +77,7 @@ impl<DB: BenchStore> Bench<DB> {
     /// Starts a worker on the prepared backlog of `jobs` and returns how long
     /// it took until every one of them was finished in the database, and
     /// what that cost the server (PostgreSQL).
-    async fn run_worker(
+    pub(super) async fn run_worker(
         &self,
         phase: &str,
         jobs: u64,
@@ -145,7 +145,7 @@ impl<DB: BenchStore> Bench<DB> {
     }
 
     /// Jobs of the bench queue in any state.
-    async fn total(&self) -> anyhow::Result<u64> {
+    pub(super) async fn total(&self) -> anyhow::Result<u64> {
         let counts = self.client.count_by_state(Some(crate::QUEUE)).await?;
         Ok(counts
             .into_iter()

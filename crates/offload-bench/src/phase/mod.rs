@@ -3,6 +3,7 @@
 mod drain;
 mod enqueue;
 pub(crate) mod latency;
+pub(crate) mod limits;
 
 use std::time::Duration;
 

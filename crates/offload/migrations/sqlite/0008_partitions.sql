@@ -10,3 +10,13 @@ ALTER TABLE offload_queues ADD COLUMN partition_cursor TEXT NOT NULL DEFAULT '';
 -- key's first jobs in the queue's claim order.
 CREATE INDEX offload_jobs_partition_claim ON offload_jobs (queue, partition_key, priority, run_at, id)
     WHERE state = 'available';
+
+-- A claim records its starts in one row (their count in `starts`), not a
+-- row per start: a window's starts are the sum over its rows.
+ALTER TABLE offload_rate_starts ADD COLUMN starts INTEGER NOT NULL DEFAULT 1;
+
+-- A partitioned claim counts each key's running jobs: the key second in
+-- the running index makes that a probe (same entries; no statement looks
+-- running jobs up by queue and worker together).
+DROP INDEX offload_jobs_running;
+CREATE INDEX offload_jobs_running ON offload_jobs (queue, partition_key, worker_id) WHERE state = 'running';

@@ -2,7 +2,6 @@
 //! the settings a queue's row holds, what a claim found in use, and the
 //! arithmetic that turns the two into how many jobs the claim may take.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use super::rows::ClaimedJob;
@@ -95,51 +94,47 @@ impl QueueLimits {
     }
 }
 
-/// A partitioned queue's running jobs per key, as one claim found them.
+/// How a partitioned claim shares its room among the keys it walked.
 pub(crate) struct KeyUse {
     cap: Option<usize>,
-    running: HashMap<String, i64>,
 }
 
 impl KeyUse {
-    /// `running` holds (key, running jobs) rows; without a cap per key the
-    /// claim need not read them.
-    pub fn new(partition: Partition, running: Vec<(String, i64)>) -> Self {
+    pub fn new(partition: Partition) -> Self {
         Self {
             cap: partition.concurrency_limit(),
-            running: running.into_iter().collect(),
         }
     }
 
-    /// Jobs of `key` that may still start; `None` without a cap.
-    fn free(&self, key: &str) -> Option<usize> {
-        let running = self.running.get(key).copied().unwrap_or(0);
+    /// The cap per key, as the key walk binds it (`None`: no cap, and the
+    /// walk need not count running jobs).
+    pub fn cap(&self) -> Option<i64> {
+        self.cap.map(|cap| i64::try_from(cap).unwrap_or(i64::MAX))
+    }
+
+    /// Jobs of a key with `running` jobs that may still start; `None`
+    /// without a cap.
+    fn free(&self, running: i64) -> Option<usize> {
         let running = usize::try_from(running).unwrap_or(0);
         self.cap.map(|cap| cap.saturating_sub(running))
     }
 
-    /// Keys at their cap, which the key walk passes over.
-    pub fn full(&self) -> Vec<String> {
-        let keys = self.running.keys();
-        keys.filter(|key| self.free(key) == Some(0))
-            .cloned()
-            .collect()
-    }
-
     /// The claim's turn: keys `after` the cursor, then those `wrapped` from
-    /// the first key up to it, each once, shared `room` claims one per key
-    /// per round (every key gets one before any key gets two). Returns the
-    /// keys served and their shares, in turn order.
+    /// the first key up to it, each once with its running jobs, shared
+    /// `room` claims one per key per round (every key gets one before any
+    /// key gets two; a key at its cap gets none). Returns the keys served
+    /// and their shares, in turn order.
     pub fn turn(
         &self,
         room: usize,
-        after: Vec<String>,
-        wrapped: Vec<String>,
+        after: Vec<(String, i64)>,
+        wrapped: Vec<(String, i64)>,
     ) -> Vec<(String, usize)> {
-        let mut keys = after;
-        for key in wrapped {
-            if !keys.contains(&key) {
-                keys.push(key);
+        let mut keys: Vec<(String, Option<usize>)> = Vec::with_capacity(room);
+        for (key, running) in after.into_iter().chain(wrapped) {
+            let free = self.free(running);
+            if free != Some(0) && keys.iter().all(|(seen, _)| *seen != key) {
+                keys.push((key, free));
             }
         }
         keys.truncate(room);
@@ -147,8 +142,8 @@ impl KeyUse {
         let mut left = room;
         while left > 0 {
             let before = left;
-            for (share, key) in shares.iter_mut().zip(&keys) {
-                if left > 0 && self.free(key).is_none_or(|free| *share < free) {
+            for (share, (_, free)) in shares.iter_mut().zip(&keys) {
+                if left > 0 && free.is_none_or(|free| *share < free) {
                     *share += 1;
                     left -= 1;
                 }
@@ -160,6 +155,7 @@ impl KeyUse {
         keys.into_iter()
             .zip(shares)
             .filter(|(_, share)| *share > 0)
+            .map(|((key, _), share)| (key, share))
             .collect()
     }
 }
@@ -271,23 +267,23 @@ mod tests {
         }
     }
 
-    fn strings(keys: &[&str]) -> Vec<String> {
-        keys.iter().map(|key| key.to_string()).collect()
+    fn walked(keys: &[(&str, i64)]) -> Vec<(String, i64)> {
+        keys.iter().map(|(key, n)| (key.to_string(), *n)).collect()
     }
 
     #[test]
     fn turns_give_every_key_one_before_any_key_two() {
-        let two = Partition::new().concurrency(2).unwrap();
-        let uncapped = KeyUse::new(Partition::new(), Vec::new());
-        let capped = KeyUse::new(two, vec![("b".into(), 1), ("c".into(), 2)]);
-        assert_eq!(capped.full(), ["c"]);
-        let turn = capped.turn(5, strings(&["a", "b"]), strings(&["d", "a"]));
+        let capped = KeyUse::new(Partition::new().concurrency(2).unwrap());
+        let uncapped = KeyUse::new(Partition::new());
+        assert_eq!((capped.cap(), uncapped.cap()), (Some(2), None));
+        let after = walked(&[("a", 0), ("b", 1), ("c", 2)]);
+        let turn = capped.turn(5, after, walked(&[("d", 0), ("a", 0)]));
         assert_eq!(turn, [("a".into(), 2), ("b".into(), 1), ("d".into(), 2)]);
-        let turn = uncapped.turn(2, strings(&["a", "b", "c"]), Vec::new());
+        let turn = uncapped.turn(2, walked(&[("a", 9), ("b", 0), ("c", 0)]), Vec::new());
         assert_eq!(turn, [("a".into(), 1), ("b".into(), 1)]);
-        let turn = uncapped.turn(5, strings(&["m"]), strings(&["a", "m"]));
+        let turn = uncapped.turn(5, walked(&[("m", 0)]), walked(&[("a", 0), ("m", 0)]));
         assert_eq!(turn, [("m".into(), 3), ("a".into(), 2)]);
-        assert!(capped.turn(4, Vec::new(), Vec::new()).is_empty());
+        assert!(capped.turn(4, walked(&[("c", 2)]), Vec::new()).is_empty());
     }
 
     #[test]

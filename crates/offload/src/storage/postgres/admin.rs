@@ -242,7 +242,7 @@ pub(super) async fn settings(pool: &PgPool) -> Result<Vec<QueueSettings>> {
         format!(
             "SELECT q.name, q.paused, q.global_limit, q.rate_limit, q.rate_period_ms, \
            q.partitioned, q.partition_limit, \
-           (SELECT count(*) FROM offload_rate_starts s WHERE s.queue = q.name \
+           (SELECT COALESCE(sum(s.starts), 0) FROM offload_rate_starts s WHERE s.queue = q.name \
               AND q.rate_limit IS NOT NULL \
               AND s.started_at > now() - q.rate_period_ms * interval '1 millisecond'), \
            COALESCE(p.keys_running, 0), COALESCE(p.keys_full, 0), COALESCE(p.waiting, 0) \

@@ -22,7 +22,7 @@ SELECT q.paused, q.global_limit, q.rate_limit, q.rate_period_ms, q.partitioned,
           AND q.global_limit IS NOT NULL),
        w.started, w.oldest
 FROM offload_queues q, t,
-     LATERAL (SELECT count(*) AS started, min(s.started_at) AS oldest
+     LATERAL (SELECT COALESCE(sum(s.starts), 0)::int8 AS started, min(s.started_at) AS oldest
               FROM offload_rate_starts s
               WHERE s.queue = $1 AND q.rate_limit IS NOT NULL
                 AND s.started_at > t.now - q.rate_period_ms * interval '1 millisecond') w
@@ -43,8 +43,9 @@ type LimitsRow = (
     Option<DateTime<Utc>>,
 );
 
-const RATE_RECORD: &str = "INSERT INTO offload_rate_starts (queue, started_at) \
-     SELECT $1, $2 FROM generate_series(1, $3)";
+/// A claim's starts, in one row.
+const RATE_RECORD: &str =
+    "INSERT INTO offload_rate_starts (queue, started_at, starts) VALUES ($1, $2, $3)";
 
 /// Starts older than the window and a minute: the minute covers a claimer
 /// whose clock reading came before a lock wait.

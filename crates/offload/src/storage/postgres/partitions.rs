@@ -20,8 +20,9 @@ pub(super) struct Turn<'a> {
 }
 
 /// Keys with available jobs, in order from `$2` (`op` is `>` or `>=`),
-/// up to `$3` when it is set, less those in `$4`: one index probe per key
-/// (a loose index scan), stopping at `$5` keys.
+/// up to `$3` when it is set, each with its running jobs, less those with
+/// `$4` running (the cap, when set): one index probe per key (a loose index
+/// scan) and one count, stopping at `$5` keys.
 fn walk_sql(op: &str) -> String {
     format!(
         r#"
@@ -35,8 +36,12 @@ WITH RECURSIVE walk(k) AS (
             ORDER BY j.partition_key LIMIT 1)
     FROM walk WHERE walk.k IS NOT NULL AND ($3::text IS NULL OR walk.k < $3)
 )
-SELECT k FROM walk
-WHERE k IS NOT NULL AND ($3::text IS NULL OR k <= $3) AND NOT (k = ANY($4::text[]))
+SELECT walk.k, r.n FROM walk,
+    LATERAL (SELECT count(*) AS n FROM offload_jobs j
+             WHERE $4::int8 IS NOT NULL AND j.queue = $1 AND j.state = 'running'
+               AND j.partition_key = walk.k) r
+WHERE walk.k IS NOT NULL AND ($3::text IS NULL OR walk.k <= $3)
+  AND ($4::int8 IS NULL OR r.n < $4)
 LIMIT $5
 "#
     )
@@ -44,9 +49,6 @@ LIMIT $5
 
 static WALK_AFTER: LazyLock<String> = LazyLock::new(|| walk_sql(">"));
 static WALK_FROM: LazyLock<String> = LazyLock::new(|| walk_sql(">="));
-
-const RUNNING_PER_KEY: &str = "SELECT partition_key, count(*) FROM offload_jobs \
-     WHERE queue = $1 AND state = 'running' GROUP BY partition_key";
 
 /// Each key's first `n` jobs in the queue's claim order.
 static CLAIM_SHARES: LazyLock<String> = LazyLock::new(|| {
@@ -77,23 +79,13 @@ pub(super) async fn claim_in_turn(
     partition: Partition,
     cursor: &str,
 ) -> Result<Vec<ClaimedJob>> {
-    let running: Vec<(String, i64)> = match partition.concurrency_limit() {
-        Some(_) => {
-            sqlx::query_as(RUNNING_PER_KEY)
-                .bind(turn.queue)
-                .fetch_all(&mut *conn)
-                .await?
-        }
-        None => Vec::new(),
-    };
-    let keys = KeyUse::new(partition, running);
-    let full = keys.full();
+    let keys = KeyUse::new(partition);
     let walk = |sql: &'static str, from: &str, to: Option<&str>, want: usize| {
-        sqlx::query_scalar::<_, String>(sql)
+        sqlx::query_as::<_, (String, i64)>(sql)
             .bind(turn.queue)
             .bind(from.to_owned())
             .bind(to.map(str::to_owned))
-            .bind(full.clone())
+            .bind(keys.cap())
             .bind(limit(want))
     };
     let after = walk(WALK_AFTER.as_str(), cursor, None, room)

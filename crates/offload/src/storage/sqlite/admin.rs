@@ -244,7 +244,7 @@ pub(super) async fn settings(pool: &SqlitePool) -> Result<Vec<QueueSettings>> {
         format!(
             "SELECT q.name, q.paused <> 0, q.global_limit, q.rate_limit, q.rate_period_ms, \
            q.partitioned <> 0, q.partition_limit, \
-           (SELECT count(*) FROM offload_rate_starts s WHERE s.queue = q.name \
+           (SELECT COALESCE(sum(s.starts), 0) FROM offload_rate_starts s WHERE s.queue = q.name \
               AND q.rate_limit IS NOT NULL AND s.started_at > ?1 - q.rate_period_ms * 1000), \
            COALESCE(p.keys_running, 0), COALESCE(p.keys_full, 0), COALESCE(p.waiting, 0) \
          FROM offload_queues q LEFT JOIN ({PARTITION_USE}) p ON p.queue = q.name"

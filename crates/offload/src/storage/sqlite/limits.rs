@@ -18,7 +18,7 @@ SELECT q.paused, q.global_limit, q.rate_limit, q.rate_period_ms, q.partitioned <
        q.partition_limit, q.partition_cursor,
        (SELECT count(*) FROM offload_jobs WHERE queue = ?1 AND state = 'running'
           AND q.global_limit IS NOT NULL),
-       (SELECT count(*) FROM offload_rate_starts s
+       (SELECT COALESCE(sum(s.starts), 0) FROM offload_rate_starts s
           WHERE s.queue = ?1 AND s.started_at > ?2 - q.rate_period_ms * 1000),
        (SELECT min(s.started_at) FROM offload_rate_starts s
           WHERE s.queue = ?1 AND s.started_at > ?2 - q.rate_period_ms * 1000)
@@ -38,10 +38,9 @@ type LimitsRow = (
     Option<i64>,
 );
 
-const RATE_RECORD: &str = r#"
-WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?3)
-INSERT INTO offload_rate_starts (queue, started_at) SELECT ?1, ?2 FROM n WHERE ?3 > 0
-"#;
+/// A claim's starts, in one row.
+const RATE_RECORD: &str =
+    "INSERT INTO offload_rate_starts (queue, started_at, starts) VALUES (?1, ?2, ?3)";
 
 /// Starts older than the window and a minute: the minute covers a claimer
 /// whose clock reading came before a wait for the write lock.

@@ -20,61 +20,89 @@ pub(super) struct Turn<'a> {
     pub now: i64,
 }
 
-const NEXT_KEY_AFTER: &str = "SELECT partition_key FROM offload_jobs \
-     WHERE queue = ?1 AND state = 'available' AND partition_key > ?2 \
-     ORDER BY partition_key LIMIT 1";
-
-const FIRST_KEY: &str = "SELECT partition_key FROM offload_jobs \
-     WHERE queue = ?1 AND state = 'available' AND partition_key >= ?2 \
-     ORDER BY partition_key LIMIT 1";
-
-const RUNNING_PER_KEY: &str = "SELECT partition_key, count(*) FROM offload_jobs \
-     WHERE queue = ?1 AND state = 'running' GROUP BY partition_key";
-
-/// A key's first jobs in the queue's claim order. Naming the key in the
-/// `ORDER BY` (one value, so it changes nothing) keeps SQLite reading the
-/// index in order; without it, it sorts the key's whole backlog.
-const KEY_HEAD: &str = "SELECT id FROM offload_jobs \
-     WHERE queue = ?1 AND state = 'available' AND partition_key = ?2 \
-     ORDER BY partition_key, priority, run_at, id LIMIT ?3";
-
-static CLAIM_IDS: LazyLock<String> = LazyLock::new(|| {
+/// Keys with available jobs in order from `?2` (`op` is `>` or `>=`), up
+/// to `?4` when set, each with its running jobs when `?3` (the cap) is set:
+/// one index probe per key (a loose index scan) and one count, stopping
+/// once `?5` keys under the cap are found (or one more: the count lags a
+/// row). Keys at the cap are dropped by the caller.
+fn walk_sql(op: &str) -> String {
     format!(
-        "UPDATE offload_jobs SET state = 'running', attempt = attempt + 1, attempted_at = ?1, \
-         worker_id = ?2 WHERE id IN (SELECT value FROM json_each(?3)) \
-         RETURNING {CLAIM_COLUMNS_SQLITE}"
+        r#"
+WITH RECURSIVE walk(k, found) AS (
+    SELECT (SELECT partition_key FROM offload_jobs
+            WHERE queue = ?1 AND state = 'available' AND partition_key {op} ?2
+            ORDER BY partition_key LIMIT 1), 0
+  UNION ALL
+    SELECT (SELECT j.partition_key FROM offload_jobs j
+            WHERE j.queue = ?1 AND j.state = 'available' AND j.partition_key > walk.k
+            ORDER BY j.partition_key LIMIT 1),
+           walk.found + (?3 IS NULL OR (SELECT count(*) FROM offload_jobs r
+               WHERE r.queue = ?1 AND r.state = 'running' AND r.partition_key = walk.k) < ?3)
+    FROM walk
+    WHERE walk.k IS NOT NULL AND walk.found < ?5 AND (?4 IS NULL OR walk.k < ?4)
+)
+SELECT k, CASE WHEN ?3 IS NULL THEN 0 ELSE (SELECT count(*) FROM offload_jobs r
+           WHERE r.queue = ?1 AND r.state = 'running' AND r.partition_key = walk.k) END
+FROM walk
+WHERE k IS NOT NULL AND (?4 IS NULL OR k <= ?4)
+"#
+    )
+}
+
+static WALK_AFTER: LazyLock<String> = LazyLock::new(|| walk_sql(">"));
+static WALK_FROM: LazyLock<String> = LazyLock::new(|| walk_sql(">="));
+
+/// Claims each key's first jobs in the queue's claim order, the keys and
+/// their shares in the JSON array `?4` (`[[key, n], ...]`): a recursive
+/// walk that steps from each key's head to the job after it, one index
+/// probe a job (SQLite has no LATERAL join, and a LIMIT cannot read the
+/// outer row). Ordering by the whole index (the queue and key are one value
+/// each, so it changes nothing) keeps SQLite reading the index in order;
+/// by the claim order alone, it may sort the key's whole backlog.
+static CLAIM_SHARES: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        r#"
+WITH RECURSIVE share(k, n) AS (SELECT value ->> 0, value ->> 1 FROM json_each(?4)),
+head(k, left, p, r, id) AS (
+    SELECT share.k, share.n - 1, j.priority, j.run_at, j.id FROM share JOIN offload_jobs j
+      ON j.id = (SELECT id FROM offload_jobs
+                 WHERE queue = ?1 AND state = 'available' AND partition_key = share.k
+                 ORDER BY queue, partition_key, priority, run_at, id LIMIT 1)
+  UNION ALL
+    SELECT head.k, head.left - 1, j.priority, j.run_at, j.id FROM head JOIN offload_jobs j
+      ON j.id = (SELECT id FROM offload_jobs
+                 WHERE queue = ?1 AND state = 'available' AND partition_key = head.k
+                   AND (priority, run_at, id) > (head.p, head.r, head.id)
+                 ORDER BY queue, partition_key, priority, run_at, id LIMIT 1)
+    WHERE head.left > 0
+)
+UPDATE offload_jobs SET state = 'running', attempt = attempt + 1, attempted_at = ?2, worker_id = ?3
+WHERE id IN (SELECT id FROM head)
+RETURNING {CLAIM_COLUMNS_SQLITE}
+"#
     )
 });
 
-/// Keys with available jobs in order from `from` (itself included when
-/// `inclusive`), up to `to` when set, less those in `full`, at most `want`.
+/// Keys in order from `from` (itself included when `inclusive`), up to
+/// `to` when set, with their running jobs (0 without a cap), about `want`
+/// of them under the cap.
 async fn walk(
     conn: &mut SqliteConnection,
     queue: &str,
     (from, inclusive): (&str, bool),
     to: Option<&str>,
-    full: &[String],
+    cap: Option<i64>,
     want: usize,
-) -> Result<Vec<String>> {
-    let mut keys = Vec::new();
-    let mut at = from.to_owned();
-    let mut sql = if inclusive { FIRST_KEY } else { NEXT_KEY_AFTER };
-    while keys.len() < want {
-        let next: Option<String> = sqlx::query_scalar(sql)
-            .bind(queue)
-            .bind(&at)
-            .fetch_optional(&mut *conn)
-            .await?;
-        let Some(key) = next.filter(|key| to.is_none_or(|to| key.as_str() <= to)) else {
-            break;
-        };
-        if !full.contains(&key) {
-            keys.push(key.clone());
-        }
-        at = key;
-        sql = NEXT_KEY_AFTER;
-    }
-    Ok(keys)
+) -> Result<Vec<(String, i64)>> {
+    let sql = if inclusive { &WALK_FROM } else { &WALK_AFTER };
+    Ok(sqlx::query_as(sql.as_str())
+        .bind(queue)
+        .bind(from)
+        .bind(cap)
+        .bind(to)
+        .bind(limit(want))
+        .fetch_all(conn)
+        .await?)
 }
 
 /// Claims up to `room` jobs of a partitioned queue.
@@ -85,21 +113,11 @@ pub(super) async fn claim_in_turn(
     partition: Partition,
     cursor: &str,
 ) -> Result<Vec<ClaimedJob>> {
-    let running: Vec<(String, i64)> = match partition.concurrency_limit() {
-        Some(_) => {
-            sqlx::query_as(RUNNING_PER_KEY)
-                .bind(turn.queue)
-                .fetch_all(&mut *conn)
-                .await?
-        }
-        None => Vec::new(),
-    };
-    let keys = KeyUse::new(partition, running);
-    let full = keys.full();
-    let after = walk(conn, turn.queue, (cursor, false), None, &full, room).await?;
+    let keys = KeyUse::new(partition);
+    let after = walk(conn, turn.queue, (cursor, false), None, keys.cap(), room).await?;
     let wrapped = if after.len() < room {
         let want = room - after.len();
-        walk(conn, turn.queue, ("", true), Some(cursor), &full, want).await?
+        walk(conn, turn.queue, ("", true), Some(cursor), keys.cap(), want).await?
     } else {
         Vec::new()
     };
@@ -108,21 +126,12 @@ pub(super) async fn claim_in_turn(
         return Ok(Vec::new());
     };
     let last = last.clone();
-    let mut ids: Vec<i64> = Vec::with_capacity(room);
-    for (key, share) in &shares {
-        let head: Vec<i64> = sqlx::query_scalar(KEY_HEAD)
-            .bind(turn.queue)
-            .bind(key)
-            .bind(limit(*share))
-            .fetch_all(&mut *conn)
-            .await?;
-        ids.extend(head);
-    }
-    let ids = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".to_owned());
-    let rows: Vec<ClaimRow> = sqlx::query_as(CLAIM_IDS.as_str())
+    let shares_json = serde_json::to_string(&shares).unwrap_or_else(|_| "[]".to_owned());
+    let rows: Vec<ClaimRow> = sqlx::query_as(CLAIM_SHARES.as_str())
+        .bind(turn.queue)
         .bind(turn.now)
         .bind(turn.worker_id)
-        .bind(ids)
+        .bind(shares_json)
         .fetch_all(&mut *conn)
         .await?;
     sqlx::query("UPDATE offload_queues SET partition_cursor = ?2 WHERE name = ?1")
