@@ -222,11 +222,7 @@ impl fmt::Display for Report {
             if s.synchronous_commit { "" } else { ", synchronous_commit off" }
         )?;
         writeln!(f)?;
-        let limits = self
-            .comparisons
-            .iter()
-            .any(|c| c.phase == Phase::DrainLimits);
-        if self.rounds > 1 || self.baseline || limits {
+        if self.rounds > 1 || self.baseline {
             return write_table(f, &self.comparisons, self.rounds);
         }
         writeln!(
@@ -277,7 +273,19 @@ impl fmt::Display for Report {
                 )
             }
             None => writeln!(f, "enqueue-to-start latency: skipped"),
+        }?;
+        // A limit's cost is a comparison even in one round.
+        let limits: Vec<Comparison> = self
+            .comparisons
+            .iter()
+            .filter(|c| c.phase == Phase::DrainLimits)
+            .cloned()
+            .collect();
+        if limits.is_empty() {
+            return Ok(());
         }
+        writeln!(f)?;
+        write_table(f, &limits, self.rounds)
     }
 }
 

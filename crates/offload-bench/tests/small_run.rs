@@ -56,6 +56,16 @@ fn assert_complete(report: &offload_bench::Report) {
     assert!(latency.p50_ms <= latency.p99_ms && latency.p99_ms <= latency.max_ms);
     let table = report.to_string();
     assert!(table.contains("drain no-op, retention 0"), "{table}");
+    let limits: Vec<_> = report
+        .comparisons
+        .iter()
+        .filter(|c| c.phase == offload_bench::Phase::DrainLimits)
+        .collect();
+    assert_eq!(limits.len(), 2, "a rated and a partitioned drain");
+    for row in limits {
+        assert!(row.ratio.is_some_and(|r| r > 0.0), "{row:?}");
+        assert!(table.contains(&row.measure), "{table}");
+    }
 }
 
 /// The phases that insert or drain: the ones with the server's cost.
