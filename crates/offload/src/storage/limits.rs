@@ -95,6 +95,39 @@ impl QueueLimits {
 }
 
 /// How a partitioned claim shares its room among the keys it walked.
+/// One walk over a partitioned queue's keys with available jobs, in key
+/// order: from `from` (itself included when `inclusive`), up to `to` when
+/// set, about `want` keys under the cap.
+pub(crate) struct KeyWalk<'a> {
+    pub from: &'a str,
+    pub inclusive: bool,
+    pub to: Option<&'a str>,
+    pub want: usize,
+}
+
+impl<'a> KeyWalk<'a> {
+    /// A claim's first walk: the keys after the cursor.
+    pub fn after(cursor: &'a str, room: usize) -> Self {
+        Self {
+            from: cursor,
+            inclusive: false,
+            to: None,
+            want: room,
+        }
+    }
+
+    /// Its second, when the first `found` too few keys for `room`: the
+    /// cursor wraps around, from the first key up to itself.
+    pub fn wrapping(cursor: &'a str, room: usize, found: usize) -> Option<Self> {
+        (found < room).then(|| Self {
+            from: "",
+            inclusive: true,
+            to: Some(cursor),
+            want: room - found,
+        })
+    }
+}
+
 pub(crate) struct KeyUse {
     cap: Option<usize>,
 }
@@ -284,6 +317,21 @@ mod tests {
         let turn = uncapped.turn(5, walked(&[("m", 0)]), walked(&[("a", 0), ("m", 0)]));
         assert_eq!(turn, [("m".into(), 3), ("a".into(), 2)]);
         assert!(capped.turn(4, walked(&[("c", 2)]), Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn a_walk_wraps_around_to_the_cursor_only_when_short_of_keys() {
+        let first = KeyWalk::after("m", 4);
+        assert_eq!(
+            (first.from, first.inclusive, first.to, first.want),
+            ("m", false, None, 4)
+        );
+        assert!(KeyWalk::wrapping("m", 4, 4).is_none());
+        let second = KeyWalk::wrapping("m", 4, 1).expect("wraps");
+        assert_eq!(
+            (second.from, second.inclusive, second.to, second.want),
+            ("", true, Some("m"), 3)
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use sqlx::PgConnection;
 
 use super::jobs::{limit, CLAIM_COLUMNS_PG};
 use crate::storage::decode::ClaimRow;
-use crate::storage::{ClaimedJob, KeyUse};
+use crate::storage::{ClaimedJob, KeyUse, KeyWalk};
 use crate::{Partition, Result};
 
 /// Who claims, on which queue, at which start time (the one a rate limit
@@ -70,6 +70,28 @@ RETURNING {CLAIM_COLUMNS_PG}
     )
 });
 
+/// The keys of one walk, each with its running jobs (0 without a cap).
+async fn walk(
+    conn: &mut PgConnection,
+    turn: &Turn<'_>,
+    range: KeyWalk<'_>,
+    cap: Option<i64>,
+) -> Result<Vec<(String, i64)>> {
+    let sql = if range.inclusive {
+        &WALK_FROM
+    } else {
+        &WALK_AFTER
+    };
+    Ok(sqlx::query_as(sql.as_str())
+        .bind(turn.queue)
+        .bind(range.from)
+        .bind(range.to)
+        .bind(cap)
+        .bind(limit(range.want))
+        .fetch_all(conn)
+        .await?)
+}
+
 /// Claims up to `room` jobs of a partitioned queue, holding the queue's
 /// row (so the per-key counts stay true until the commit).
 pub(super) async fn claim_in_turn(
@@ -80,23 +102,10 @@ pub(super) async fn claim_in_turn(
     cursor: &str,
 ) -> Result<Vec<ClaimedJob>> {
     let keys = KeyUse::new(partition);
-    let walk = |sql: &'static str, from: &str, to: Option<&str>, want: usize| {
-        sqlx::query_as::<_, (String, i64)>(sql)
-            .bind(turn.queue)
-            .bind(from.to_owned())
-            .bind(to.map(str::to_owned))
-            .bind(keys.cap())
-            .bind(limit(want))
-    };
-    let after = walk(WALK_AFTER.as_str(), cursor, None, room)
-        .fetch_all(&mut *conn)
-        .await?;
-    let wrapped = if after.len() < room {
-        walk(WALK_FROM.as_str(), "", Some(cursor), room - after.len())
-            .fetch_all(&mut *conn)
-            .await?
-    } else {
-        Vec::new()
+    let after = walk(conn, turn, KeyWalk::after(cursor, room), keys.cap()).await?;
+    let wrapped = match KeyWalk::wrapping(cursor, room, after.len()) {
+        Some(range) => walk(conn, turn, range, keys.cap()).await?,
+        None => Vec::new(),
     };
     let shares = keys.turn(room, after, wrapped);
     let Some((last, _)) = shares.last() else {

@@ -9,7 +9,7 @@ use sqlx::SqliteConnection;
 
 use super::jobs::{limit, CLAIM_COLUMNS_SQLITE};
 use crate::storage::decode::ClaimRow;
-use crate::storage::{ClaimedJob, KeyUse};
+use crate::storage::{ClaimedJob, KeyUse, KeyWalk};
 use crate::{Partition, Result};
 
 /// Who claims, on which queue, at which start time (microseconds; the one
@@ -83,24 +83,24 @@ RETURNING {CLAIM_COLUMNS_SQLITE}
     )
 });
 
-/// Keys in order from `from` (itself included when `inclusive`), up to
-/// `to` when set, with their running jobs (0 without a cap), about `want`
-/// of them under the cap.
+/// The keys of one walk, each with its running jobs (0 without a cap).
 async fn walk(
     conn: &mut SqliteConnection,
-    queue: &str,
-    (from, inclusive): (&str, bool),
-    to: Option<&str>,
+    turn: &Turn<'_>,
+    range: KeyWalk<'_>,
     cap: Option<i64>,
-    want: usize,
 ) -> Result<Vec<(String, i64)>> {
-    let sql = if inclusive { &WALK_FROM } else { &WALK_AFTER };
+    let sql = if range.inclusive {
+        &WALK_FROM
+    } else {
+        &WALK_AFTER
+    };
     Ok(sqlx::query_as(sql.as_str())
-        .bind(queue)
-        .bind(from)
+        .bind(turn.queue)
+        .bind(range.from)
         .bind(cap)
-        .bind(to)
-        .bind(limit(want))
+        .bind(range.to)
+        .bind(limit(range.want))
         .fetch_all(conn)
         .await?)
 }
@@ -114,12 +114,10 @@ pub(super) async fn claim_in_turn(
     cursor: &str,
 ) -> Result<Vec<ClaimedJob>> {
     let keys = KeyUse::new(partition);
-    let after = walk(conn, turn.queue, (cursor, false), None, keys.cap(), room).await?;
-    let wrapped = if after.len() < room {
-        let want = room - after.len();
-        walk(conn, turn.queue, ("", true), Some(cursor), keys.cap(), want).await?
-    } else {
-        Vec::new()
+    let after = walk(conn, turn, KeyWalk::after(cursor, room), keys.cap()).await?;
+    let wrapped = match KeyWalk::wrapping(cursor, room, after.len()) {
+        Some(range) => walk(conn, turn, range, keys.cap()).await?,
+        None => Vec::new(),
     };
     let shares = keys.turn(room, after, wrapped);
     let Some((last, _)) = shares.last() else {
