@@ -150,6 +150,30 @@ async fn filter_by_state(browser: &Browser, state: &str) {
     .await;
 }
 
+/// Fills and submits `queue`'s limits form on the overview.
+async fn set_limits(browser: &Browser, queue: &str, per_key: &str, rate: &str) {
+    let form = browser
+        .find(Locator::Css(&format!(
+            "form.limits-form[action$='/queues/{queue}/limits']"
+        )))
+        .await
+        .expect("the queue's limits form");
+    for (field, value) in [("partition", per_key), ("rate", rate)] {
+        let input = form
+            .find(Locator::Css(&format!("input[name={field}]")))
+            .await
+            .unwrap();
+        input.clear().await.unwrap();
+        input.send_keys(value).await.unwrap();
+    }
+    form.find(Locator::Css("button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
 async fn text_of(browser: &Browser, css: &str) -> String {
     browser
         .find(Locator::Css(css))
@@ -266,6 +290,39 @@ async fn browser_filters_retries_and_escapes() {
         browser.screenshot().await.unwrap(),
     )
     .unwrap();
+
+    // The limits form: a cap per key and a rate, then a refused cap.
+    set_limits(&browser, "reports", "3", "10/s").await;
+    eventually(
+        Duration::from_secs(10),
+        "the limits form to submit",
+        || async {
+            browser
+                .current_url()
+                .await
+                .unwrap()
+                .as_str()
+                .contains("notice=limits")
+        },
+    )
+    .await;
+    let limits = client.limits("reports").await.unwrap();
+    assert_eq!(
+        limits.partition.and_then(|p| p.concurrency_limit()),
+        Some(3)
+    );
+    assert_eq!(limits.rate.map(|r| r.limit()), Some(10));
+    let queues = text_of(&browser, "#queues-heading + .table-wrap").await;
+    assert!(
+        queues.contains("3 per key; 0 keys running, 0 at the cap"),
+        "the cap shown: {queues}"
+    );
+    set_limits(&browser, "reports", "many", "10/s").await;
+    let page = text_of(&browser, "main").await;
+    assert!(page.contains("many"), "the refusal names the input: {page}");
+    let unchanged = client.limits("reports").await.unwrap();
+    assert_eq!(unchanged.partition, limits.partition);
+    browser.goto(&format!("{base}/")).await.unwrap();
 
     // Jobs page, filtered to discarded with the form.
     browser

@@ -1,5 +1,6 @@
 //! The HTML pages and their form actions.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::extract::rejection::{FormRejection, QueryRejection};
@@ -132,6 +133,12 @@ pub(crate) async fn overview<DB: Backend>(
         .collect();
     let completed: i64 = points.iter().map(|p| p.completed).sum();
     let discarded: i64 = points.iter().map(|p| p.discarded).sum();
+    // The CLI's wording, one place for both.
+    let partitions: BTreeMap<&str, String> = overview
+        .queues
+        .iter()
+        .filter_map(|q| Some((q.name.as_str(), q.partition.as_ref()?.describe())))
+        .collect();
     page.render(
         StatusCode::OK,
         "overview.html",
@@ -140,6 +147,7 @@ pub(crate) async fn overview<DB: Backend>(
             notice => notice.ok().and_then(|Query(n)| n.message()),
             totals,
             total => overview.totals.total(),
+            partitions,
             queues => overview.queues,
             states => JobState::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
             chart => Value::from_safe_string(throughput_svg(&points)),
