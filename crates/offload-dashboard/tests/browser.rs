@@ -152,6 +152,15 @@ async fn filter_by_state(browser: &Browser, state: &str) {
 
 /// Fills and submits `queue`'s limits form on the overview.
 async fn set_limits(browser: &Browser, queue: &str, per_key: &str, rate: &str) {
+    // Live refresh off, as a user editing would have it: a refresh swaps
+    // the form out from under the driver.
+    let live = browser
+        .find(Locator::Id("live-toggle"))
+        .await
+        .expect("the live toggle");
+    if live.is_selected().await.unwrap() {
+        live.click().await.unwrap();
+    }
     let form = browser
         .find(Locator::Css(&format!(
             "form.limits-form[action$='/queues/{queue}/limits']"
@@ -318,8 +327,20 @@ async fn browser_filters_retries_and_escapes() {
         "the cap shown: {queues}"
     );
     set_limits(&browser, "reports", "many", "10/s").await;
-    let page = text_of(&browser, "main").await;
-    assert!(page.contains("many"), "the refusal names the input: {page}");
+    eventually(
+        Duration::from_secs(10),
+        "the refusal, naming the input",
+        || async {
+            match browser.find(Locator::Css("main")).await {
+                Ok(main) => main
+                    .text()
+                    .await
+                    .is_ok_and(|text| text.contains("\"many\"")),
+                Err(_) => false,
+            }
+        },
+    )
+    .await;
     let unchanged = client.limits("reports").await.unwrap();
     assert_eq!(unchanged.partition, limits.partition);
     browser.goto(&format!("{base}/")).await.unwrap();
