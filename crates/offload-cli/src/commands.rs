@@ -311,7 +311,7 @@ async fn run_queues<DB: Backend>(admin: Admin<DB>, command: QueuesCommand) -> an
         } => {
             if global.is_none() && rate.is_none() && partition.is_none() {
                 let message = "name a limit to set: --global N|off, --rate N/PERIOD|off, \
-                               --partition N|turns|off";
+                               --partition N|turns[,N/PERIOD]|off";
                 return Err(Failure::new(USAGE, message).into());
             }
             // All are read before any is written.

@@ -239,9 +239,10 @@ pub(crate) enum QueuesCommand {
         #[arg(long, value_name = "N/PERIOD|off")]
         rate: Option<String>,
         /// Partitions the queue by its jobs' keys: `turns` (keys take
-        /// turns), N (turns, and at most N of one key's jobs at once), or
-        /// `off`.
-        #[arg(long, value_name = "N|turns|off")]
+        /// turns), N (turns, and at most N of one key's jobs at once),
+        /// either with `,N/PERIOD` (at most N starts of one key per period,
+        /// e.g. `2,10/s`), or `off`.
+        #[arg(long, value_name = "N|turns[,N/PERIOD]|off")]
         partition: Option<String>,
     },
 }

@@ -246,7 +246,7 @@ async fn queues_pause_resume_and_list_on_postgres() {
             "--rate",
             "50/s",
             "--partition",
-            "3",
+            "3,10/s",
         ],
     );
     assert_eq!(set.status.code(), Some(0), "{}", stderr(&set));
@@ -256,9 +256,12 @@ async fn queues_pause_resume_and_list_on_postgres() {
     assert_eq!(queues[0]["rate_limit"]["limit"], 50);
     assert_eq!(queues[0]["rate_limit"]["period_ms"], 1000);
     assert_eq!(queues[0]["partition"]["per_key_limit"], 3);
+    assert_eq!(queues[0]["partition"]["per_key_rate"]["limit"], 10);
     let table = stdout(&offload(&url, &["queues", "list"]));
     assert!(
-        table.contains("0/2") && table.contains("0/50 per 1000 ms") && table.contains("3 per key"),
+        table.contains("0/2")
+            && table.contains("0/50 per 1000 ms")
+            && table.contains("3 per key, 10/1000ms per key"),
         "{table}"
     );
     for bad in [
@@ -266,6 +269,7 @@ async fn queues_pause_resume_and_list_on_postgres() {
         &["--global", "0"],
         &["--partition", "0"],
         &["--partition", "some"],
+        &["--partition", "3,10"],
         &[],
     ] {
         let args = [&["queues", "limit", "mail"][..], bad].concat();

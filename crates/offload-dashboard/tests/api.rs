@@ -569,14 +569,16 @@ async fn queue_limits_are_set_shown_and_checked<DB: Backend>(pool: Pool<DB>) {
         &app,
         put_limits(
             "hooks",
-            json!({"global_limit": 3, "rate_limit": "100/s", "partition": {"per_key_limit": 2}}),
+            json!({"global_limit": 3, "rate_limit": "100/s",
+                   "partition": {"per_key_limit": 2, "per_key_rate": "10/s"}}),
         ),
     )
     .await;
     assert_eq!(set.status, StatusCode::OK, "{}", set.text());
     assert_eq!(
         set.json(),
-        json!({"global_limit": 3, "rate_limit": "100/1000ms", "partition": {"per_key_limit": 2}})
+        json!({"global_limit": 3, "rate_limit": "100/1000ms",
+               "partition": {"per_key_limit": 2, "per_key_rate": "10/1000ms"}})
     );
     let queues = send(&app, get("/api/queues")).await.json();
     let hooks = queues
@@ -593,7 +595,8 @@ async fn queue_limits_are_set_shown_and_checked<DB: Backend>(pool: Pool<DB>) {
     );
     assert_eq!(
         hooks["partition"],
-        json!({"per_key_limit": 2, "keys_running": 0, "keys_at_limit": 0})
+        json!({"per_key_limit": 2, "per_key_rate": {"limit": 10, "period_ms": 1000},
+               "keys_running": 0, "keys_at_limit": 0})
     );
     assert_eq!(hooks["waiting_on_limit"], 0);
 
@@ -603,6 +606,7 @@ async fn queue_limits_are_set_shown_and_checked<DB: Backend>(pool: Pool<DB>) {
         (json!({"global_limit": 0}), "at least 1"),
         (json!({"global_limit": 2, "burst": 1}), "unknown field"),
         (json!({"partition": {"per_key_limit": 0}}), "at least 1"),
+        (json!({"partition": {"per_key_rate": "10"}}), "has no `/`"),
     ] {
         let refused = send(&app, put_limits("hooks", body.clone())).await;
         assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{body}");

@@ -46,6 +46,7 @@ on_both_backends!(
     job_claim_limited_caps_running_jobs_at_the_global_limit,
     job_claim_limited_holds_starts_to_the_rate_limit_in_every_window,
     job_claim_limited_takes_keys_in_turn_within_the_per_key_cap,
+    job_claim_limited_keeps_each_key_to_its_rate,
     job_complete_many_is_guarded_by_state_and_attempt,
     job_complete_in_tx_commits_with_the_job_transaction,
     write_group_steps_and_the_hot_path_on_one_connection,
@@ -1545,6 +1546,53 @@ async fn job_claim_limited_takes_keys_in_turn_within_the_per_key_cap<DB: Conform
     );
     let plain = claim_limited::<DB>(pool, "part", 10, "w4").await.unwrap();
     assert_eq!(keys_of(&plain), ["a", "a", "a"]);
+}
+
+async fn job_claim_limited_keeps_each_key_to_its_rate<DB: Conformance>(db: &TestDatabase<DB>) {
+    let pool = &db.pool;
+    let jobs: Vec<NewJob> = ["a", "b"]
+        .iter()
+        .flat_map(|key| (0..5).map(|_| keyed("key_rate", key)))
+        .collect();
+    insert(pool, &jobs).await;
+    // 2 starts per key per 400 ms, and no cap on running jobs.
+    let rate = RateLimit::new(2, Duration::from_millis(400)).unwrap();
+    let partition = Partition::new().rate(rate);
+    DB::queue_set_limit(pool, "key_rate", LimitChange::Partition(Some(partition)))
+        .await
+        .unwrap();
+    assert_eq!(
+        DB::queue_limits(pool, "key_rate").await.unwrap().partition,
+        Some(partition)
+    );
+    let first = claim_limited::<DB>(pool, "key_rate", 10, "w1")
+        .await
+        .unwrap();
+    assert_eq!(keys_of(&first), ["a", "a", "b", "b"]);
+    // Finished jobs free no starts: the window still holds them.
+    let done: Vec<_> = first.iter().map(|job| job.attempt_key()).collect();
+    DB::job_complete_many(pool, &done, false).await.unwrap();
+    assert!(claim_limited::<DB>(pool, "key_rate", 10, "w2")
+        .await
+        .unwrap()
+        .is_empty());
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let next = claim_limited::<DB>(pool, "key_rate", 10, "w2")
+        .await
+        .unwrap();
+    assert_eq!(keys_of(&next), ["a", "a", "b", "b"], "a new window");
+    // With a cap of 1, the tighter of the two holds.
+    let both = Partition::new().concurrency(1).unwrap().rate(rate);
+    DB::queue_set_limit(pool, "key_rate", LimitChange::Partition(Some(both)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let done: Vec<_> = next.iter().map(|job| job.attempt_key()).collect();
+    DB::job_complete_many(pool, &done, false).await.unwrap();
+    let last = claim_limited::<DB>(pool, "key_rate", 10, "w3")
+        .await
+        .unwrap();
+    assert_eq!(keys_of(&last), ["a", "b"]);
 }
 
 async fn job_claim_limited_caps_running_jobs_at_the_global_limit<DB: Conformance>(

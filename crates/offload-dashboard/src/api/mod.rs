@@ -368,7 +368,7 @@ async fn queue_action<DB: Backend>(
     request_body = QueueLimitsBody,
     responses(
         (status = 200, description = "The limits now set", body = QueueLimitsBody),
-        (status = 400, description = "Bad name, a limit of 0, a malformed rate or a cap per key of 0", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Bad name, a limit of 0, a malformed rate, a cap per key of 0 or a malformed rate per key", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Needs `Content-Type: application/json`", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -388,11 +388,24 @@ async fn set_queue_limits<DB: Backend>(
         .flatten();
     let partition = request
         .partition
-        .map(|body| match body.per_key_limit {
-            None => Ok(offload::Partition::new()),
-            Some(cap) => offload::Partition::new()
-                .concurrency(cap)
-                .map_err(|error| ApiError::bad_request(error.to_string())),
+        .as_ref()
+        .map(|body| {
+            let partition = match body.per_key_limit {
+                None => offload::Partition::new(),
+                Some(cap) => offload::Partition::new()
+                    .concurrency(cap)
+                    .map_err(|error| ApiError::bad_request(error.to_string()))?,
+            };
+            let rate = body
+                .per_key_rate
+                .as_deref()
+                .map(offload::admin::parse_rate_limit)
+                .transpose()?
+                .flatten();
+            Ok::<_, ApiError>(match rate {
+                Some(rate) => partition.rate(rate),
+                None => partition,
+            })
         })
         .transpose()?;
     state
@@ -404,7 +417,10 @@ async fn set_queue_limits<DB: Backend>(
     Ok(Json(QueueLimitsBody {
         global_limit: request.global_limit,
         rate_limit: rate.map(|rate| rate.to_string()),
-        partition: request.partition,
+        partition: partition.map(|partition| PartitionBody {
+            per_key_limit: partition.concurrency_limit(),
+            per_key_rate: partition.rate_limit().map(|rate| rate.to_string()),
+        }),
     }))
 }
 

@@ -72,14 +72,15 @@ pub struct QueueLimitsBody {
     #[serde(default)]
     #[schema(example = "100/s")]
     pub rate_limit: Option<String>,
-    /// Partitions the queue by its jobs' keys: they take turns, and with
-    /// `per_key_limit` at most that many of one key's jobs run at once.
+    /// Partitions the queue by its jobs' keys: they take turns; with
+    /// `per_key_limit` at most that many of one key's jobs run at once, and
+    /// with `per_key_rate` at most that many start per period.
     #[serde(default)]
     pub partition: Option<PartitionBody>,
 }
 
 /// A partitioned queue's setting.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PartitionBody {
     /// Most jobs of one key running at once (at least 1); `null`: keys
@@ -87,6 +88,11 @@ pub struct PartitionBody {
     #[serde(default)]
     #[schema(example = 2)]
     pub per_key_limit: Option<usize>,
+    /// Most starts of one key per period, as `N/PERIOD` (`10/s`); `null`:
+    /// no rate per key.
+    #[serde(default)]
+    #[schema(example = "10/s")]
+    pub per_key_rate: Option<String>,
 }
 
 /// An error, as RFC 9457 problem details.

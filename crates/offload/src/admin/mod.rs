@@ -15,7 +15,7 @@ use sqlx::Pool;
 pub use filter::{parse_time, FilterError, FilterParams, MAX_NAME_LEN, MAX_TEXT_LEN};
 pub use views::{
     ActionOutcome, BulkTarget, JobAction, JobPage, Overview, PartitionSummary, QueueSummary,
-    RateLimitUse, StateCounts, ThroughputPoint,
+    RateLimitUse, RateSetting, StateCounts, ThroughputPoint,
 };
 
 pub use crate::storage::{
@@ -159,6 +159,7 @@ impl<DB: Backend> Admin<DB> {
                 .is_some_and(|rate| rate.started >= i64::from(rate.limit));
             entry.partition = queue.limits.partition.map(|partition| PartitionSummary {
                 per_key_limit: partition.concurrency_limit(),
+                per_key_rate: partition.rate_limit().map(RateSetting::from),
                 keys_running: queue.partition_use.keys_running,
                 keys_at_limit: queue.partition_use.keys_at_limit,
             });
@@ -435,31 +436,53 @@ pub fn parse_rate_limit(text: &str) -> Result<Option<RateLimit>, AdminError> {
 
 /// A partition setting: `turns` (keys take turns, no cap), a whole number
 /// from 1 (keys take turns, at most that many of one key's jobs at once),
-/// or `off` (or nothing) for a plain queue.
+/// either followed by `,N/PERIOD` (at most N starts of one key per
+/// period), or the rate alone; `off` (or nothing) for a plain queue.
 ///
 /// ```
 /// use offload::admin::parse_partition;
+/// use offload::RateLimit;
 /// assert_eq!(parse_partition("2").unwrap().unwrap().concurrency_limit(), Some(2));
 /// assert_eq!(parse_partition("turns").unwrap().unwrap().concurrency_limit(), None);
+/// let rated = parse_partition("2, 10/s").unwrap().unwrap();
+/// assert_eq!(rated.rate_limit(), Some(RateLimit::per_second(10).unwrap()));
+/// assert_eq!(parse_partition("10/s").unwrap().unwrap().concurrency_limit(), None);
 /// assert_eq!(parse_partition("off").unwrap(), None);
 /// assert!(parse_partition("0").is_err());
+/// assert!(parse_partition("2,10").is_err());
 /// ```
 pub fn parse_partition(text: &str) -> Result<Option<Partition>, AdminError> {
     let text = text.trim();
     if is_off(text) {
         return Ok(None);
     }
-    if text == "turns" {
-        return Ok(Some(Partition::new()));
+    let refuse = |why: &str| {
+        AdminError::BadLimit(format!(
+            "partition {:?}: {why}; expected a cap per key from 1 or turns, \
+             and or else a rate per key (N/PERIOD), e.g. 2, turns, 2,10/s or off",
+            text.chars().take(40).collect::<String>()
+        ))
+    };
+    let (cap, rate) = match text.split_once(',') {
+        Some((cap, rate)) => (cap.trim(), Some(rate.trim())),
+        None if text.contains('/') => ("turns", Some(text)),
+        None => (text, None),
+    };
+    let partition = match cap {
+        "turns" => Partition::new(),
+        cap => cap
+            .parse::<usize>()
+            .ok()
+            .and_then(|cap| Partition::new().concurrency(cap).ok())
+            .ok_or_else(|| refuse("the cap is not a whole number from 1"))?,
+    };
+    match rate {
+        None => Ok(Some(partition)),
+        Some(rate) => {
+            let rate: RateLimit = rate
+                .parse()
+                .map_err(|error: crate::InvalidRateLimit| refuse(&error.to_string()))?;
+            Ok(Some(partition.rate(rate)))
+        }
     }
-    text.parse::<usize>()
-        .ok()
-        .and_then(|cap| Partition::new().concurrency(cap).ok())
-        .map(Some)
-        .ok_or_else(|| {
-            AdminError::BadLimit(format!(
-                "partition {:?}: expected a cap per key from 1, turns, or off",
-                text.chars().take(40).collect::<String>()
-            ))
-        })
 }

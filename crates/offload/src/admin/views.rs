@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::filter::shorten;
 use crate::state::JobState;
 use crate::storage::{JobFilter, JobSummary};
+use crate::RateLimit;
 
 /// One page of jobs.
 #[derive(Debug, Clone, Serialize)]
@@ -105,6 +106,8 @@ pub struct QueueSummary {
 pub struct PartitionSummary {
     /// Most jobs of one key running at once; `None`: keys only take turns.
     pub per_key_limit: Option<usize>,
+    /// Most starts of one key per period, if limited.
+    pub per_key_rate: Option<RateSetting>,
     /// Keys with a job running.
     pub keys_running: i64,
     /// Keys running as many jobs as the cap allows.
@@ -115,19 +118,52 @@ impl PartitionSummary {
     /// One line for a table cell: the cap and its use.
     ///
     /// ```
-    /// use offload::admin::PartitionSummary;
-    /// let busy = PartitionSummary { per_key_limit: Some(2), keys_running: 3, keys_at_limit: 1 };
+    /// use offload::admin::{PartitionSummary, RateSetting};
+    /// let busy = PartitionSummary {
+    ///     per_key_limit: Some(2),
+    ///     per_key_rate: None,
+    ///     keys_running: 3,
+    ///     keys_at_limit: 1,
+    /// };
     /// assert_eq!(busy.describe(), "2 per key; 3 keys running, 1 at the cap");
-    /// let turns = PartitionSummary { per_key_limit: None, keys_running: 4, keys_at_limit: 0 };
-    /// assert_eq!(turns.describe(), "keys in turn; 4 keys running");
+    /// let turns = PartitionSummary {
+    ///     per_key_limit: None,
+    ///     per_key_rate: Some(RateSetting { limit: 10, period_ms: 1000 }),
+    ///     keys_running: 4,
+    ///     keys_at_limit: 0,
+    /// };
+    /// assert_eq!(turns.describe(), "keys in turn, 10/1000ms per key; 4 keys running");
     /// ```
     pub fn describe(&self) -> String {
+        let rate = self
+            .per_key_rate
+            .map(|rate| format!(", {}/{}ms per key", rate.limit, rate.period_ms))
+            .unwrap_or_default();
         match self.per_key_limit {
             Some(cap) => format!(
-                "{cap} per key; {} keys running, {} at the cap",
+                "{cap} per key{rate}; {} keys running, {} at the cap",
                 self.keys_running, self.keys_at_limit
             ),
-            None => format!("keys in turn; {} keys running", self.keys_running),
+            None => format!("keys in turn{rate}; {} keys running", self.keys_running),
+        }
+    }
+}
+
+/// A rate limit's setting: most starts per period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RateSetting {
+    /// Most starts per period.
+    pub limit: u32,
+    /// The period, in milliseconds.
+    pub period_ms: u64,
+}
+
+impl From<RateLimit> for RateSetting {
+    fn from(rate: RateLimit) -> Self {
+        Self {
+            limit: rate.limit(),
+            period_ms: u64::try_from(rate.period().as_millis()).unwrap_or(u64::MAX),
         }
     }
 }

@@ -26,6 +26,8 @@ pub(crate) struct LimitColumns {
     pub rate_period_ms: Option<i64>,
     pub partitioned: bool,
     pub partition_limit: Option<i64>,
+    pub partition_rate_limit: Option<i64>,
+    pub partition_rate_period_ms: Option<i64>,
 }
 
 impl From<LimitColumns> for QueueLimits {
@@ -35,9 +37,16 @@ impl From<LimitColumns> for QueueLimits {
             let per_key = columns
                 .partition_limit
                 .and_then(|n| usize::try_from(n).ok());
-            per_key
+            let partition = per_key
                 .and_then(|n| Partition::new().concurrency(n).ok())
-                .unwrap_or_default()
+                .unwrap_or_default();
+            match RateLimit::from_columns(
+                columns.partition_rate_limit,
+                columns.partition_rate_period_ms,
+            ) {
+                Some(rate) => partition.rate(rate),
+                None => partition,
+            }
         });
         Self {
             global: columns.global.and_then(|n| usize::try_from(n).ok()),
@@ -94,7 +103,6 @@ impl QueueLimits {
     }
 }
 
-/// How a partitioned claim shares its room among the keys it walked.
 /// One walk over a partitioned queue's keys with available jobs, in key
 /// order: from `from` (itself included when `inclusive`), up to `to` when
 /// set, about `want` keys under the cap.
@@ -128,15 +136,31 @@ impl<'a> KeyWalk<'a> {
     }
 }
 
+/// A walked key: its name, its running jobs and its starts in the rate's
+/// window (each 0 when its limit is not set).
+pub(crate) type KeyLoad = (String, i64, i64);
+
+/// How a partitioned claim shares its room among the keys it walked.
 pub(crate) struct KeyUse {
     cap: Option<usize>,
+    rate: Option<RateLimit>,
 }
 
 impl KeyUse {
     pub fn new(partition: Partition) -> Self {
         Self {
             cap: partition.concurrency_limit(),
+            rate: partition.rate_limit(),
         }
+    }
+
+    /// The rate per key, as the key walk binds it: (limit, period in ms),
+    /// `None` for no limit (and no count).
+    pub fn rate_columns(&self) -> (Option<i64>, Option<i64>) {
+        (
+            self.rate.map(|rate| i64::from(rate.limit())),
+            self.rate.map(|rate| rate.period_ms()),
+        )
     }
 
     /// The cap per key, as the key walk binds it (`None`: no cap, and the
@@ -145,27 +169,36 @@ impl KeyUse {
         self.cap.map(|cap| i64::try_from(cap).unwrap_or(i64::MAX))
     }
 
-    /// Jobs of a key with `running` jobs that may still start; `None`
-    /// without a cap.
-    fn free(&self, running: i64) -> Option<usize> {
+    /// Jobs of a key with `running` jobs and `started` starts in the
+    /// window that may still start; `None` without a limit.
+    fn free(&self, running: i64, started: i64) -> Option<usize> {
         let running = usize::try_from(running).unwrap_or(0);
-        self.cap.map(|cap| cap.saturating_sub(running))
+        let started = usize::try_from(started).unwrap_or(0);
+        let by_cap = self.cap.map(|cap| cap.saturating_sub(running));
+        let by_rate = self.rate.map(|rate| {
+            usize::try_from(rate.limit()).map_or(0, |n: usize| n.saturating_sub(started))
+        });
+        match (by_cap, by_rate) {
+            (Some(cap), Some(rate)) => Some(cap.min(rate)),
+            (one, other) => one.or(other),
+        }
     }
 
     /// The claim's turn: keys `after` the cursor, then those `wrapped` from
-    /// the first key up to it, each once with its running jobs, shared
-    /// `room` claims one per key per round (every key gets one before any
-    /// key gets two; a key at its cap gets none). Returns the keys served
+    /// the first key up to it, each once with its load, shared `room`
+    /// claims one per key per round (every key gets one before any key gets
+    /// two; a key at its cap or out of starts in its window gets none, and
+    /// none gets more than either leaves). Returns the keys served
     /// and their shares, in turn order.
     pub fn turn(
         &self,
         room: usize,
-        after: Vec<(String, i64)>,
-        wrapped: Vec<(String, i64)>,
+        after: Vec<KeyLoad>,
+        wrapped: Vec<KeyLoad>,
     ) -> Vec<(String, usize)> {
         let mut keys: Vec<(String, Option<usize>)> = Vec::with_capacity(room);
-        for (key, running) in after.into_iter().chain(wrapped) {
-            let free = self.free(running);
+        for (key, running, started) in after.into_iter().chain(wrapped) {
+            let free = self.free(running, started);
             if free != Some(0) && keys.iter().all(|(seen, _)| *seen != key) {
                 keys.push((key, free));
             }
@@ -300,8 +333,31 @@ mod tests {
         }
     }
 
-    fn walked(keys: &[(&str, i64)]) -> Vec<(String, i64)> {
-        keys.iter().map(|(key, n)| (key.to_string(), *n)).collect()
+    fn walked(keys: &[(&str, i64)]) -> Vec<KeyLoad> {
+        keys.iter()
+            .map(|(key, n)| (key.to_string(), *n, 0))
+            .collect()
+    }
+
+    #[test]
+    fn a_key_gets_no_more_than_its_rate_or_its_cap_leaves() {
+        let rate = RateLimit::per_second(3).unwrap();
+        let rated = KeyUse::new(Partition::new().rate(rate));
+        let both = KeyUse::new(Partition::new().concurrency(2).unwrap().rate(rate));
+        let load = |key: &str, running, started| (key.to_owned(), running, started);
+        // a: 1 start left in its window; b: none; c: all 3.
+        let keys = vec![load("a", 0, 2), load("b", 0, 3), load("c", 0, 0)];
+        assert_eq!(
+            rated.turn(8, keys.clone(), Vec::new()),
+            [("a".into(), 1), ("c".into(), 3)]
+        );
+        // c's cap of 2 is tighter than its rate; a's rate than its cap.
+        assert_eq!(
+            both.turn(8, keys, Vec::new()),
+            [("a".into(), 1), ("c".into(), 2)]
+        );
+        assert_eq!(rated.rate_columns(), (Some(3), Some(1000)));
+        assert_eq!(KeyUse::new(Partition::new()).rate_columns(), (None, None));
     }
 
     #[test]

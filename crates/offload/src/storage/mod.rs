@@ -34,7 +34,7 @@ use sqlx::{Pool, Transaction};
 pub use driver::{Driver, Signals};
 pub use group_step::GroupStep;
 pub use limits::{Claimed, LimitChange, PartitionUse, QueueLimits, QueueSettings, Throttle};
-pub(crate) use limits::{KeyUse, KeyWalk, LimitColumns, LimitUse, PARTITION_USE};
+pub(crate) use limits::{KeyLoad, KeyUse, KeyWalk, LimitColumns, LimitUse, PARTITION_USE};
 pub use pool::{PoolSettings, DEFAULT_ACQUIRE_TIMEOUT, INTERACTIVE_ACQUIRE_TIMEOUT};
 pub use portable::{
     BackendTx, FromPgRow, FromSqliteRow, PortableRow, PortableSql, Sql, SqlTarget, SqlValue,

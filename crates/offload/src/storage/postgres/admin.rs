@@ -235,6 +235,8 @@ type SettingsRow = (
     i64,
     i64,
     i64,
+    Option<i32>,
+    Option<i64>,
 );
 
 pub(super) async fn settings(pool: &PgPool) -> Result<Vec<QueueSettings>> {
@@ -245,7 +247,8 @@ pub(super) async fn settings(pool: &PgPool) -> Result<Vec<QueueSettings>> {
            (SELECT COALESCE(sum(s.starts), 0) FROM offload_rate_starts s WHERE s.queue = q.name \
               AND q.rate_limit IS NOT NULL \
               AND s.started_at > now() - q.rate_period_ms * interval '1 millisecond'), \
-           COALESCE(p.keys_running, 0), COALESCE(p.keys_full, 0), COALESCE(p.waiting, 0) \
+           COALESCE(p.keys_running, 0), COALESCE(p.keys_full, 0), COALESCE(p.waiting, 0), \
+           q.partition_rate_limit, q.partition_rate_period_ms \
          FROM offload_queues q LEFT JOIN ({PARTITION_USE}) p ON p.queue = q.name"
         )
     });
@@ -261,6 +264,8 @@ pub(super) async fn settings(pool: &PgPool) -> Result<Vec<QueueSettings>> {
                 rate_period_ms: row.4,
                 partitioned: row.5,
                 partition_limit: row.6.map(i64::from),
+                partition_rate_limit: row.11.map(i64::from),
+                partition_rate_period_ms: row.12,
             }),
             rate_started: row.7,
             partition_use: PartitionUse {

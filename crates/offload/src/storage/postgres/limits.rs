@@ -20,7 +20,7 @@ SELECT q.paused, q.global_limit, q.rate_limit, q.rate_period_ms, q.partitioned,
        q.partition_limit, q.partition_cursor, t.now,
        (SELECT count(*) FROM offload_jobs WHERE queue = $1 AND state = 'running'
           AND q.global_limit IS NOT NULL),
-       w.started, w.oldest
+       w.started, w.oldest, q.partition_rate_limit, q.partition_rate_period_ms
 FROM offload_queues q, t,
      LATERAL (SELECT COALESCE(sum(s.starts), 0)::int8 AS started, min(s.started_at) AS oldest
               FROM offload_rate_starts s
@@ -41,6 +41,8 @@ type LimitsRow = (
     i64,
     i64,
     Option<DateTime<Utc>>,
+    Option<i32>,
+    Option<i64>,
 );
 
 /// A claim's starts, in one row.
@@ -87,6 +89,8 @@ pub(super) async fn claim_limited(
         rate_period_ms,
         partitioned,
         partition_limit: partition_limit.map(i64::from),
+        partition_rate_limit: row.11.map(i64::from),
+        partition_rate_period_ms: row.12,
     });
     let used = LimitUse {
         running,
@@ -133,10 +137,18 @@ pub(super) async fn claim_limited(
 }
 
 pub(super) async fn limits(pool: &PgPool, queue: &str) -> Result<QueueLimits> {
-    type Row = (Option<i32>, Option<i32>, Option<i64>, bool, Option<i32>);
+    type Row = (
+        Option<i32>,
+        Option<i32>,
+        Option<i64>,
+        bool,
+        Option<i32>,
+        Option<i32>,
+        Option<i64>,
+    );
     let row: Option<Row> = sqlx::query_as(
-        "SELECT global_limit, rate_limit, rate_period_ms, partitioned, partition_limit \
-         FROM offload_queues WHERE name = $1",
+        "SELECT global_limit, rate_limit, rate_period_ms, partitioned, partition_limit, \
+         partition_rate_limit, partition_rate_period_ms FROM offload_queues WHERE name = $1",
     )
     .bind(queue)
     .fetch_optional(pool)
@@ -148,6 +160,8 @@ pub(super) async fn limits(pool: &PgPool, queue: &str) -> Result<QueueLimits> {
             rate_period_ms: row.2,
             partitioned: row.3,
             partition_limit: row.4.map(i64::from),
+            partition_rate_limit: row.5.map(i64::from),
+            partition_rate_period_ms: row.6,
         })
     }))
 }
@@ -172,13 +186,26 @@ pub(super) async fn set_limit(pool: &PgPool, queue: &str, change: LimitChange) -
         .bind(rate.map(|rate| i32::try_from(rate.limit()).unwrap_or(i32::MAX)))
         .bind(rate.map(|rate| rate.period_ms())),
         LimitChange::Partition(partition) => sqlx::query(
-            "INSERT INTO offload_queues (name, partitioned, partition_limit) VALUES ($1, $2, $3) \
+            "INSERT INTO offload_queues (name, partitioned, partition_limit, \
+             partition_rate_limit, partition_rate_period_ms) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (name) DO UPDATE SET partitioned = excluded.partitioned, \
-             partition_limit = excluded.partition_limit, updated_at = now()",
+             partition_limit = excluded.partition_limit, \
+             partition_rate_limit = excluded.partition_rate_limit, \
+             partition_rate_period_ms = excluded.partition_rate_period_ms, updated_at = now()",
         )
         .bind(queue)
         .bind(partition.is_some())
-        .bind(partition.and_then(|p| p.concurrency_limit()).map(count)),
+        .bind(partition.and_then(|p| p.concurrency_limit()).map(count))
+        .bind(
+            partition
+                .and_then(|p| p.rate_limit())
+                .map(|rate| i32::try_from(rate.limit()).unwrap_or(i32::MAX)),
+        )
+        .bind(
+            partition
+                .and_then(|p| p.rate_limit())
+                .map(|rate| rate.period_ms()),
+        ),
     };
     query.execute(pool).await?;
     Ok(())

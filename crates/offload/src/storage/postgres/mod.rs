@@ -77,6 +77,11 @@ const MIGRATIONS: &[Migration] = &[
         "partitions",
         include_str!("../../../migrations/postgres/0008_partitions.sql"),
     ),
+    Migration::new(
+        9,
+        "rate limits per key",
+        include_str!("../../../migrations/postgres/0009_key_rates.sql"),
+    ),
 ];
 
 impl super::driver::sealed::Sealed for Postgres {}

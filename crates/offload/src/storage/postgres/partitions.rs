@@ -8,7 +8,7 @@ use sqlx::PgConnection;
 
 use super::jobs::{limit, CLAIM_COLUMNS_PG};
 use crate::storage::decode::ClaimRow;
-use crate::storage::{ClaimedJob, KeyUse, KeyWalk};
+use crate::storage::{ClaimedJob, KeyLoad, KeyUse, KeyWalk};
 use crate::{Partition, Result};
 
 /// Who claims, on which queue, at which start time (the one a rate limit
@@ -20,9 +20,10 @@ pub(super) struct Turn<'a> {
 }
 
 /// Keys with available jobs, in order from `$2` (`op` is `>` or `>=`),
-/// up to `$3` when it is set, each with its running jobs, less those with
-/// `$4` running (the cap, when set): one index probe per key (a loose index
-/// scan) and one count, stopping at `$5` keys.
+/// up to `$3` when it is set, each with its running jobs and its starts in
+/// the window of `$7` ms before `$8`, less those with `$4` running (the
+/// cap) or `$6` started (the rate), when set: one index probe per key (a
+/// loose index scan) and a count per limit, stopping at `$5` keys.
 fn walk_sql(op: &str) -> String {
     format!(
         r#"
@@ -36,12 +37,15 @@ WITH RECURSIVE walk(k) AS (
             ORDER BY j.partition_key LIMIT 1)
     FROM walk WHERE walk.k IS NOT NULL AND ($3::text IS NULL OR walk.k < $3)
 )
-SELECT walk.k, r.n FROM walk,
+SELECT walk.k, r.n, s.n FROM walk,
     LATERAL (SELECT count(*) AS n FROM offload_jobs j
              WHERE $4::int8 IS NOT NULL AND j.queue = $1 AND j.state = 'running'
-               AND j.partition_key = walk.k) r
+               AND j.partition_key = walk.k) r,
+    LATERAL (SELECT COALESCE(sum(ks.starts), 0)::int8 AS n FROM offload_key_starts ks
+             WHERE $6::int8 IS NOT NULL AND ks.queue = $1 AND ks.partition_key = walk.k
+               AND ks.started_at > $8 - $7::int8 * interval '1 millisecond') s
 WHERE walk.k IS NOT NULL AND ($3::text IS NULL OR walk.k <= $3)
-  AND ($4::int8 IS NULL OR r.n < $4)
+  AND ($4::int8 IS NULL OR r.n < $4) AND ($6::int8 IS NULL OR s.n < $6)
 LIMIT $5
 "#
     )
@@ -70,13 +74,25 @@ RETURNING {CLAIM_COLUMNS_PG}
     )
 });
 
-/// The keys of one walk, each with its running jobs (0 without a cap).
+/// The claim's starts of each key, a row per key.
+const KEY_RATE_RECORD: &str =
+    "INSERT INTO offload_key_starts (queue, partition_key, started_at, starts) \
+     SELECT $1, partition_key, $2, count(*) FROM offload_jobs WHERE id = ANY($3) \
+     GROUP BY partition_key";
+
+/// Starts older than the window and a minute (as the queue's rate limit).
+const KEY_RATE_FORGET: &str = "DELETE FROM offload_key_starts \
+     WHERE queue = $1 AND started_at < $2 - ($3 * interval '1 millisecond') - interval '1 minute'";
+
+/// The keys of one walk, each with its running jobs and its starts in the
+/// window (0 for a limit not set).
 async fn walk(
     conn: &mut PgConnection,
     turn: &Turn<'_>,
     range: KeyWalk<'_>,
-    cap: Option<i64>,
-) -> Result<Vec<(String, i64)>> {
+    keys: &KeyUse,
+) -> Result<Vec<KeyLoad>> {
+    let (rate, period_ms) = keys.rate_columns();
     let sql = if range.inclusive {
         &WALK_FROM
     } else {
@@ -86,8 +102,11 @@ async fn walk(
         .bind(turn.queue)
         .bind(range.from)
         .bind(range.to)
-        .bind(cap)
+        .bind(keys.cap())
         .bind(limit(range.want))
+        .bind(rate)
+        .bind(period_ms)
+        .bind(turn.now)
         .fetch_all(conn)
         .await?)
 }
@@ -102,9 +121,9 @@ pub(super) async fn claim_in_turn(
     cursor: &str,
 ) -> Result<Vec<ClaimedJob>> {
     let keys = KeyUse::new(partition);
-    let after = walk(conn, turn, KeyWalk::after(cursor, room), keys.cap()).await?;
+    let after = walk(conn, turn, KeyWalk::after(cursor, room), &keys).await?;
     let wrapped = match KeyWalk::wrapping(cursor, room, after.len()) {
-        Some(range) => walk(conn, turn, range, keys.cap()).await?,
+        Some(range) => walk(conn, turn, range, &keys).await?,
         None => Vec::new(),
     };
     let shares = keys.turn(room, after, wrapped);
@@ -129,5 +148,21 @@ pub(super) async fn claim_in_turn(
         .bind(last)
         .execute(&mut *conn)
         .await?;
-    Ok(rows.into_iter().map(ClaimedJob::from).collect())
+    let jobs: Vec<ClaimedJob> = rows.into_iter().map(ClaimedJob::from).collect();
+    if let Some(rate) = partition.rate_limit() {
+        let ids: Vec<i64> = jobs.iter().map(|job| job.id).collect();
+        sqlx::query(KEY_RATE_RECORD)
+            .bind(turn.queue)
+            .bind(turn.now)
+            .bind(&ids)
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query(KEY_RATE_FORGET)
+            .bind(turn.queue)
+            .bind(turn.now)
+            .bind(rate.period_ms())
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(jobs)
 }

@@ -237,6 +237,8 @@ type SettingsRow = (
     i64,
     i64,
     i64,
+    Option<i64>,
+    Option<i64>,
 );
 
 pub(super) async fn settings(pool: &SqlitePool) -> Result<Vec<QueueSettings>> {
@@ -246,7 +248,8 @@ pub(super) async fn settings(pool: &SqlitePool) -> Result<Vec<QueueSettings>> {
            q.partitioned <> 0, q.partition_limit, \
            (SELECT COALESCE(sum(s.starts), 0) FROM offload_rate_starts s WHERE s.queue = q.name \
               AND q.rate_limit IS NOT NULL AND s.started_at > ?1 - q.rate_period_ms * 1000), \
-           COALESCE(p.keys_running, 0), COALESCE(p.keys_full, 0), COALESCE(p.waiting, 0) \
+           COALESCE(p.keys_running, 0), COALESCE(p.keys_full, 0), COALESCE(p.waiting, 0), \
+           q.partition_rate_limit, q.partition_rate_period_ms \
          FROM offload_queues q LEFT JOIN ({PARTITION_USE}) p ON p.queue = q.name"
         )
     });
@@ -265,6 +268,8 @@ pub(super) async fn settings(pool: &SqlitePool) -> Result<Vec<QueueSettings>> {
                 rate_period_ms: row.4,
                 partitioned: row.5,
                 partition_limit: row.6,
+                partition_rate_limit: row.11,
+                partition_rate_period_ms: row.12,
             }),
             rate_started: row.7,
             partition_use: PartitionUse {

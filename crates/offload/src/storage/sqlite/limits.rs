@@ -21,7 +21,8 @@ SELECT q.paused, q.global_limit, q.rate_limit, q.rate_period_ms, q.partitioned <
        (SELECT COALESCE(sum(s.starts), 0) FROM offload_rate_starts s
           WHERE s.queue = ?1 AND s.started_at > ?2 - q.rate_period_ms * 1000),
        (SELECT min(s.started_at) FROM offload_rate_starts s
-          WHERE s.queue = ?1 AND s.started_at > ?2 - q.rate_period_ms * 1000)
+          WHERE s.queue = ?1 AND s.started_at > ?2 - q.rate_period_ms * 1000),
+       q.partition_rate_limit, q.partition_rate_period_ms
 FROM offload_queues q WHERE q.name = ?1
 "#;
 
@@ -35,6 +36,8 @@ type LimitsRow = (
     String,
     i64,
     i64,
+    Option<i64>,
+    Option<i64>,
     Option<i64>,
 );
 
@@ -86,6 +89,8 @@ pub(super) async fn claim_limited(
         rate_period_ms,
         partitioned,
         partition_limit,
+        partition_rate_limit: row.10,
+        partition_rate_period_ms: row.11,
     });
     let used = LimitUse {
         running,
@@ -127,10 +132,18 @@ pub(super) async fn claim_limited(
 }
 
 pub(super) async fn limits(pool: &SqlitePool, queue: &str) -> Result<QueueLimits> {
-    type Row = (Option<i64>, Option<i64>, Option<i64>, bool, Option<i64>);
+    type Row = (
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        bool,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+    );
     let row: Option<Row> = sqlx::query_as(
-        "SELECT global_limit, rate_limit, rate_period_ms, partitioned <> 0, partition_limit \
-         FROM offload_queues WHERE name = ?1",
+        "SELECT global_limit, rate_limit, rate_period_ms, partitioned <> 0, partition_limit, \
+         partition_rate_limit, partition_rate_period_ms FROM offload_queues WHERE name = ?1",
     )
     .bind(queue)
     .fetch_optional(pool)
@@ -142,6 +155,8 @@ pub(super) async fn limits(pool: &SqlitePool, queue: &str) -> Result<QueueLimits
             rate_period_ms: row.2,
             partitioned: row.3,
             partition_limit: row.4,
+            partition_rate_limit: row.5,
+            partition_rate_period_ms: row.6,
         })
     }))
 }
@@ -168,14 +183,28 @@ pub(super) async fn set_limit(pool: &SqlitePool, queue: &str, change: LimitChang
         .bind(rate.map(|rate| rate.period_ms()))
         .bind(now_micros()),
         LimitChange::Partition(partition) => sqlx::query(
-            "INSERT INTO offload_queues (name, partitioned, partition_limit, updated_at) \
-             VALUES (?1, ?2, ?3, ?4) \
+            "INSERT INTO offload_queues (name, partitioned, partition_limit, \
+             partition_rate_limit, partition_rate_period_ms, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
              ON CONFLICT (name) DO UPDATE SET partitioned = excluded.partitioned, \
-             partition_limit = excluded.partition_limit, updated_at = excluded.updated_at",
+             partition_limit = excluded.partition_limit, \
+             partition_rate_limit = excluded.partition_rate_limit, \
+             partition_rate_period_ms = excluded.partition_rate_period_ms, \
+             updated_at = excluded.updated_at",
         )
         .bind(queue)
         .bind(partition.is_some())
         .bind(partition.and_then(|p| p.concurrency_limit()).map(limit))
+        .bind(
+            partition
+                .and_then(|p| p.rate_limit())
+                .map(|rate| i64::from(rate.limit())),
+        )
+        .bind(
+            partition
+                .and_then(|p| p.rate_limit())
+                .map(|rate| rate.period_ms()),
+        )
         .bind(now_micros()),
     };
     query.execute(pool).await?;

@@ -74,6 +74,11 @@ const MIGRATIONS: &[Migration] = &[
         "partitions",
         include_str!("../../../migrations/sqlite/0008_partitions.sql"),
     ),
+    Migration::new(
+        9,
+        "rate limits per key",
+        include_str!("../../../migrations/sqlite/0009_key_rates.sql"),
+    ),
 ];
 
 impl super::driver::sealed::Sealed for Sqlite {}

@@ -9,7 +9,7 @@ use sqlx::SqliteConnection;
 
 use super::jobs::{limit, CLAIM_COLUMNS_SQLITE};
 use crate::storage::decode::ClaimRow;
-use crate::storage::{ClaimedJob, KeyUse, KeyWalk};
+use crate::storage::{ClaimedJob, KeyLoad, KeyUse, KeyWalk};
 use crate::{Partition, Result};
 
 /// Who claims, on which queue, at which start time (microseconds; the one
@@ -21,10 +21,11 @@ pub(super) struct Turn<'a> {
 }
 
 /// Keys with available jobs in order from `?2` (`op` is `>` or `>=`), up
-/// to `?4` when set, each with its running jobs when `?3` (the cap) is set:
-/// one index probe per key (a loose index scan) and one count, stopping
-/// once `?5` keys under the cap are found (or one more: the count lags a
-/// row). Keys at the cap are dropped by the caller.
+/// to `?4` when set, each with its running jobs when `?3` (the cap) is set
+/// and its starts in the window of `?7` ms before `?8` when `?6` (the rate)
+/// is: one index probe per key (a loose index scan) and a count per limit,
+/// stopping once `?5` keys under both are found (or one more: the count
+/// lags a row). Keys at a limit are dropped by the caller.
 fn walk_sql(op: &str) -> String {
     format!(
         r#"
@@ -36,13 +37,19 @@ WITH RECURSIVE walk(k, found) AS (
     SELECT (SELECT j.partition_key FROM offload_jobs j
             WHERE j.queue = ?1 AND j.state = 'available' AND j.partition_key > walk.k
             ORDER BY j.partition_key LIMIT 1),
-           walk.found + (?3 IS NULL OR (SELECT count(*) FROM offload_jobs r
+           walk.found + ((?3 IS NULL OR (SELECT count(*) FROM offload_jobs r
                WHERE r.queue = ?1 AND r.state = 'running' AND r.partition_key = walk.k) < ?3)
+             AND (?6 IS NULL OR (SELECT COALESCE(sum(s.starts), 0) FROM offload_key_starts s
+               WHERE s.queue = ?1 AND s.partition_key = walk.k
+                 AND s.started_at > ?8 - ?7 * 1000) < ?6))
     FROM walk
     WHERE walk.k IS NOT NULL AND walk.found < ?5 AND (?4 IS NULL OR walk.k < ?4)
 )
 SELECT k, CASE WHEN ?3 IS NULL THEN 0 ELSE (SELECT count(*) FROM offload_jobs r
-           WHERE r.queue = ?1 AND r.state = 'running' AND r.partition_key = walk.k) END
+           WHERE r.queue = ?1 AND r.state = 'running' AND r.partition_key = walk.k) END,
+       CASE WHEN ?6 IS NULL THEN 0 ELSE (SELECT COALESCE(sum(s.starts), 0)
+           FROM offload_key_starts s WHERE s.queue = ?1 AND s.partition_key = walk.k
+             AND s.started_at > ?8 - ?7 * 1000) END
 FROM walk
 WHERE k IS NOT NULL AND (?4 IS NULL OR k <= ?4)
 "#
@@ -83,13 +90,25 @@ RETURNING {CLAIM_COLUMNS_SQLITE}
     )
 });
 
-/// The keys of one walk, each with its running jobs (0 without a cap).
+/// The claim's starts of each key, a row per key (`?3`: the ids, JSON).
+const KEY_RATE_RECORD: &str =
+    "INSERT INTO offload_key_starts (queue, partition_key, started_at, starts) \
+     SELECT ?1, partition_key, ?2, count(*) FROM offload_jobs \
+     WHERE id IN (SELECT value FROM json_each(?3)) GROUP BY partition_key";
+
+/// Starts older than the window and a minute (as the queue's rate limit).
+const KEY_RATE_FORGET: &str =
+    "DELETE FROM offload_key_starts WHERE queue = ?1 AND started_at < ?2 - ?3 * 1000 - 60000000";
+
+/// The keys of one walk, each with its running jobs and its starts in the
+/// window (0 for a limit not set).
 async fn walk(
     conn: &mut SqliteConnection,
     turn: &Turn<'_>,
     range: KeyWalk<'_>,
-    cap: Option<i64>,
-) -> Result<Vec<(String, i64)>> {
+    keys: &KeyUse,
+) -> Result<Vec<KeyLoad>> {
+    let (rate, period_ms) = keys.rate_columns();
     let sql = if range.inclusive {
         &WALK_FROM
     } else {
@@ -98,9 +117,12 @@ async fn walk(
     Ok(sqlx::query_as(sql.as_str())
         .bind(turn.queue)
         .bind(range.from)
-        .bind(cap)
+        .bind(keys.cap())
         .bind(range.to)
         .bind(limit(range.want))
+        .bind(rate)
+        .bind(period_ms)
+        .bind(turn.now)
         .fetch_all(conn)
         .await?)
 }
@@ -114,9 +136,9 @@ pub(super) async fn claim_in_turn(
     cursor: &str,
 ) -> Result<Vec<ClaimedJob>> {
     let keys = KeyUse::new(partition);
-    let after = walk(conn, turn, KeyWalk::after(cursor, room), keys.cap()).await?;
+    let after = walk(conn, turn, KeyWalk::after(cursor, room), &keys).await?;
     let wrapped = match KeyWalk::wrapping(cursor, room, after.len()) {
-        Some(range) => walk(conn, turn, range, keys.cap()).await?,
+        Some(range) => walk(conn, turn, range, &keys).await?,
         None => Vec::new(),
     };
     let shares = keys.turn(room, after, wrapped);
@@ -137,5 +159,22 @@ pub(super) async fn claim_in_turn(
         .bind(last)
         .execute(&mut *conn)
         .await?;
-    Ok(rows.into_iter().map(ClaimedJob::from).collect())
+    let jobs: Vec<ClaimedJob> = rows.into_iter().map(ClaimedJob::from).collect();
+    if let Some(rate) = partition.rate_limit() {
+        let ids: Vec<i64> = jobs.iter().map(|job| job.id).collect();
+        let ids = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".to_owned());
+        sqlx::query(KEY_RATE_RECORD)
+            .bind(turn.queue)
+            .bind(turn.now)
+            .bind(ids)
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query(KEY_RATE_FORGET)
+            .bind(turn.queue)
+            .bind(turn.now)
+            .bind(rate.period_ms())
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(jobs)
 }
