@@ -1,6 +1,7 @@
 //! Issue 14, point 4: every limit holds while worker processes are
-//! SIGKILLed and restarted. Four processes of 64 slots on each of three
-//! queues (a cap per key, a global limit, a rate limit) drain a backlog;
+//! SIGKILLed and restarted. Four processes of 64 slots on each of four
+//! queues (a cap per key, a global limit, a rate limit, a rate per key)
+//! drain a backlog;
 //! every start is a row the job writes outside its transaction (its claim
 //! time, its own start and end, its key, its pid), so a start whose process
 //! was killed stays counted. Afterwards the limits are switched off at run
@@ -34,6 +35,9 @@ const GLOBAL: usize = 16;
 const RATED: &str = "rated";
 const RATE: u32 = 40;
 const RATE_PERIOD: Duration = Duration::from_millis(500);
+const KEY_RATED: &str = "key_rated";
+const KEY_RATE: u32 = 10;
+const RATED_KEYS: usize = 8;
 const KILLS: usize = 6;
 
 fn now_us() -> i64 {
@@ -233,6 +237,9 @@ fn limited_config() -> WorkerConfig {
             QueueConfig::new(RATED, SLOTS)
                 .rate_limit(RateLimit::new(RATE, RATE_PERIOD).expect("valid")),
         )
+        .queue_config(QueueConfig::new(KEY_RATED, SLOTS).partition(
+            Partition::new().rate(RateLimit::new(KEY_RATE, RATE_PERIOD).expect("valid")),
+        ))
 }
 
 async fn run_child<DB: StartLog>(url: &str, connections: u32) {
@@ -306,8 +313,8 @@ fn most_at_once<'a>(
 }
 
 /// The most claims in any window of the rate's period.
-fn busiest_window(starts: &[&Start]) -> usize {
-    let mut claims: Vec<i64> = starts.iter().map(|start| start.claimed_us).collect();
+fn busiest_window<'a>(starts: impl IntoIterator<Item = &'a Start>) -> usize {
+    let mut claims: Vec<i64> = starts.into_iter().map(|start| start.claimed_us).collect();
     claims.sort_unstable();
     let period = i64::try_from(RATE_PERIOD.as_micros()).expect("fits");
     let mut first = 0;
@@ -328,6 +335,8 @@ struct Seen {
     keys: usize,
     most_capped: i64,
     busiest_rated: usize,
+    busiest_key: usize,
+    rated_keys: usize,
     starts: usize,
     unfinished: usize,
 }
@@ -344,12 +353,21 @@ async fn seen<DB: StartLog>(pool: &Pool<DB>, killed_at: &HashMap<i64, i64>) -> S
         |_| String::new(),
         killed_at,
     );
-    let rated: Vec<&Start> = starts.iter().filter(|start| start.queue == RATED).collect();
+    let mut by_key: BTreeMap<&str, Vec<&Start>> = BTreeMap::new();
+    for start in starts.iter().filter(|start| start.queue == KEY_RATED) {
+        by_key.entry(start.key.as_str()).or_default().push(start);
+    }
     Seen {
         most_per_key: per_key.values().copied().max().unwrap_or(0),
         keys: per_key.len(),
         most_capped: capped.values().copied().max().unwrap_or(0),
-        busiest_rated: busiest_window(&rated),
+        busiest_rated: busiest_window(starts.iter().filter(|start| start.queue == RATED)),
+        busiest_key: by_key
+            .values()
+            .map(|starts| busiest_window(starts.iter().copied()))
+            .max()
+            .unwrap_or(0),
+        rated_keys: by_key.len(),
         starts: starts.len(),
         unfinished: starts
             .iter()
@@ -366,6 +384,14 @@ async fn enqueue_backlog<DB: StartLog>(db: &TestDatabase<DB>, per_key: usize, pl
         millis: 100,
     });
     db.client.enqueue_many(keyed).await.expect("keyed");
+    let key_rated = (0..RATED_KEYS * per_key).map(|n| LoggedStart {
+        key: format!("provider-{}", n % RATED_KEYS),
+        millis: 10,
+    });
+    db.client
+        .enqueue_many_with(key_rated, EnqueueOptions::new().queue(KEY_RATED))
+        .await
+        .expect("key rated");
     for queue in [CAPPED, RATED] {
         let jobs = (0..plain).map(|_| LoggedStart {
             key: String::new(),
@@ -396,7 +422,7 @@ async fn limits_hold_through_sigkills<DB: StartLog>(label: &str) {
     }
     let (per_key, plain) = (40, 400);
     enqueue_backlog(&db, per_key, plain).await;
-    let total = (KEYS * per_key + 2 * plain) as i64;
+    let total = ((KEYS + RATED_KEYS) * per_key + 2 * plain) as i64;
 
     // Kill a random process every 0.2-0.6 s, restarting it at once: all the
     // kills land within the rate limit's least drain time (5 s).
@@ -431,7 +457,8 @@ async fn limits_hold_through_sigkills<DB: StartLog>(label: &str) {
         "{label}: {PROCESSES} processes x {SLOTS} slots, {} SIGKILLs, {total} jobs in {took:.1?}: \
          {} starts ({reruns} after a kill, {} cut by one); at most {} per key \
          (cap {PER_KEY}, {} keys), {} at once on the capped queue (limit {GLOBAL}), {} \
-         claims in a {RATE_PERIOD:?} window (limit {RATE})",
+         claims in a {RATE_PERIOD:?} window (limit {RATE}), {} of one key (limit {KEY_RATE}, \
+         {} keys)",
         children.kills,
         chaos.starts,
         chaos.unfinished,
@@ -439,25 +466,31 @@ async fn limits_hold_through_sigkills<DB: StartLog>(label: &str) {
         chaos.keys,
         chaos.most_capped,
         chaos.busiest_rated,
+        chaos.busiest_key,
+        chaos.rated_keys,
     );
     assert_eq!(children.kills, KILLS, "the drain outlasted the kills");
     assert_eq!(chaos.keys, KEYS);
     assert!(chaos.most_per_key <= PER_KEY as i64, "{chaos:?}");
     assert!(chaos.most_capped <= GLOBAL as i64, "{chaos:?}");
     assert!(chaos.busiest_rated <= RATE as usize, "{chaos:?}");
+    assert_eq!(chaos.rated_keys, RATED_KEYS);
+    assert!(chaos.busiest_key <= KEY_RATE as usize, "{chaos:?}");
     // The limits bound the drain, or holding them proves little.
     assert_eq!(chaos.most_per_key, PER_KEY as i64, "{chaos:?}");
     assert!(chaos.most_capped >= GLOBAL as i64 / 2, "{chaos:?}");
     assert!(chaos.busiest_rated >= RATE as usize / 2, "{chaos:?}");
+    assert!(chaos.busiest_key >= KEY_RATE as usize / 2, "{chaos:?}");
 
     // The control: the same checks see the limits broken once they are off.
     db.client.set_partition(KEYED, None).await.expect("off");
     db.client.set_global_limit(CAPPED, None).await.expect("off");
     db.client.set_rate_limit(RATED, None).await.expect("off");
+    db.client.set_partition(KEY_RATED, None).await.expect("off");
     DB::clear_log(&db.pool).await;
-    let (per_key, plain) = (10, 100);
+    let (per_key, plain) = (20, 100);
     enqueue_backlog(&db, per_key, plain).await;
-    let total = total + (KEYS * per_key + 2 * plain) as i64;
+    let total = total + ((KEYS + RATED_KEYS) * per_key + 2 * plain) as i64;
     eventually(
         Duration::from_secs(60),
         "the unlimited backlog drained",
@@ -469,6 +502,7 @@ async fn limits_hold_through_sigkills<DB: StartLog>(label: &str) {
     assert!(unlimited.most_per_key > PER_KEY as i64, "{unlimited:?}");
     assert!(unlimited.most_capped > GLOBAL as i64, "{unlimited:?}");
     assert!(unlimited.busiest_rated > RATE as usize, "{unlimited:?}");
+    assert!(unlimited.busiest_key > KEY_RATE as usize, "{unlimited:?}");
     children.assert_alive();
     children.stop();
     db.drop_database().await;
