@@ -75,6 +75,12 @@ impl RateLimit {
         i64::try_from(self.period.as_millis()).unwrap_or(i64::MAX)
     }
 
+    /// Starts still allowed in a window that holds `started` of them.
+    pub(crate) fn starts_left(&self, started: i64) -> usize {
+        let started = usize::try_from(started).unwrap_or(0);
+        usize::try_from(self.limit).map_or(0, |limit: usize| limit.saturating_sub(started))
+    }
+
     /// From the database's columns; `None` when unset or out of range.
     pub(crate) fn from_columns(limit: Option<i64>, period_ms: Option<i64>) -> Option<Self> {
         let limit = u32::try_from(limit?).ok()?;

@@ -88,9 +88,7 @@ impl QueueLimits {
         if let (Some(rate), true) = (self.rate, room > 0) {
             // The window before now, with no upper bound, holds the limit in
             // every window, whatever order claimers' clocks and commits took.
-            let started = usize::try_from(used.rate_started).unwrap_or(0);
-            let free =
-                usize::try_from(rate.limit()).map_or(0, |n: usize| n.saturating_sub(started));
+            let free = rate.starts_left(used.rate_started);
             if free < room {
                 room = free;
                 let free_in = used
@@ -173,11 +171,8 @@ impl KeyUse {
     /// window that may still start; `None` without a limit.
     fn free(&self, running: i64, started: i64) -> Option<usize> {
         let running = usize::try_from(running).unwrap_or(0);
-        let started = usize::try_from(started).unwrap_or(0);
         let by_cap = self.cap.map(|cap| cap.saturating_sub(running));
-        let by_rate = self.rate.map(|rate| {
-            usize::try_from(rate.limit()).map_or(0, |n: usize| n.saturating_sub(started))
-        });
+        let by_rate = self.rate.map(|rate| rate.starts_left(started));
         match (by_cap, by_rate) {
             (Some(cap), Some(rate)) => Some(cap.min(rate)),
             (one, other) => one.or(other),
